@@ -1,0 +1,34 @@
+# Run `make help` for the list of targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install vlmtui with its dev tools
+
+run: $(STAMP)  ## set up and open the app on the embedded default (local host, tiny model, synthetic data)
+	$(BIN)/vlmtui
+
+test: $(STAMP)  ## set up and run the whole test suite
+	$(BIN)/pytest -n 2 -q
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+check: lint test  ## lint + tests
+
+bench: $(STAMP)  ## run the benchmarks (prints ratios against in-run baselines)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+.PHONY: help setup run test lint check bench

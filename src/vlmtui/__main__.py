@@ -1,0 +1,3 @@
+from vlmtui.cli import main
+
+raise SystemExit(main())

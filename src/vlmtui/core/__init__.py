@@ -1,0 +1,1 @@
+"""Headless core of vlmtui. Never imports textual; torch/transformers only inside functions."""

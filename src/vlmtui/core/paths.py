@@ -1,0 +1,43 @@
+"""Where vlmtui keeps its files: config (recipes, hosts), data (run registry, demo assets), runs.
+
+`VLMTUI_HOME` puts everything under one folder; tests and the embedded demo use it so they
+never touch the user's real directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _home() -> Path | None:
+    value = os.environ.get("VLMTUI_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def config_dir() -> Path:
+    home = _home()
+    if home:
+        return home / "config"
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("vlmtui"))
+
+
+def data_dir() -> Path:
+    home = _home()
+    if home:
+        return home / "data"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("vlmtui"))
+
+
+def runs_dir() -> Path:
+    """Default parent folder of run directories on this machine."""
+    return data_dir() / "runs"
+
+
+def demo_dir() -> Path:
+    """The embedded default's tiny model and synthetic dataset, generated on first use."""
+    return data_dir() / "demo"
