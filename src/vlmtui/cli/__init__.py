@@ -18,6 +18,9 @@ from vlmtui.core.errors import BadInput, WorkFailed
 # Module names, imported lazily in order; each registers its own subcommands.
 COMMAND_MODULES = (
     "recipes_cmd",
+    "train_cmd",
+    "demo_cmd",
+    "eval_cmd",
 )
 
 

@@ -82,7 +82,7 @@ class Family:
         return out
 
     def lora_regex(self, area: str, targets: tuple[str, ...]) -> str:
-        """Full-name regex (PEFT `re.fullmatch`) for an area's LoRA targets, anchored at its blocks."""
+        """Full-name regex (PEFT `re.fullmatch`) for an area's LoRA targets, anchored per tower."""
         paths = sorted({re.escape(p) for _, p in self.lora_target_paths(area, targets)})
         block = BLOCK_PREFIX[area]
         return rf"{block}\.\d+\.(?:{'|'.join(paths)})"
@@ -141,9 +141,7 @@ def family_by_name(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise BadInput(
-            f"unknown model family {name!r} (known: {', '.join(FAMILIES)})"
-        ) from None
+        raise BadInput(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
 
 
 def family_for_config(config: Any, source: str = "config") -> Family:

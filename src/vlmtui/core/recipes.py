@@ -32,7 +32,7 @@ class AreaPlan:
     targets: tuple[str, ...] = ()
     """LoRA target names for this area (see `families.py` for each family's names)."""
     patterns: tuple[str, ...] = ()
-    """For `full`: regexes (re.search on parameter names) selecting part of the area; empty = all."""
+    """For `full`: regexes anchored at the name start (re.match) selecting part of the area."""
     learning_rate: float | None = None
     """Learning rate of this area's parameters; None uses the recipe's."""
 
@@ -113,7 +113,7 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
         ),
         TrainingRecipe(
             name="r3-two-stage",
-            description="Stage 1 = r2-vision-only, then stage 2 = r1-llm-only from stage 1's weights",
+            description="Stage 1 = r2-vision-only, then r1-llm-only from stage 1's weights",
             stages=("r2-vision-only", "r1-llm-only"),
         ),
         # Documented choice: bf16 base (no quantization), since both towers carry adapters
@@ -128,9 +128,7 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
     )
 }
 
-_TOP_KEYS = {f.name for f in dataclasses.fields(TrainingRecipe)} - {"name", "source"} | {
-    "extends"
-}
+_TOP_KEYS = {f.name for f in dataclasses.fields(TrainingRecipe)} - {"name", "source"} | {"extends"}
 _AREA_KEYS = {f.name for f in dataclasses.fields(AreaPlan)}
 _LORA_KEYS = {f.name for f in dataclasses.fields(LoraSettings)}
 
@@ -329,9 +327,7 @@ def get_recipe(name: str, extra_files: Iterable[Path] = ()) -> TrainingRecipe:
     return recipes[name]
 
 
-def stage_recipes(
-    recipe: TrainingRecipe, extra_files: Iterable[Path] = ()
-) -> list[TrainingRecipe]:
+def stage_recipes(recipe: TrainingRecipe, extra_files: Iterable[Path] = ()) -> list[TrainingRecipe]:
     """The single-stage recipes a recipe runs, in order (itself when it has no stages)."""
     if not recipe.stages:
         return [recipe]
@@ -363,9 +359,7 @@ def recipe_summary(
         "projector": mode("projector"),
         "llm": mode("llm"),
         "learning_rate": stages[0].learning_rate if recipe.stages else recipe.learning_rate,
-        "stages": [
-            {"name": s.name, **{a: s.area(a).mode for a in TRAINABLE_AREAS}} for s in stages
-        ]
+        "stages": [{"name": s.name, **{a: s.area(a).mode for a in TRAINABLE_AREAS}} for s in stages]
         if recipe.stages
         else [],
         "source": recipe.source,

@@ -1,0 +1,188 @@
+"""`vlmtui eval` (score a run or a base model on held-out images) and `vlmtui compare`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from vlmtui.core.errors import BadInput
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a run's detections on held-out images (writes eval.json)",
+        description="Generate on held-out images with a run's weights (or, with --base, an "
+        "un-fine-tuned checkpoint), parse the boxes and write mAP / recall / IoU to eval.json.",
+    )
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id or run directory")
+    p.add_argument("--base", type=Path, metavar="MODEL", help="evaluate this base checkpoint")
+    p.add_argument("--data", required=True, type=Path, help="dataset dir, JSONL or COCO JSON")
+    p.add_argument("--split", default="val", help="dataset split (default: val)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
+    p.add_argument("--batch-size", type=int, default=4, help="images per generate call")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap")
+    p.add_argument(
+        "--output", type=Path, default=None, help="where eval.json goes (default: the run dir)"
+    )
+    p.add_argument("--save-images", type=Path, metavar="DIR", help="draw gold/predicted boxes")
+    p.add_argument("--gpu", default=None, help="GPU index, or 'cpu'")
+    p.add_argument("--json", action="store_true", help="print eval.json")
+    p.set_defaults(func=run_eval_cmd)
+
+    c = sub.add_parser("compare", help="one table row per run: recipe, loss, mAP, recall, IoU")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run ids or run directories")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=run_compare_cmd)
+
+
+def _fmt(value: Any, spec: str = ".3f", none: str = "—") -> str:
+    return none if value is None else format(value, spec)
+
+
+def run_eval_cmd(args: argparse.Namespace) -> int:
+    from vlmtui.cli.train_cmd import select_gpu
+    from vlmtui.core.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalRequest, resolve_run, run_eval
+
+    if (args.run is None) == (args.base is None):
+        raise BadInput("eval: give either RUN or --base MODEL (not both)")
+    run_dir = resolve_run(args.run) if args.run is not None else None
+    if args.base is not None and args.output is None:
+        raise BadInput("eval --base: --output DIR is required (where eval.json goes)")
+    if not args.data.exists():
+        raise BadInput(f"--data: {args.data} does not exist")
+    select_gpu(args.gpu)
+    req = EvalRequest(
+        data=args.data,
+        output=args.output or run_dir,
+        run_dir=run_dir,
+        base_model=args.base,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        save_images=args.save_images,
+    )
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    task: list[Any] = []
+
+    def on_start(total: int) -> None:
+        # Started only once the model is loaded, so an early refusal prints one clean line.
+        progress.start()
+        task.append(progress.add_task("generate", total=total))
+
+    def on_batch(n: int) -> None:
+        progress.advance(task[0], n)
+
+    try:
+        report = run_eval(req, on_start=on_start, on_batch=on_batch)
+    except BadInput:
+        raise
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        if task:
+            progress.stop()
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    _print_report(report, req.output)
+    return 0
+
+
+def _print_report(report: dict[str, Any], output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m, c = report["metrics"], report["counts"]
+    con = Console()
+    title = f"{report['recipe']} on {report['n_images']} {report['split']} images"
+    table = Table(title=title)
+    for col in ("mAP", "mAP50", "recall", "mean IoU", "P@.5", "R@.5", "parse fail"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        _fmt(m["map"]),
+        _fmt(m["map50"]),
+        _fmt(m["recall"]),
+        _fmt(m["mean_iou"]),
+        _fmt(m["precision50"]),
+        _fmt(m["recall50"]),
+        _fmt(m["parse_failure_rate"], ".1%"),
+    )
+    con.print(table)
+    if report["per_label"]:
+        labels = Table(title="per label")
+        for col in ("label", "AP", "AP50", "recall", "mean IoU", "gold", "pred", "matched"):
+            labels.add_column(col, justify="left" if col == "label" else "right")
+        for name, lm in report["per_label"].items():
+            labels.add_row(
+                name,
+                _fmt(lm["ap"]),
+                _fmt(lm["ap50"]),
+                _fmt(lm["recall"]),
+                _fmt(lm["mean_iou"]),
+                str(lm["n_gold"]),
+                str(lm["n_pred"]),
+                str(lm["matched"]),
+            )
+        con.print(labels)
+    con.print(
+        f"boxes: {c['gold_boxes']} gold, {c['pred_boxes']} predicted, {c['matched']} matched; "
+        f"{c['unparseable_images']} unparseable answers, {c['invalid_boxes']} invalid and "
+        f"{c['duplicate_boxes']} repeated boxes, {c['truncated_outputs']} truncated answers"
+    )
+    con.print(f"wrote {output / 'eval.json'}")
+
+
+def run_compare_cmd(args: argparse.Namespace) -> int:
+    from vlmtui.core.evaluate import compare_rows
+
+    rows = compare_rows(args.runs)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Runs compared")
+    cols = ("run", "recipe", "trainable", "train time", "final loss")
+    cols += ("mAP", "mAP50", "recall", "mean IoU", "parse fail")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("run", "recipe") else "right")
+    for r in rows:
+        table.add_row(
+            Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"],
+            r["recipe"] or "—",
+            _fmt(r["trainable_params"], ","),
+            _fmt(r["train_time_s"], ".1f") + ("s" if r["train_time_s"] is not None else ""),
+            _fmt(r["final_loss"], ".4f"),
+            _fmt(r["map"]),
+            _fmt(r["map50"]),
+            _fmt(r["recall"]),
+            _fmt(r["mean_iou"]),
+            _fmt(r["parse_failure_rate"], ".1%"),
+        )
+    Console().print(table)
+    return 0

@@ -1,0 +1,515 @@
+"""Detection datasets: loading (JSONL / COCO), validation, chat conversations, synthetic shapes.
+
+Why this shape: training and evaluation must agree on exactly how boxes are written, so the
+one place that formats them is `format_boxes`, and evaluation mirrors it. Records are checked
+when loaded (not mid-training), and every problem names the file and line, because a bad box
+found after an hour of training is an hour lost.
+
+JSONL: one record per line, `{"image": "rel/path.png", "objects": [{"label": "red square",
+"bbox": [x1, y1, x2, y2]}]}`, pixels, image path relative to the JSONL file.
+COCO: `images` / `annotations` / `categories`, bbox `[x, y, w, h]`, `file_name` relative to
+the JSON file (or to an `images/` folder beside it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmtui.core.errors import BadInput
+from vlmtui.core.families import Family
+
+GROUNDING_PROMPT = "Detect every object in the image. Report each with its label and bounding box."
+SPLITS = ("train", "val")
+VAL_PERCENT = 10
+# Boxes may overshoot the image by this much (float rounding in exported annotations); they
+# are clamped. Anything further out is an error.
+EDGE_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class DetectionObject:
+    """One labelled box, pixels of the original image, `x1 <= x2`, `y1 <= y2`."""
+
+    label: str
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """One image and its objects. `source` is `file:line` (or `file: image N`) for messages."""
+
+    image_path: Path
+    width: int
+    height: int
+    objects: tuple[DetectionObject, ...]
+    source: str = ""
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def _image_size(path: Path, where: str) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise BadInput(f"{where}: image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadInput(f"{where}: cannot read image {path}: {exc}") from None
+
+
+def _check_box(raw: Any, width: int, height: int, where: str) -> tuple[float, float, float, float]:
+    """Validate an [x1, y1, x2, y2] pixel box against the image; clamp tiny overshoots."""
+    if (
+        not isinstance(raw, (list, tuple))
+        or len(raw) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+        or not all(math.isfinite(v) for v in raw)
+    ):
+        raise BadInput(f"{where}: bbox must be 4 numbers [x1, y1, x2, y2], got {raw!r}")
+    x1, y1, x2, y2 = (float(v) for v in raw)
+    if x2 < x1:
+        raise BadInput(f"{where}: bbox x2 < x1 ({x2:g} < {x1:g})")
+    if y2 < y1:
+        raise BadInput(f"{where}: bbox y2 < y1 ({y2:g} < {y1:g})")
+    tol = EDGE_TOLERANCE
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        raise BadInput(
+            f"{where}: bbox [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {width}x{height} image"
+        )
+    return (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+
+
+def _parse_jsonl_line(line: str, base: Path, where: str) -> DetectionRecord:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where}: bad JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise BadInput(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key in ("image", "objects"):
+        if key not in row:
+            raise BadInput(f"{where}: missing key {key!r}")
+    if not isinstance(row["image"], str) or not row["image"]:
+        raise BadInput(f"{where}: 'image' must be a non-empty path string")
+    if not isinstance(row["objects"], list):
+        raise BadInput(f"{where}: 'objects' must be a list")
+    image_path = (base / row["image"]).resolve()
+    width, height = _image_size(image_path, where)
+    objects = []
+    for i, obj in enumerate(row["objects"]):
+        here = f"{where}: objects[{i}]"
+        if not isinstance(obj, dict):
+            raise BadInput(f"{here}: expected an object with 'label' and 'bbox'")
+        for key in ("label", "bbox"):
+            if key not in obj:
+                raise BadInput(f"{here}: missing key {key!r}")
+        if not isinstance(obj["label"], str) or not obj["label"].strip():
+            raise BadInput(f"{here}: 'label' must be a non-empty string")
+        box = _check_box(obj["bbox"], width, height, here)
+        objects.append(DetectionObject(obj["label"].strip(), box))
+    return DetectionRecord(image_path, width, height, tuple(objects), where)
+
+
+def load_jsonl(path: Path) -> list[DetectionRecord]:
+    """Records of a JSONL file; blank lines are skipped. Errors name `file:line`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            records.append(_parse_jsonl_line(line, path.parent, f"{path}:{lineno}"))
+    return records
+
+
+def _coco_image_base(path: Path, file_name: str) -> Path:
+    direct = path.parent / file_name
+    if direct.exists():
+        return direct
+    for alt in (path.parent / "images" / file_name, path.parent.parent / "images" / file_name):
+        if alt.exists():
+            return alt
+    return direct
+
+
+def load_coco(path: Path) -> list[DetectionRecord]:
+    """Records of a COCO instances JSON (bbox xywh -> xyxy). One record per listed image."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}:{exc.lineno}: bad JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: COCO file must be a JSON object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise BadInput(f"{path}: COCO file needs a list {key!r}")
+    try:
+        categories = {c["id"]: str(c["name"]) for c in data["categories"]}
+    except (KeyError, TypeError):
+        raise BadInput(f"{path}: every category needs 'id' and 'name'") from None
+    images: dict[Any, tuple[Path, int, int, str]] = {}
+    order = []
+    for i, img in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise BadInput(f"{where}: needs 'id' and 'file_name'")
+        image_path = _coco_image_base(path, str(img["file_name"])).resolve()
+        width, height = _image_size(image_path, where)
+        if ("width" in img and img["width"] != width) or (
+            "height" in img and img["height"] != height
+        ):
+            raise BadInput(
+                f"{where}: declared size {img.get('width')}x{img.get('height')} differs from "
+                f"the file's {width}x{height}"
+            )
+        images[img["id"]] = (image_path, width, height, where)
+        order.append(img["id"])
+    objects: dict[Any, list[DetectionObject]] = {k: [] for k in images}
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise BadInput(f"{where}: expected an object")
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in ann:
+                raise BadInput(f"{where}: missing key {key!r}")
+        if ann["image_id"] not in images:
+            raise BadInput(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
+        if ann["category_id"] not in categories:
+            raise BadInput(f"{where}: category_id {ann['category_id']!r} is not in 'categories'")
+        raw = ann["bbox"]
+        if not isinstance(raw, list) or len(raw) != 4:
+            raise BadInput(f"{where}: bbox must be 4 numbers [x, y, w, h], got {raw!r}")
+        try:
+            xyxy = [raw[0], raw[1], raw[0] + raw[2], raw[1] + raw[3]]
+        except TypeError:
+            raise BadInput(f"{where}: bbox must be 4 numbers [x, y, w, h], got {raw!r}") from None
+        _, width, height, _ = images[ann["image_id"]]
+        box = _check_box(xyxy, width, height, where)
+        objects[ann["image_id"]].append(DetectionObject(categories[ann["category_id"]], box))
+    return [
+        DetectionRecord(images[k][0], images[k][1], images[k][2], tuple(objects[k]), images[k][3])
+        for k in order
+    ]
+
+
+def load_records(path: Path) -> list[DetectionRecord]:
+    """Records of one annotation file: `.jsonl` is JSONL, `.json` is COCO."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: dataset file not found")
+    if path.suffix == ".jsonl":
+        return load_jsonl(path)
+    if path.suffix == ".json":
+        return load_coco(path)
+    raise BadInput(f"{path}: unknown dataset format (expected .jsonl or COCO .json)")
+
+
+def _split_key(record: DetectionRecord, base: str) -> int:
+    rel = os.path.relpath(record.image_path, base) if base else str(record.image_path)
+    return int(hashlib.sha1(rel.replace(os.sep, "/").encode()).hexdigest()[:12], 16)
+
+
+def split_records(
+    records: Sequence[DetectionRecord],
+) -> tuple[list[DetectionRecord], list[DetectionRecord]]:
+    """Deterministic ~90/10 train/val split by a stable hash of each image path.
+
+    The hash uses paths relative to the images' common folder, so moving the dataset does
+    not change the split. With 2+ records, val is never empty (the smallest hash goes there).
+    """
+    if not records:
+        return [], []
+    base = os.path.commonpath([str(r.image_path.parent) for r in records])
+    keys = [_split_key(r, base) for r in records]
+    is_val = [k % 100 < VAL_PERCENT for k in keys]
+    if not any(is_val) and len(records) >= 2:
+        is_val[keys.index(min(keys))] = True
+    train = [r for r, v in zip(records, is_val, strict=True) if not v]
+    val = [r for r, v in zip(records, is_val, strict=True) if v]
+    return train, val
+
+
+def load_split(data: Path, split: str = "train") -> list[DetectionRecord]:
+    """Records of one split of a dataset directory or single annotation file.
+
+    A directory uses `split.jsonl` or `split.json`; if it has neither but holds exactly one
+    `.jsonl`/`.json` file, that file is split deterministically (see `split_records`), as is
+    a single file given directly.
+    """
+    if split not in SPLITS:
+        raise BadInput(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    data = Path(data)
+    if data.is_dir():
+        for suffix in (".jsonl", ".json"):
+            candidate = data / f"{split}{suffix}"
+            if candidate.is_file():
+                records = load_records(candidate)
+                break
+        else:
+            files = sorted(p for p in data.iterdir() if p.suffix in (".jsonl", ".json"))
+            # Splitting one file is only safe when the folder has no per-split files at all;
+            # otherwise val could overlap train.jsonl.
+            if len(files) != 1 or files[0].stem in SPLITS:
+                raise BadInput(
+                    f"{data}: no {split}.jsonl or {split}.json"
+                    + (f" (found {', '.join(p.name for p in files)})" if files else "")
+                )
+            return _pick(split_records(load_records(files[0])), split)
+    elif data.is_file():
+        return _pick(split_records(load_records(data)), split)
+    else:
+        raise BadInput(f"{data}: dataset not found")
+    if not records:
+        raise BadInput(f"{candidate}: no records")
+    return records
+
+
+def _pick(
+    parts: tuple[list[DetectionRecord], list[DetectionRecord]], split: str
+) -> list[DetectionRecord]:
+    records = parts[SPLITS.index(split)]
+    if not records:
+        raise BadInput(f"the dataset has no records for the {split} split")
+    return records
+
+
+# ---------------------------------------------------------------- boxes and conversations
+
+
+def _image_params(processor_or_params: Any) -> tuple[int, int, int]:
+    """(factor, min_pixels, max_pixels) from a processor, an image processor or a dict."""
+    src = processor_or_params
+    src = getattr(src, "image_processor", src)
+    if isinstance(src, dict):
+        get = src.get
+        size = src.get("size") or {}
+    else:
+
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(src, key, default)
+
+        size = getattr(src, "size", None) or {}
+    size = dict(size) if not isinstance(size, dict) else size
+    patch = int(get("patch_size", 14))
+    merge = int(get("merge_size", 2))
+    min_pixels = get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
+    max_pixels = get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
+    if not min_pixels or not max_pixels:
+        raise BadInput("image processor has no min_pixels/max_pixels (size) settings")
+    return patch * merge, int(min_pixels), int(max_pixels)
+
+
+def resized_size(width: int, height: int, processor_or_params: Any) -> tuple[int, int]:
+    """(width, height) the processor resizes an image to (Qwen's `smart_resize`).
+
+    Accepts a processor, its image processor, or a dict with `patch_size`, `merge_size`,
+    `min_pixels`, `max_pixels`. Qwen2.5-VL's boxes are in these pixels.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor, min_pixels, max_pixels = _image_params(processor_or_params)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return w, h
+
+
+def format_boxes(
+    objects: Iterable[DetectionObject],
+    family: Family,
+    width: int,
+    height: int,
+    resized_w: int,
+    resized_h: int,
+) -> str:
+    """The assistant's answer for `objects`, in the family's own box format.
+
+    Qwen2-VL: `<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`
+    per object, no separator, coordinates round(v / size * 1000) in 0..1000 of the original
+    image. Qwen2.5-VL: one-line JSON `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}]`,
+    integer pixels of the resized image. No objects: "" (Qwen2-VL) or "[]" (Qwen2.5-VL).
+    """
+    objects = list(objects)
+    if family.box_format == "qwen2":
+
+        def norm(v: float, size: int) -> int:
+            return min(1000, max(0, round(v / size * 1000)))
+
+        parts = []
+        for obj in objects:
+            x1, y1, x2, y2 = obj.bbox
+            parts.append(
+                f"<|object_ref_start|>{obj.label}<|object_ref_end|><|box_start|>"
+                f"({norm(x1, width)},{norm(y1, height)}),({norm(x2, width)},{norm(y2, height)})"
+                "<|box_end|>"
+            )
+        return "".join(parts)
+    if family.box_format == "qwen2.5":
+        sx, sy = resized_w / width, resized_h / height
+
+        def px(v: float, scale: float, limit: int) -> int:
+            return min(limit, max(0, round(v * scale)))
+
+        rows = []
+        for obj in objects:
+            x1, y1, x2, y2 = obj.bbox
+            box = [px(x1, sx, resized_w), px(y1, sy, resized_h)]
+            box += [px(x2, sx, resized_w), px(y2, sy, resized_h)]
+            rows.append({"bbox_2d": box, "label": obj.label})
+        return json.dumps(rows, ensure_ascii=False)
+    raise BadInput(f"unknown box format {family.box_format!r}")
+
+
+def build_conversation(
+    record: DetectionRecord, family: Family, image_size_for_boxes: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """Chat messages for one record: user = image + grounding prompt, assistant = boxes.
+
+    `image_size_for_boxes` is the (width, height) the processor resizes this image to
+    (`resized_size`); only Qwen2.5-VL's absolute-pixel format uses it. No system turn: the
+    chat template adds Qwen's default one, exactly as at inference.
+    """
+    rw, rh = image_size_for_boxes
+    answer = format_boxes(record.objects, family, record.width, record.height, rw, rh)
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": GROUNDING_PROMPT}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+
+
+def to_trl_dataset(records: Sequence[DetectionRecord], family: Family, processor: Any) -> Any:
+    """A `datasets.Dataset` of TRL VLM rows `{"images": [PIL.Image], "messages": [...]}`.
+
+    Images are stored as paths and decoded lazily when a row is read.
+    """
+    import datasets
+
+    if not records:
+        raise BadInput("no records to train on")
+    rows = []
+    for rec in records:
+        size = resized_size(rec.width, rec.height, processor)
+        rows.append(
+            {
+                "images": [str(rec.image_path)],
+                "messages": build_conversation(rec, family, size),
+            }
+        )
+    list_type = getattr(datasets, "List", None) or datasets.Sequence
+    text = datasets.Value("string")
+    features = datasets.Features(
+        {
+            "images": list_type(datasets.Image()),
+            "messages": list_type(
+                {"role": text, "content": list_type({"type": text, "text": text})}
+            ),
+        }
+    )
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+# ---------------------------------------------------------------- synthetic shapes
+
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (140, 60, 180),
+    "orange": (240, 130, 20),
+}
+SHAPES = ("square", "circle", "triangle")
+
+
+def _draw_shape(draw: Any, shape: str, box: tuple[int, int, int, int], rgb: Any) -> None:
+    """Draw so that the shape's pixels span exactly [x1, x2) x [y1, y2)."""
+    x1, y1, x2, y2 = box
+    if shape == "square":
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=rgb)
+    elif shape == "circle":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=rgb)
+    else:
+        draw.polygon([(x1, y2 - 1), (x2 - 1, y2 - 1), ((x1 + x2 - 1) // 2, y1)], fill=rgb)
+
+
+def _overlaps(a: Sequence[int], b: Sequence[int], gap: int = 2) -> bool:
+    return not (
+        a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+    )
+
+
+def _shape_image(rng: Any, size: tuple[int, int]) -> tuple[Any, list[dict[str, Any]]]:
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    bg = tuple(rng.randint(200, 250) for _ in range(3))
+    img = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(img)
+    boxes: list[tuple[int, int, int, int]] = []
+    objects = []
+    lo, hi = max(8, min(w, h) // 7), max(10, min(w, h) // 2)
+    for _ in range(rng.randint(1, 3)):
+        for _attempt in range(20):
+            side = rng.randint(lo, hi)
+            sw = side if rng.random() < 0.5 else rng.randint(lo, hi)
+            x1, y1 = rng.randint(0, w - sw), rng.randint(0, h - side)
+            box = (x1, y1, x1 + sw, y1 + side)
+            if not any(_overlaps(box, b) for b in boxes):
+                break
+        else:
+            continue
+        shape = rng.choice(SHAPES)
+        colour = rng.choice(sorted(COLOURS))
+        _draw_shape(draw, shape, box, COLOURS[colour])
+        boxes.append(box)
+        objects.append({"label": f"{colour} {shape}", "bbox": list(box)})
+    return img, objects
+
+
+def make_shapes_dataset(
+    out_dir: Path, n: int = 64, seed: int = 0, size: tuple[int, int] = (112, 112)
+) -> Path:
+    """Write `n` synthetic images of coloured shapes with exact boxes + train/val JSONL.
+
+    Deterministic for a given (n, seed, size). Every 5th image goes to `val.jsonl` (~80/20).
+    Boxes are tight: a shape's pixels span exactly [x1, x2) x [y1, y2).
+    """
+    import random
+
+    if n < 2:
+        raise BadInput(f"--n must be at least 2 (one train and one val image), got {n}")
+    if min(size) < 28:
+        raise BadInput(f"image size must be at least 28x28, got {size[0]}x{size[1]}")
+    out_dir = Path(out_dir)
+    images_dir = out_dir / "images"
+    try:
+        images_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{out_dir}: cannot create: {exc}") from None
+    rng = random.Random(seed)
+    lines: dict[str, list[str]] = {"train": [], "val": []}
+    for i in range(n):
+        img, objects = _shape_image(rng, size)
+        name = f"images/{i:05d}.png"
+        img.save(out_dir / name)
+        split = "val" if i % 5 == 4 or (n < 5 and i == n - 1) else "train"
+        lines[split].append(json.dumps({"image": name, "objects": objects}))
+    for split, rows in lines.items():
+        (out_dir / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out_dir

@@ -1,0 +1,463 @@
+"""Start detached training runs on a host (local or SSH), stop them, read their logs.
+
+`launch` validates everything first — recipe, host, the GPUs (exist, free, not reserved by
+another vlmtui run, unless `force`), then, in the one round trip that starts the run, the
+model and data paths, the host's Python and a fresh run directory — writes a `pending`
+status.json and starts `vlmtui train` under the supervisor (`supervise.py`) with `nohup`, in
+its own session and process group, output to RUN_DIR/output.log. It returns the run id as
+soon as the process exists. The run does not depend on the launching process or the SSH
+connection: both may die.
+
+Several GPUs (`0,1`), or `nproc > 1` on the CPU, run one data-parallel job through
+`python -m torch.distributed.run --standalone`, which rendezvouses on a free port of its own,
+so two such jobs on one host do not collide.
+
+The GPU choice is made inside the registry transaction that inserts the run, so two
+launches at once — from two processes — never land on the same GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vlmtui.core import hostprobe
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.gpus import CPU, Gpu, HostGpus, query_host
+from vlmtui.core.hosts import Host, get_host
+from vlmtui.core.runs import Registry, RunRecord
+from vlmtui.core.sshcmd import HomePath, check_name, check_path, join, quote_path
+
+REMOTE_RUNS_DIR = "~/.local/share/vlmtui/runs"
+"""Run directories on a remote host without `runs_dir` or `workdir` in hosts.toml."""
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What to run where (the `vlmtui launch` options)."""
+
+    recipe: str
+    model: str
+    """Checkpoint directory on the host (relative: to the host's workdir; local: to cwd)."""
+    data: str
+    """Dataset path on the host (same rule)."""
+    host: str = "local"
+    gpu: str = "auto"
+    """`auto` (first free GPU, else the CPU), `cpu`, an index `0`, or several `0,1`."""
+    max_steps: int | None = None
+    force: bool = False
+    """Use the named GPUs even when they are busy or reserved."""
+    nproc: int | None = None
+    """Processes of a CPU run (torchrun when > 1); GPU runs use one per GPU."""
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    run_id: str
+    host: str
+    gpu: str
+    """The device(s) the run got: `0`, `0,1` or `cpu`."""
+    run_dir: str
+    """Absolute run directory on the host."""
+    pid: int
+    """Supervisor pid = the run's process group id on its host."""
+    elapsed_s: float
+    """From the call to the run id, in seconds."""
+    command: tuple[str, ...]
+    """The training command line the supervisor runs."""
+
+
+def parse_gpu_spec(spec: str) -> str | tuple[int, ...]:
+    """`auto`, `cpu`, or a tuple of distinct GPU indices; BadInput otherwise."""
+    spec = spec.strip()
+    if spec in ("auto", CPU):
+        return spec
+    parts = spec.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise BadInput(f"--gpu: expected 'auto', 'cpu', an index or a list like 0,1; got {spec!r}")
+    indices = tuple(int(p) for p in parts)
+    if len(set(indices)) != len(indices):
+        raise BadInput(f"--gpu: {spec!r} names a GPU twice")
+    return indices
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _describe_busy(g: Gpu) -> str:
+    bits = []
+    if g.processes:
+        bits.append(f"{len(g.processes)} compute process(es)")
+    if g.mem_used_mib is not None:
+        bits.append(f"{g.mem_used_mib:.0f} MiB used")
+    if g.util_pct is not None:
+        bits.append(f"{g.util_pct:.0f}% busy")
+    return ", ".join(bits) or "busy"
+
+
+def _chooser(
+    spec: str | tuple[int, ...], status: HostGpus, host: str, force: bool
+) -> Callable[[list[RunRecord]], tuple[str, ...]]:
+    """Picks the GPUs against the host's active runs (called inside the registry txn)."""
+    by_index = {g.index: g for g in status.gpus}
+
+    def choose(active: list[RunRecord]) -> tuple[str, ...]:
+        taken = {g: r.id for r in active for g in r.gpu_indices}
+        if spec == "auto":
+            for g in status.gpus:
+                if g.free and g.index not in taken:
+                    return (str(g.index),)
+            raise BadInput(
+                f"no free GPU on {host}: "
+                + "; ".join(
+                    f"GPU {g.index}: "
+                    + (
+                        f"reserved by run {taken[g.index]}"
+                        if g.index in taken
+                        else _describe_busy(g)
+                    )
+                    for g in status.gpus
+                )
+                + " (use --gpu cpu, or --gpu N --force)"
+            )
+        assert isinstance(spec, tuple)
+        for i in spec:
+            if force:
+                continue
+            if i in taken:
+                raise BadInput(
+                    f"GPU {i} on {host} is reserved by run {taken[i]} (--force to share)"
+                )
+            if not by_index[i].free:
+                raise BadInput(
+                    f"GPU {i} on {host} is busy ({_describe_busy(by_index[i])}); "
+                    "use --gpu auto, or --force"
+                )
+        return tuple(str(i) for i in spec)
+
+    return choose
+
+
+def _paths(host: Host, req: LaunchRequest, run_id: str) -> tuple[str, str, str, str]:
+    """(workdir, model, data, run_dir) as the host should see them."""
+    c = host.config
+    if host.is_local:
+        workdir = os.path.expanduser(c.workdir) if c.workdir else os.getcwd()
+
+        def absolute(p: str) -> str:
+            return os.path.normpath(os.path.join(workdir, os.path.expanduser(p)))
+
+        from vlmtui.core.paths import runs_dir
+
+        base = absolute(c.runs_dir) if c.runs_dir else str(runs_dir())
+        return workdir, absolute(req.model), absolute(req.data), os.path.join(base, run_id)
+    workdir = c.workdir or "~"
+    if c.runs_dir:
+        base = c.runs_dir
+    else:
+        base = f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR
+    if not base.startswith(("/", "~")):
+        base = f"{workdir.rstrip('/')}/{base}"
+    return workdir, req.model, req.data, f"{base.rstrip('/')}/{run_id}"
+
+
+def train_command(
+    host: Host, req: LaunchRequest, run_dir: str, gpus: tuple[str, ...], nproc: int
+) -> list[str]:
+    """The command line the supervisor runs: `vlmtui train`, under torchrun when nproc > 1."""
+    py = host.python_argv()
+    args = ["train", "--recipe", req.recipe, "--model", HomePath(req.model)]
+    args += ["--data", HomePath(req.data), "--output", HomePath(run_dir)]
+    if gpus == (CPU,):
+        args += ["--gpu", CPU]
+    elif len(gpus) == 1:
+        args += ["--gpu", gpus[0]]
+    if req.max_steps is not None:
+        args += ["--max-steps", str(req.max_steps)]
+    if nproc > 1:
+        dist = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+        return [*py, *dist, "-m", "vlmtui", *args]
+    return [*py, "-m", "vlmtui", *args]
+
+
+def _recipe_files(host: Host, recipe_name: str) -> list[tuple[str, str]]:
+    """(file name, TOML text) of the user recipe files a remote host needs for this recipe."""
+    from vlmtui.core.recipes import get_recipe, user_recipe_dir
+
+    recipe = get_recipe(recipe_name)
+    if recipe.source == "built-in" or host.is_local:
+        return []
+    files = sorted(user_recipe_dir().glob("*.toml"))
+    return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
+
+
+def launch_script(
+    host: Host,
+    *,
+    workdir: str,
+    model: str,
+    data: str,
+    run_dir: str,
+    run_id: str,
+    command: list[str],
+    env: dict[str, str],
+    recipe_files: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> str:
+    """The sh script that checks the paths, writes the pending status and starts the run."""
+    rd = quote_path(run_dir)
+    wd = quote_path(workdir)
+    py = join(host.python_argv())
+    find = "import importlib.util as u,sys;sys.exit(0 if u.find_spec('vlmtui') else 5)"
+    pending = json.dumps({"state": "pending", "run_id": run_id, "updated": time.time()})
+    lines = [
+        f"mkdir -p -- {wd} 2>/dev/null; cd -- {wd} || {{ echo '@@error workdir'; exit 3; }}",
+        f"[ -e {quote_path(model)} ] || {{ echo '@@error model'; exit 3; }}",
+        f"[ -e {quote_path(data)} ] || {{ echo '@@error data'; exit 3; }}",
+        f"{py} -I -c {join([find])} >/dev/null 2>&1 || {{ echo '@@error python'; exit 3; }}",
+        f"[ ! -e {rd} ] || {{ echo '@@error exists'; exit 3; }}",
+        f"mkdir -p -- {rd} || {{ echo '@@error rundir'; exit 3; }}",
+        f"printf '%s\\n' {join([pending])} > {rd}/.status.json.tmp",
+        f"mv -f -- {rd}/.status.json.tmp {rd}/status.json",
+    ]
+    if recipe_files:
+        lines.append(f"mkdir -p -- {rd}/recipes")
+        for name, text in recipe_files:
+            lines.append(f"printf '%s' {join([text])} > {rd}/recipes/{join([name])}")
+    envs = [f"{k}={v}" for k, v in env.items()]
+    sup = join(["env", *envs, *host.python_argv(), "-m", "vlmtui.core.supervise"])
+    lines += [
+        f"nohup {sup} {rd} -- {join(command)} > {rd}/output.log 2>&1 < /dev/null &",
+        f'echo "@@ok $! $(cd -- {rd} && pwd -P)"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_SCRIPT_ERRORS = {
+    "workdir": "cannot enter the working directory {workdir!r} on {host}",
+    "model": "model path {model!r} does not exist on {host}",
+    "data": "data path {data!r} does not exist on {host}",
+    "python": "{python!r} on {host} cannot import vlmtui (set `python` in hosts.toml)",
+    "exists": "run directory {run_dir!r} already exists on {host}",
+    "rundir": "cannot create the run directory {run_dir!r} on {host}",
+}
+
+
+def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
+    """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
+    start = time.perf_counter()
+    registry = registry or Registry()
+    check_name("recipe", req.recipe)
+    check_path("model", req.model)
+    check_path("data", req.data)
+    if req.max_steps is not None and req.max_steps < 1:
+        raise BadInput(f"--max-steps: must be at least 1, got {req.max_steps}")
+    if req.nproc is not None and req.nproc < 1:
+        raise BadInput(f"--nproc: must be at least 1, got {req.nproc}")
+    from vlmtui.core.recipes import get_recipe
+
+    get_recipe(req.recipe)
+    host = get_host(req.host)
+    spec = parse_gpu_spec(req.gpu)
+    status = None
+    if spec != CPU:
+        status = query_host(host)
+        if not status.reachable:
+            raise WorkFailed(f"host {host.name} is unreachable: {status.error}")
+        if spec == "auto" and not status.gpus:
+            spec = CPU
+        elif isinstance(spec, tuple):
+            missing = [i for i in spec if i not in {g.index for g in status.gpus}]
+            if missing:
+                have = ", ".join(str(g.index) for g in status.gpus) or "none"
+                raise BadInput(f"host {host.name} has no GPU {missing[0]} (GPUs: {have})")
+    if spec != CPU and req.nproc not in (None, len(spec) if isinstance(spec, tuple) else 1):
+        raise BadInput("--nproc applies to CPU runs; GPU runs use one process per GPU")
+    recipe_files = _recipe_files(host, req.recipe)
+
+    for _attempt in range(5):
+        run_id = new_run_id()
+        workdir, model, data, run_dir = _paths(host, req, run_id)
+        base = RunRecord(
+            id=run_id, recipe=req.recipe, host=host.name, gpus=CPU, run_dir=run_dir,
+            created=time.time(), state="launching", model=model, data=data,
+            max_steps=req.max_steps,
+        )  # fmt: skip
+        check = None
+        if spec != CPU:
+            assert status is not None
+            choose = _chooser(spec, status, host.name, req.force)
+
+            def check(active: list[RunRecord], base: RunRecord = base) -> RunRecord:
+                return replace(base, gpus=",".join(choose(active)))
+
+        try:
+            record = registry.add(base, check)
+            break
+        except sqlite3.IntegrityError:
+            continue  # two launches in the same second drew the same id
+    else:
+        raise WorkFailed("could not allocate a run id")
+    gpus = tuple(record.gpus.split(","))
+    nproc = (req.nproc or 1) if gpus == (CPU,) else len(gpus)
+    command = train_command(host, replace(req, model=model, data=data), run_dir, gpus, nproc)
+    for name, _ in recipe_files:
+        command += ["--recipes", HomePath(f"{run_dir}/recipes/{name}")]
+    env = {"PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    env["CUDA_VISIBLE_DEVICES"] = "" if gpus == (CPU,) else ",".join(gpus)
+    script = launch_script(
+        host, workdir=workdir, model=model, data=data, run_dir=run_dir, run_id=run_id,
+        command=command, env=env, recipe_files=recipe_files,
+    )  # fmt: skip
+    res = host.run(script)
+    out = res.stdout
+    if res.transport_error or "@@ok " not in out:
+        registry.delete(run_id)
+        if res.transport_error:
+            raise WorkFailed(f"host {host.name} is unreachable: {res.transport_error}")
+        code = out.split("@@error ", 1)[1].split()[0] if "@@error " in out else ""
+        template = _SCRIPT_ERRORS.get(code)
+        if template is None:
+            raise WorkFailed(f"launch on {host.name} failed: {(out + res.stderr).strip()[-300:]}")
+        raise BadInput(
+            template.format(
+                host=host.name, workdir=workdir, model=model, data=data,
+                python=host.config.python, run_dir=run_dir,
+            )
+        )  # fmt: skip
+    pid_text, _, abs_dir = out.split("@@ok ", 1)[1].strip().partition(" ")
+    pid = int(pid_text)
+    abs_dir = abs_dir.strip() or run_dir
+    registry.update(run_id, pid=pid, run_dir=abs_dir, state="pending", command=json.dumps(command))
+    return LaunchResult(
+        run_id=run_id,
+        host=host.name,
+        gpu=record.gpus,
+        run_dir=abs_dir,
+        pid=pid,
+        elapsed_s=time.perf_counter() - start,
+        command=tuple(command),
+    )
+
+
+# --- stop -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopResult:
+    run_id: str
+    was_running: bool
+    """False when the run had already ended (its state is then unchanged)."""
+    killed: bool
+    """True when the grace period ran out and the group got SIGKILL."""
+    state: str
+    """The run's state afterwards (`stopped`, or the final state it already had)."""
+
+
+def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = None) -> StopResult:
+    """SIGTERM to the run's process group; SIGKILL after `grace_s`; the run ends `stopped`."""
+    registry = registry or Registry()
+    rec = registry.get(run_id)
+    host = get_host(rec.host)
+    if rec.pid is None:
+        raise WorkFailed(f"run {rec.id} has no process yet (still launching); try again")
+    if host.is_local:
+        result = hostprobe.stop(rec.run_dir, rec.pid, grace_s)
+    else:
+        args = json.dumps({"run_dir": rec.run_dir, "pid": rec.pid, "grace_s": grace_s})
+        src = Path(hostprobe.__file__).read_text(encoding="utf-8")
+        res = host.run_python(src, ["stop", args], timeout=grace_s + host.config.timeout + 15)
+        if res.transport_error or res.returncode != 0:
+            why = res.transport_error or res.stderr.strip()[-300:]
+            raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {why}")
+        result = json.loads(res.stdout)
+    status = result.get("status") or {}
+    state = status.get("state") or rec.state
+    changes = {"state": state, "error": status.get("error"), "checked": time.time()}
+    if result.get("last"):
+        changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
+    if state in ("finished", "failed", "stopped"):
+        registry.update(rec.id, **changes)
+    return StopResult(rec.id, bool(result.get("was_running")), bool(result.get("killed")), state)
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+class LogTail:
+    """Reads a run's output.log incrementally: each `read` returns only the bytes added since
+    the previous one (remote: `tail -c +OFFSET` over the shared connection)."""
+
+    def __init__(self, record: RunRecord, offset: int = 0) -> None:
+        self.record = record
+        self.offset = offset
+        self._host = get_host(record.host)
+        self._path = f"{record.run_dir}/output.log"
+
+    def read(self, max_bytes: int = 1 << 20) -> bytes:
+        if self._host.is_local:
+            try:
+                with open(self._path, "rb") as fh:
+                    fh.seek(self.offset)
+                    chunk = fh.read(max_bytes)
+            except FileNotFoundError:
+                chunk = b""
+        else:
+            script = (
+                f"tail -c +{self.offset + 1} {quote_path(self._path)} 2>/dev/null"
+                f" | head -c {int(max_bytes)}"
+            )
+            res = self._host.run(script)
+            if res.transport_error:
+                raise WorkFailed(f"host {self._host.name} is unreachable: {res.transport_error}")
+            chunk = res.stdout_bytes
+        self.offset += len(chunk)
+        return chunk
+
+
+def follow_log(
+    run_id: str,
+    write: Callable[[bytes], None],
+    *,
+    follow: bool = False,
+    interval_s: float = 0.5,
+    registry: Registry | None = None,
+) -> str:
+    """Copy the run's log to `write`; with `follow`, keep going until the run has ended and
+    its log is drained. Returns the run's state at the end."""
+    from vlmtui.core.runs import FINAL_STATES, reconcile
+
+    registry = registry or Registry()
+    rec = registry.get(run_id)
+    tail = LogTail(rec)
+    state = reconcile([rec], registry)[0].state
+    last_check = time.monotonic()
+    while True:
+        chunk = tail.read()
+        if chunk:
+            write(chunk)
+            continue
+        if not follow or state in FINAL_STATES:
+            return state
+        time.sleep(interval_s)
+        if time.monotonic() - last_check > 2.0:
+            state = reconcile([registry.get(rec.id)], registry)[0].state
+            last_check = time.monotonic()
+
+
+__all__ = [
+    "LaunchRequest",
+    "LaunchResult",
+    "LogTail",
+    "StopResult",
+    "follow_log",
+    "launch",
+    "parse_gpu_spec",
+    "stop_run",
+]

@@ -1,0 +1,426 @@
+"""Run a recipe with TRL's SFTTrainer and keep the run directory up to date.
+
+The trainable set comes from `policy.prepare_trainables` (the same path `vlmtui inspect`
+uses); the optimizer is built from exactly those parameters, in one group per learning
+rate, and their names are written to `trainable.json`. A multi-stage recipe runs its stages
+in `stage1/`, `stage2/`, … and each stage loads the previous stage's saved weights.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmtui.core.errors import BadInput
+from vlmtui.core.families import Family
+from vlmtui.core.loading import (
+    Device,
+    detect_device,
+    family_of_checkpoint,
+    load_model_for_recipe,
+    load_processor,
+)
+from vlmtui.core.policy import TrainableSummary, prepare_trainables, strip_peft
+from vlmtui.core.progress import RunFiles, read_json, write_json_atomic
+from vlmtui.core.recipes import TrainingRecipe, stage_recipes
+
+WEIGHTS_JSON = "weights.json"
+TRAINABLE_JSON = "trainable.json"
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGINT arrived before training started: end as `stopped`."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything one `vlmtui train` needs."""
+
+    recipe: TrainingRecipe
+    model: Path
+    """Base checkpoint directory (config.json, weights, processor)."""
+    data: Path
+    """Detection dataset: a directory with train.jsonl/val.jsonl, a JSONL file or COCO JSON."""
+    output: Path
+    """Run directory."""
+    max_steps: int | None = None
+    """Overrides the recipe's max_steps for every stage."""
+    resume: bool = False
+    save_steps: int = 200
+    seed: int = 0
+    recipe_files: tuple[Path, ...] = ()
+    argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
+    gpu: str = ""
+
+
+@dataclass
+class Prepared:
+    """A model with its trainable set decided and checked, ready for the trainer."""
+
+    model: Any
+    processor: Any
+    family: Family
+    summary: TrainableSummary
+    base_model: Path
+
+
+class _StopState:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.training = False
+
+    def handler(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        if not self.training:
+            raise StopRequested(signal.Signals(signum).name)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def prepare_stage(model_path: Path, recipe: TrainingRecipe, device: Device) -> Prepared:
+    family = family_of_checkpoint(model_path)
+    model = load_model_for_recipe(model_path, recipe, device, family)
+    model = prepare_trainables(model, recipe, family)
+    from vlmtui.core.policy import summarize_trainables_by_area
+
+    return Prepared(
+        model=model,
+        processor=load_processor(model_path),
+        family=family,
+        summary=summarize_trainables_by_area(model, family),
+        base_model=Path(model_path),
+    )
+
+
+def build_optimizer(prepared: Prepared, recipe: TrainingRecipe) -> tuple[Any, list[str]]:
+    """AdamW over the trainable parameters, one group per area learning rate."""
+    import torch
+
+    groups: dict[float, list[Any]] = {}
+    names: list[str] = []
+    for name, param in prepared.model.named_parameters():
+        if not param.requires_grad:
+            continue
+        area = prepared.family.area_of(strip_peft(name))
+        lr = recipe.area(area).learning_rate or recipe.learning_rate
+        groups.setdefault(lr, []).append(param)
+        names.append(name.removeprefix("base_model.model."))
+    optimizer = torch.optim.AdamW(
+        [{"params": ps, "lr": lr} for lr, ps in groups.items()],
+        lr=recipe.learning_rate,
+        weight_decay=0.0,
+    )
+    return optimizer, sorted(names)
+
+
+def _progress_callback(files: RunFiles | None, stage: int, stop: _StopState) -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Writes one events.jsonl line per logged step; turns a stop signal into a save."""
+
+        def __init__(self) -> None:
+            self.started = time.monotonic()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if files is None or not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs:
+                files.append_event(
+                    {
+                        "stage": stage,
+                        "step": state.global_step,
+                        "max_steps": state.max_steps,
+                        "loss": logs.get("loss"),
+                        "learning_rate": logs.get("learning_rate"),
+                        "grad_norm": logs.get("grad_norm"),
+                        "epoch": logs.get("epoch"),
+                        "elapsed_s": round(time.monotonic() - self.started, 3),
+                        "time": time.time(),
+                    }
+                )
+            elif "train_runtime" in logs:
+                files.append_event({"stage": stage, "summary": dict(logs), "time": time.time()})
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if stop.signum is not None:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return ProgressCallback()
+
+
+def fit(
+    prepared: Prepared,
+    recipe: TrainingRecipe,
+    rows: Any,
+    stage_dir: Path,
+    device: Device,
+    *,
+    max_steps: int | None,
+    resume: bool = False,
+    save_steps: int = 200,
+    seed: int = 0,
+    files: RunFiles | None = None,
+    stage: int = 1,
+    stop: _StopState | None = None,
+) -> Any:
+    """Train a prepared model with SFTTrainer; returns the trainer."""
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    from vlmtui.core.collate import AssistantOnlyCollator
+
+    stop = stop or _StopState()
+    ckpt_dir = stage_dir / "checkpoints"
+    steps = max_steps or recipe.max_steps
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    config = SFTConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=steps if steps else -1,
+        num_train_epochs=recipe.epochs,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.learning_rate,
+        warmup_steps=recipe.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        max_length=None,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        report_to=[],
+        use_cpu=not device.is_cuda,
+        bf16=device.is_cuda,
+        ddp_backend=("gloo" if not device.is_cuda else "nccl") if distributed else None,
+        dataloader_num_workers=0,
+        seed=seed,
+        disable_tqdm=True,
+    )
+    optimizer, names = build_optimizer(prepared, recipe)
+    if files is None or is_main_process():
+        write_json_atomic(
+            stage_dir / TRAINABLE_JSON,
+            {**prepared.summary.to_dict(), "optimizer_params": names, "recipe": recipe.name},
+        )
+    trainer = SFTTrainer(
+        model=prepared.model,
+        args=config,
+        train_dataset=rows,
+        processing_class=prepared.processor,
+        data_collator=AssistantOnlyCollator(prepared.processor, prepared.family),
+        optimizers=(optimizer, None),
+        callbacks=[_progress_callback(files, stage, stop)],
+    )
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    stop.training = True
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    finally:
+        stop.training = False
+    return trainer
+
+
+def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> dict[str, Any]:
+    """Save what the stage trained; returns its weights.json record."""
+    model = prepared.model
+    if hasattr(model, "peft_config"):
+        out = stage_dir / "adapter"
+        model.save_pretrained(str(out))
+        full = {
+            strip_peft(n.removeprefix("base_model.model.")): p.detach().cpu().contiguous()
+            for n, p in model.named_parameters()
+            if p.requires_grad and ".lora_" not in n
+        }
+        if full:
+            from safetensors.torch import save_file
+
+            save_file(full, str(out / "full_params.safetensors"))
+        kind = "adapter"
+    else:
+        out = stage_dir / "model"
+        model.save_pretrained(str(out))
+        kind = "full"
+    prepared.processor.save_pretrained(str(out))
+    record = {
+        "kind": kind,
+        "path": str(out.resolve()),
+        "base_model": str(prepared.base_model.resolve()),
+        "family": prepared.family.name,
+        "recipe": recipe.name,
+        "quantization": recipe.quantization,
+    }
+    write_json_atomic(stage_dir / WEIGHTS_JSON, record)
+    return record
+
+
+def _barrier() -> None:
+    """Under torchrun, the other ranks wait for rank 0 to finish saving a stage."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("vlmtui", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_training(req: TrainRequest) -> int:
+    """Train every stage of the recipe into req.output. Returns the process exit code."""
+    from vlmtui.core.data import load_split, to_trl_dataset
+
+    stages = stage_recipes(req.recipe, req.recipe_files)
+    main = is_main_process()
+    files = RunFiles(req.output) if main else None
+    stop = _StopState()
+    previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    device = detect_device()
+    stage_dirs = (
+        [req.output]
+        if len(stages) == 1
+        else [req.output / f"stage{i}" for i in range(1, len(stages) + 1)]
+    )
+    if files:
+        info = read_json(req.output / "run.json") or {}
+        info.update(
+            recipe=req.recipe.name,
+            recipe_config=req.recipe.to_dict(),
+            model=str(req.model),
+            data=str(req.data),
+            argv=list(req.argv),
+            host=socket.gethostname(),
+            gpu=req.gpu or os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            device=device.torch_device,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            versions=_versions(),
+            started=info.get("started", time.time()),
+            pid=os.getpid(),
+            stages=[
+                {"name": s.name, "dir": str(d)} for s, d in zip(stages, stage_dirs, strict=False)
+            ],
+        )
+        files.write_run_info(info)
+    state = "loading"
+    try:
+        model_path = req.model
+        for i, (recipe, stage_dir) in enumerate(zip(stages, stage_dirs, strict=False), start=1):
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            done = read_json(stage_dir / WEIGHTS_JSON)
+            if req.resume and done and len(stages) > 1:
+                model_path = Path(done["path"])
+                continue
+            tag = {"stage": i, "stages": len(stages), "stage_recipe": recipe.name}
+            if files:
+                files.set_status(state := "loading", **tag)
+                files.append_event({"phase": "loading", "stage": i, "time": time.time()})
+            prepared = prepare_stage(model_path, recipe, device)
+            records = load_split(req.data, "train")
+            rows = to_trl_dataset(records, prepared.family, prepared.processor)
+            if files:
+                files.set_status(
+                    state := "training", trainable_params=prepared.summary.trainable_params, **tag
+                )
+                files.append_event({"phase": "training", "stage": i, "time": time.time()})
+            fit(
+                prepared,
+                recipe,
+                rows,
+                stage_dir,
+                device,
+                max_steps=req.max_steps,
+                resume=req.resume,
+                save_steps=req.save_steps,
+                seed=req.seed,
+                files=files,
+                stage=i,
+                stop=stop,
+            )
+            if stop.signum is not None:
+                raise StopRequested(signal.Signals(stop.signum).name)
+            if files:
+                files.set_status(state := "saving", **tag)
+                files.append_event({"phase": "saving", "stage": i, "time": time.time()})
+            if main:
+                save_stage(prepared, stage_dir, recipe)
+            _barrier()
+            model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
+            del prepared
+        if files:
+            final = read_json(stage_dirs[len(stages) - 1] / WEIGHTS_JSON)
+            write_json_atomic(req.output / WEIGHTS_JSON, final)
+            files.set_status("finished", exit_code=0, error=None, finished=time.time())
+        return 0
+    except StopRequested as exc:
+        code = 128 + (stop.signum or signal.SIGTERM)
+        if files:
+            files.set_status("stopped", exit_code=code, error=f"stopped by {exc}", during=state)
+        return code
+    except BadInput as exc:
+        if files:
+            files.set_status("failed", exit_code=2, error=str(exc), during=state)
+        raise
+    except Exception as exc:
+        if files:
+            files.set_status(
+                "failed", exit_code=1, error=f"{type(exc).__name__}: {exc}", during=state
+            )
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
+    """A finished run's model (adapter applied, or full weights), its processor and family.
+
+    A LoRA run trained on a 4-bit base is evaluated on the unquantized base in the compute
+    dtype: the adapter is the same, and generation does not pay bitsandbytes' dequantisation.
+    """
+    import transformers
+
+    record = read_json(Path(run_dir) / WEIGHTS_JSON)
+    if not record:
+        raise BadInput(f"{run_dir}: no finished weights (weights.json missing)")
+    device = detect_device()
+    import torch
+
+    dtype = torch.bfloat16 if device.is_cuda else torch.float32
+    path = Path(record["path"])
+    if record["kind"] == "full":
+        family = family_of_checkpoint(path)
+        model_cls = getattr(transformers, family.model_class)
+        model = model_cls.from_pretrained(str(path), dtype=dtype, device_map=device.torch_device)
+    else:
+        base = Path(record["base_model"])
+        family = family_of_checkpoint(base)
+        model_cls = getattr(transformers, family.model_class)
+        model = model_cls.from_pretrained(str(base), dtype=dtype, device_map=device.torch_device)
+        full = path / "full_params.safetensors"
+        if full.exists():
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(full)), strict=False)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    model.eval()
+    return model, load_processor(path), family
