@@ -52,3 +52,7 @@ def shapes_data_dir(_demo_root: Path) -> Path:
     from vlmtui.core.data import make_shapes_dataset
 
     return make_shapes_dataset(_demo_root / "shapes", n=16, seed=0)
+
+
+# Host, GPU and launch fixtures (loopback sshd, stand-in nvidia-smi, stand-in trainer).
+pytest_plugins = ["conftest_ssh"]

@@ -23,6 +23,7 @@ EVAL_FIELDS = {
     "recipe",
     "run_dir",
     "base",
+    "weights",
     "family",
     "data",
     "split",
@@ -282,7 +283,7 @@ def test_compare_table(run_dirs, capsys, monkeypatch):
     r1, r3, base = run_dirs
     assert main(["compare", str(r1), str(r3), str(base)]) == 0
     out = capsys.readouterr().out
-    for text in ("run-r1", "r3-two-stage", "base", "1,234", "15.5s", "1.2500", "0.500", "20.0%"):
+    for text in ("run-r1", "r3-two-stage", "base", "1.2K", "777", "15.5s", "1.25", "0.500", "20%"):
         assert text in out
 
 
@@ -349,6 +350,7 @@ def test_train_eval_compare_end_to_end(
     assert set(report["counts"]) == COUNT_FIELDS
     assert report["recipe"] == "r1-llm-only" and report["model"] == str(qwen2_vl_dir)
     assert report["family"] == "qwen2-vl" and report["base"] is False
+    assert report["weights"] == "adapter"
     n = report["n_images"]
     assert 1 <= n <= 4 and report["counts"]["images"] == n
     assert report["counts"]["gold_boxes"] > 0

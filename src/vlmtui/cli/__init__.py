@@ -19,8 +19,11 @@ from vlmtui.core.errors import BadInput, WorkFailed
 COMMAND_MODULES = (
     "recipes_cmd",
     "train_cmd",
+    "inspect_cmd",
     "demo_cmd",
     "eval_cmd",
+    "hosts_cmd",
+    "runs_cmd",
 )
 
 

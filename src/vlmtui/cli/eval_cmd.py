@@ -156,6 +156,25 @@ def _print_report(report: dict[str, Any], output: Path) -> None:
     con.print(f"wrote {output / 'eval.json'}")
 
 
+def _count(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
 def run_compare_cmd(args: argparse.Namespace) -> int:
     from vlmtui.core.evaluate import compare_rows
 
@@ -163,26 +182,34 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Runs compared")
-    cols = ("run", "recipe", "trainable", "train time", "final loss")
-    cols += ("mAP", "mAP50", "recall", "mean IoU", "parse fail")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("run", "recipe") else "right")
+    table = Table(title="Runs compared", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    # Names may wrap; numbers never: Rich shrinks wrappable columns first on a narrow screen.
+    table.add_column("run", overflow="fold")
+    table.add_column("recipe", overflow="fold", min_width=14)
+    for col in ("params", "time", "loss", "mAP", "mAP50", "recall", "IoU", "fail"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"],
             r["recipe"] or "—",
-            _fmt(r["trainable_params"], ","),
-            _fmt(r["train_time_s"], ".1f") + ("s" if r["train_time_s"] is not None else ""),
-            _fmt(r["final_loss"], ".4f"),
+            _count(r["trainable_params"]),
+            _duration(r["train_time_s"]),
+            _fmt(r["final_loss"], ".4g"),
             _fmt(r["map"]),
             _fmt(r["map50"]),
             _fmt(r["recall"]),
             _fmt(r["mean_iou"]),
-            _fmt(r["parse_failure_rate"], ".1%"),
+            _fmt(r["parse_failure_rate"], ".0%"),
         )
     Console().print(table)
+    Console().print(
+        "params: trainable parameters; time: training time; loss: last logged loss; "
+        "mAP: COCO mAP@[.5:.95]; recall: AR@100; IoU: mean IoU of matched boxes; "
+        "fail: answers that could not be parsed",
+        style="dim",
+    )
     return 0

@@ -119,7 +119,7 @@ def generate_answers(
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None
+    pad_id = tokenizer.pad_token_id
     eos = _eos_ids(model, tokenizer)
     out: list[Generated] = []
     try:
@@ -224,7 +224,13 @@ class EvalRequest:
 
 def _run_identity(req: EvalRequest) -> dict[str, Any]:
     if req.run_dir is None:
-        return {"model": str(req.base_model), "recipe": "base", "run_dir": None, "base": True}
+        return {
+            "model": str(req.base_model),
+            "recipe": "base",
+            "run_dir": None,
+            "base": True,
+            "weights": None,
+        }
     info = read_json(req.run_dir / "run.json") or {}
     weights = read_json(req.run_dir / "weights.json") or {}
     return {
@@ -232,6 +238,7 @@ def _run_identity(req: EvalRequest) -> dict[str, Any]:
         "recipe": info.get("recipe") or weights.get("recipe"),
         "run_dir": str(req.run_dir.resolve()),
         "base": False,
+        "weights": weights.get("kind"),
     }
 
 

@@ -13,6 +13,7 @@ that does not answer comes back `reachable=False` with the error instead of bloc
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -183,10 +184,9 @@ class _Nvml:
     def _shutdown(self) -> None:
         with self._lock:
             if self._module is not None:
-                try:
+                # Shutting down at exit: an error here has no one left to report to.
+                with contextlib.suppress(self._module.NVMLError):
                     self._module.nvmlShutdown()
-                except self._module.NVMLError:
-                    pass  # shutting down at exit: nothing left to report to
                 self._module = None
 
     def reset(self) -> None:
@@ -195,7 +195,11 @@ class _Nvml:
         self._error = None
 
     def snapshot(self) -> tuple[list[dict[str, Any]] | None, str | None]:
-        """(GPU dicts, None) or (None, why NVML is not available)."""
+        """(GPU dicts, None) or (None, why NVML is not available).
+
+        `VLMTUI_NVML=off` skips NVML (then an nvidia-smi on PATH is used, if any)."""
+        if os.environ.get("VLMTUI_NVML", "").lower() in ("0", "off", "no"):
+            return None, "NVML disabled by VLMTUI_NVML"
         with self._lock:
             nv = self._init()
             if nv is None:
@@ -301,10 +305,11 @@ def parse_smi(gpu_csv: str, apps_csv: str = "") -> list[Gpu]:
     """GPUs from `--query-gpu=QUERY_GPU` and `--query-compute-apps=QUERY_APPS` CSV output."""
     procs: dict[str, list[GpuProcess]] = {}
     for line in apps_csv.splitlines():
-        parts = [p.strip() for p in line.split(",")]
+        raw = line.split(",")
+        parts = [p.strip() for p in raw]
         if len(parts) < 4 or not parts[1].isdigit():
             continue  # "No running processes found" and other chatter
-        name = ",".join(parts[2:-1]).strip() or None
+        name = ",".join(raw[2:-1]).strip() or None  # a process name may hold commas
         procs.setdefault(parts[0], []).append(
             GpuProcess(pid=int(parts[1]), name=name, gpu_mem_mib=_num(parts[-1]))
         )
@@ -317,7 +322,7 @@ def parse_smi(gpu_csv: str, apps_csv: str = "") -> list[Gpu]:
         gpus.append(
             Gpu(
                 index=int(parts[0]),
-                name=",".join(parts[1:-6]).strip(),
+                name=",".join(line.split(",")[1:-6]).strip(),
                 uuid=uuid,
                 util_pct=_num(parts[-6]),
                 mem_used_mib=_num(parts[-5]),

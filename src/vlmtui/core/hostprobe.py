@@ -11,6 +11,7 @@ gives its pid and kernel start time; the start time guards against a reused pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -184,10 +185,8 @@ def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[st
             time.sleep(0.05)
         if running and group_alive(pid):
             killed = True
-            try:
+            with contextlib.suppress(ProcessLookupError):  # ended right at the deadline
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # ended right at the deadline
             deadline = time.monotonic() + 10
             while group_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)

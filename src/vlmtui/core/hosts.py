@@ -31,6 +31,7 @@ hosts.toml (in `config_dir()`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -143,10 +144,8 @@ def run_process(
         out, err = proc.communicate(input, timeout=timeout)
         return proc.returncode, out, err, False
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # ended between timeout and kill
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it ended between the timeout and the kill
         try:
             out, err = proc.communicate(timeout=2)
         except subprocess.TimeoutExpired:
@@ -209,7 +208,7 @@ class Host(ABC):
         script = join([*self.python_argv(), "-I", "-", *args])
         return self.run(script, timeout=timeout, input=source.encode())
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for local
         """Drop the shared connection (no-op for local)."""
 
     def master_pid(self) -> int | None:
@@ -281,8 +280,11 @@ def _free_rule(where: str, data: Any, base: FreeRule) -> FreeRule:
     for key, value in data.items():
         if key not in known:
             raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-        want = bool if key == "allow_processes" else (int, float)
-        if not isinstance(value, want) or (want != bool and isinstance(value, bool)):
+        if key == "allow_processes":
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if not ok:
             raise BadInput(f"{where}.{key}: unexpected value {value!r}")
     return replace(base, **data)
 
@@ -295,7 +297,10 @@ def _str_table(where: str, value: Any) -> tuple[tuple[str, str], ...]:
 
 def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
     where = f"{path}: hosts.{name}"
-    check_name("host", name)
+    try:
+        check_name("host", name)
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{where}: expected a table")
     allowed = _LOCAL_KEYS if name == LOCAL else _HOST_KEYS
@@ -310,7 +315,10 @@ def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
             if not isinstance(data[key], str):
                 raise BadInput(f"{where}.{key}: expected a string")
             value = data[key]
-            kw[key] = check_target(value) if key == "target" else check_path(key, value)
+            try:
+                kw[key] = check_target(value) if key == "target" else check_path(key, value)
+            except BadInput as exc:
+                raise BadInput(f"{where}.{key}: {exc}") from None
     for key in ("port", "connect_timeout", "timeout"):
         if key in data:
             value = data[key]
@@ -377,9 +385,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
-        return (
-            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-        )
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 

@@ -145,6 +145,15 @@ def _chooser(
     return choose
 
 
+def _reserving(
+    base: RunRecord, choose: Callable[[list[RunRecord]], tuple[str, ...]]
+) -> Callable[[list[RunRecord]], RunRecord]:
+    def check(active: list[RunRecord]) -> RunRecord:
+        return replace(base, gpus=",".join(choose(active)))
+
+    return check
+
+
 def _paths(host: Host, req: LaunchRequest, run_id: str) -> tuple[str, str, str, str]:
     """(workdir, model, data, run_dir) as the host should see them."""
     c = host.config
@@ -159,10 +168,7 @@ def _paths(host: Host, req: LaunchRequest, run_id: str) -> tuple[str, str, str, 
         base = absolute(c.runs_dir) if c.runs_dir else str(runs_dir())
         return workdir, absolute(req.model), absolute(req.data), os.path.join(base, run_id)
     workdir = c.workdir or "~"
-    if c.runs_dir:
-        base = c.runs_dir
-    else:
-        base = f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR
+    base = c.runs_dir or (f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR)
     if not base.startswith(("/", "~")):
         base = f"{workdir.rstrip('/')}/{base}"
     return workdir, req.model, req.data, f"{base.rstrip('/')}/{run_id}"
@@ -292,10 +298,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
         check = None
         if spec != CPU:
             assert status is not None
-            choose = _chooser(spec, status, host.name, req.force)
-
-            def check(active: list[RunRecord], base: RunRecord = base) -> RunRecord:
-                return replace(base, gpus=",".join(choose(active)))
+            check = _reserving(base, _chooser(spec, status, host.name, req.force))
 
         try:
             record = registry.add(base, check)

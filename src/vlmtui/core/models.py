@@ -155,7 +155,9 @@ def config_object(ref: ModelRef) -> Any:
     try:
         config_cls = CONFIG_MAPPING[model_type]
     except KeyError:
-        raise BadInput(f"{ref.name}: transformers does not know model_type {model_type!r}") from None
+        raise BadInput(
+            f"{ref.name}: transformers does not know model_type {model_type!r}"
+        ) from None
     return config_cls.from_dict(data)
 
 

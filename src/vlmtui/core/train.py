@@ -203,6 +203,7 @@ def fit(
         use_cpu=not device.is_cuda,
         bf16=device.is_cuda,
         ddp_backend=("gloo" if not device.is_cuda else "nccl") if distributed else None,
+        gradient_checkpointing=recipe.gradient_checkpointing,
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,

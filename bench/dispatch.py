@@ -1,0 +1,133 @@
+"""Dispatch benchmark: launch-to-run-id latency over a warm SSH connection, and one `gpus`
+refresh of 4 hosts in parallel against the same 4 in series.
+
+The hosts are real OpenSSH daemons on 127.0.0.1 (tests/sshd.py) with the stand-in nvidia-smi
+on their PATH (this machine has no NVIDIA GPU). The launched command is a sleeping stand-in
+instead of `vlmtui train`: what is measured is everything up to the run id (validation, GPU
+query, registry transaction, the remote script that checks paths and starts the supervisor),
+which does not depend on the command. Every figure is measured in the same run; targets:
+launch ≤ 0.3 s, 4 hosts in parallel ≤ 1.3 × one host.
+
+    .venv/bin/python bench/dispatch.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from sshd import ensure_sshd, start_sshd
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def fmt(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"median {median(xs) * 1000:6.1f} ms  min {xs[0] * 1000:6.1f}  max {xs[-1] * 1000:6.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    why = ensure_sshd()
+    if why:
+        print(f"skipped: {why}")
+        return 0
+    root = Path(tempfile.mkdtemp(prefix="vlmtui-bench-"))
+    os.environ["VLMTUI_HOME"] = str(root / "home")
+    os.environ["VLMTUI_NVML"] = "off"
+
+    from vlmtui.core import launch as launch_mod
+    from vlmtui.core.gpus import query_host, query_hosts
+    from vlmtui.core.hosts import get_host, save_host
+    from vlmtui.core.launch import LaunchRequest, launch
+    from vlmtui.core.runs import Registry
+
+    servers = [start_sshd(root / f"sshd{i}") for i in range(4)]
+    names = [f"loop{i}" for i in range(4)]
+    for name, server in zip(names, servers, strict=True):
+        table = server.host_table(root / "work")
+        table["env"] = {**table["env"], "VLMTUI_NVML": "off"}  # type: ignore[dict-item]
+        save_host(name, **table)
+    (root / "model").mkdir()
+    (root / "data").mkdir()
+    launch_mod.train_command = lambda host, req, run_dir, gpus, nproc: [  # type: ignore[assignment]
+        *host.python_argv(), "-c", "import time; time.sleep(60)",
+    ]  # fmt: skip
+    hosts = [get_host(n) for n in names]
+    try:
+        for h in hosts:  # warm: open each shared connection
+            assert h.run("true").ok, h.run("true").transport_error
+        host = hosts[0]
+        ping = [host.run("true").elapsed_s for _ in range(args.repeat)]
+        cpu, auto = [], []
+        for _ in range(args.repeat):
+            for gpu, out in (("cpu", cpu), ("auto", auto)):
+                req = LaunchRequest(
+                    recipe="r1-llm-only",
+                    model=str(root / "model"),
+                    data=str(root / "data"),
+                    host=host.name,
+                    gpu=gpu,
+                    force=True,
+                )
+                start = time.perf_counter()
+                result = launch(req)
+                out.append(time.perf_counter() - start)
+                os.killpg(result.pid, signal.SIGKILL)
+                if gpu == "auto":  # free the GPU again for the next round
+                    Registry().update(result.run_id, state="failed")
+        one = [query_host(host).elapsed_s for _ in range(args.repeat)]
+        series, parallel = [], []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            results = [query_host(h) for h in hosts]
+            series.append(time.perf_counter() - start)
+            assert all(r.reachable and len(r.gpus) == 4 for r in results), results
+            start = time.perf_counter()
+            results = query_hosts(hosts)
+            parallel.append(time.perf_counter() - start)
+            assert all(r.reachable and len(r.gpus) == 4 for r in results), results
+    finally:
+        for rec in Registry().active():
+            if rec.pid:
+                with contextlib.suppress(ProcessLookupError):  # already gone
+                    os.killpg(rec.pid, signal.SIGKILL)
+        for h in hosts:
+            h.close()
+        for s in servers:
+            s.stop()
+
+    print(f"dispatch benchmark: loopback sshd, {args.repeat} repeats, {os.cpu_count()} CPUs")
+    print(f"  ssh round trip (`true`, warm)         {fmt(ping)}")
+    print(f"  launch --gpu cpu -> run id            {fmt(cpu)}")
+    print(f"  launch --gpu auto -> run id           {fmt(auto)}   (GPU query + launch)")
+    print(f"  gpus, 1 host                          {fmt(one)}")
+    print(f"  gpus, 4 hosts in series               {fmt(series)}")
+    print(f"  gpus, 4 hosts in parallel             {fmt(parallel)}")
+    target = 0.3
+    print(
+        f"  launch (auto) / 0.3 s target: {median(auto) / target:.2f}  "
+        f"launch (cpu) / target: {median(cpu) / target:.2f}"
+    )
+    print(
+        f"  parallel / 1 host: {median(parallel) / median(one):.2f} (target <= 1.3)  "
+        f"series / parallel: {median(series) / median(parallel):.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

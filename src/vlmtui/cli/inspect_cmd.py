@@ -1,0 +1,448 @@
+"""`vlmtui inspect`: what a recipe trains on a model, from its config alone (no weights)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from vlmtui.cli.recipes_cmd import add_recipes_file_arg
+from vlmtui.core.errors import BadInput
+
+STATE_STYLE = {"frozen": "dim", "full": "bold green", "lora": "bold cyan", "mixed": "bold yellow"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="show what a recipe trains on a model (built from its config, no weights)",
+        description="Build MODEL from its config on the meta device and apply a recipe with "
+        "the training code path (freeze policy, LoRA via PEFT, quantization, guard). MODEL is "
+        "a checkpoint directory, a model id in the local Hugging Face cache, or a shipped id "
+        "such as Qwen/Qwen2-VL-72B-Instruct. Works offline.",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint dir, cached model id or shipped id")
+    p.add_argument("--recipe", help="recipe name (see `vlmtui recipes`)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--tree", action="store_true", help="show the module tree with states")
+    p.add_argument(
+        "--expand",
+        nargs="?",
+        const=".*",
+        default=None,
+        metavar="REGEX",
+        help="with --tree/--filter: do not collapse repeated blocks (under modules matching "
+        "REGEX; all when no REGEX is given)",
+    )
+    p.add_argument("--filter", metavar="REGEX", help="show the modules whose path matches REGEX")
+    p.add_argument(
+        "--diff", nargs=2, metavar=("R1", "R2"), help="modules and areas that differ between R1, R2"
+    )
+    p.add_argument("--gpu-mem", type=float, metavar="GIB", help="GPU memory for the fits verdict")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="micro-batch per GPU (default: the recipe's)"
+    )
+    p.add_argument("--seq-len", type=int, default=1024, metavar="N", help="tokens per sample")
+    p.add_argument("--image-size", type=int, default=448, metavar="PX", help="image side, pixels")
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="estimate memory with gradient checkpointing even if the recipe does not use it",
+    )
+    add_recipes_file_arg(p)
+    p.set_defaults(func=run)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise BadInput(f"{name}: must be positive, got {value:g}")
+
+
+def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise BadInput(f"{flag}: {pattern!r} is not a valid regex ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlmtui.core.memory import MemoryAssumptions
+    from vlmtui.core.models import resolve_model
+    from vlmtui.core.recipes import get_recipe
+
+    for flag, value in (
+        ("--gpu-mem", args.gpu_mem),
+        ("--batch-size", args.batch_size),
+        ("--seq-len", args.seq_len),
+        ("--image-size", args.image_size),
+    ):
+        _positive(flag, value)
+    filt = _compile("--filter", args.filter)
+    expand = _compile("--expand", args.expand)
+    if args.diff and args.recipe:
+        raise BadInput("--diff compares two recipes: give either --recipe or --diff, not both")
+    if (args.tree or args.filter) and args.diff:
+        raise BadInput("--tree and --filter go with --recipe, not with --diff")
+    ref = resolve_model(args.model)
+    if args.diff:
+        recipes = [get_recipe(n, args.recipes) for n in args.diff]
+    else:
+        recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
+
+    from vlmtui.core.modeltree import ModelInspector
+
+    insp = ModelInspector(ref, args.recipes)
+    results = [_inspect(insp, r) for r in recipes]
+    first = recipes[0]
+    assumptions = MemoryAssumptions(
+        batch_size=args.batch_size or (first.batch_size if first else 1),
+        seq_len=args.seq_len,
+        image_size=args.image_size,
+        gradient_checkpointing=args.gradient_checkpointing,
+        gpu_mem_gib=args.gpu_mem,
+    )
+    if args.diff:
+        return _diff(args, insp, results)
+    result = results[0]
+    if args.json:
+        data = result.to_dict(assumptions)
+        if args.tree:
+            data["tree"] = [_tree_of(insp, result, s, expand).to_dict() for s in _stages(result)]
+        if filt is not None:
+            data["matches"] = [_matches(insp, result, s, filt, expand) for s in _stages(result)]
+        print(json.dumps(data, indent=1))
+        return 0
+    _print_human(insp, result, assumptions, filt, expand, tree=args.tree)
+    return 0
+
+
+def _inspect(insp: Any, recipe: Any) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return insp.inspect(recipe)
+        except BadInput:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BadInput(
+                f"{insp.ref.name}: cannot build the model from its config "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def _stages(result: Any) -> list[Any]:
+    """Stage results, or [None] for the bare model."""
+    return list(result.stages) or [None]
+
+
+def _marked(insp: Any, stage: Any) -> Any:
+    from vlmtui.core.modeltree import Marking
+
+    return insp.tree().mark(stage.marking if stage else Marking.empty())
+
+
+def _tree_of(insp: Any, result: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
+    from vlmtui.core.modeltree import collapse
+
+    rule = (lambda n: bool(expand.search(n.name))) if expand else None
+    return collapse(_marked(insp, stage), rule)
+
+
+def _matches(
+    insp: Any, result: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
+) -> list[dict[str, Any]]:
+    from vlmtui.core.modeltree import filter_nodes, group_names
+
+    nodes = filter_nodes(_marked(insp, stage), filt)
+    items = [
+        (
+            n.name,
+            (n.cls, n.area, n.total_params, n.trainable_params, n.lora_params, n.state, n.quant),
+        )
+        for n in nodes
+    ]
+    grouped = [(name, 1, key) for name, key in items] if expand else group_names(items)
+    keys = ("class", "area", "params", "trainable", "lora_params", "state", "quant")
+    return [
+        {"name": name, "count": count, **dict(zip(keys, key, strict=True))}
+        for name, count, key in grouped
+    ]
+
+
+# --- human output -----------------------------------------------------------------------
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.2f}%" if whole else "-"
+
+
+def _print_human(
+    insp: Any,
+    result: Any,
+    assumptions: Any,
+    filt: re.Pattern[str] | None,
+    expand: re.Pattern[str] | None,
+    *,
+    tree: bool,
+) -> None:
+    from rich.console import Console
+
+    console = Console()
+    ref = result.model
+    where = {"dir": "checkpoint dir", "hf-cache": "HF cache", "shipped": "shipped config"}
+    head = f"[bold]{ref.name}[/]  {ref.family.name} · {where[ref.source]}"
+    head += f" · recipe [bold]{result.recipe.name}[/]" if result.recipe else " · no recipe"
+    console.print(head)
+    stages = _stages(result)
+    memories = result.memory(assumptions) if result.stages else []
+    for i, stage in enumerate(stages):
+        if len(stages) > 1:
+            console.print(
+                f"\n[bold]stage {stage.index}/{len(stages)}: {stage.recipe.name}[/]"
+                + (" (starts from stage 1's weights)" if stage.index > 1 else "")
+            )
+        summary = stage.summary if stage else result.base_summary
+        console.print(_area_table(summary, stage, ref.family))
+        if stage is None:
+            console.print("no recipe: nothing trains (give --recipe R to apply one)")
+        else:
+            console.print(f"guard: [green]{stage.guard}[/]")
+            if summary.quantized_modules:
+                console.print(
+                    f"quantized: {len(summary.quantized_modules)} linears "
+                    f"{stage.recipe.quantization}, all in the LLM; vision, projector and "
+                    "lm_head stay in full precision"
+                )
+            console.print(_memory_table(memories[i]))
+        if tree:
+            console.print(_rich_tree(_tree_of(insp, result, stage, expand), ref.name))
+        if filt is not None:
+            console.print(_filter_table(_matches(insp, result, stage, filt, expand), filt))
+    if memories:
+        m = memories[0]
+        console.print("[dim]memory assumptions: " + "; ".join(m.notes) + "[/]")
+
+
+def _area_table(summary: Any, stage: Any, family: Any) -> Any:
+    from rich.table import Table
+
+    from vlmtui.core.families import AREAS
+
+    lora_by_area: dict[str, int] = {}
+    for name in summary.lora_modules:
+        area = family.area_of(name)
+        lora_by_area[area] = lora_by_area.get(area, 0) + 1
+    table = Table()
+    for col, just in (
+        ("area", "left"),
+        ("mode", "left"),
+        ("params", "right"),
+        ("trainable", "right"),
+        ("%", "right"),
+        ("LoRA modules", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for area in AREAS:
+        c = summary.areas[area]
+        mode = ""
+        if stage is not None:
+            mode = stage.recipe.area(area).mode if area in ("vision", "projector", "llm") else ""
+        style = STATE_STYLE.get(mode, "")
+        table.add_row(
+            area,
+            f"[{style}]{mode}[/]" if style else mode,
+            _n(c.params),
+            _n(c.trainable),
+            _pct(c.trainable, c.params),
+            str(lora_by_area.get(area, 0)),
+        )
+    table.add_row(
+        "[bold]total[/]",
+        "",
+        _n(summary.total_params),
+        _n(summary.trainable_params),
+        _pct(summary.trainable_params, summary.total_params),
+        str(len(summary.lora_modules)),
+    )
+    return table
+
+
+def _memory_table(m: Any) -> Any:
+    from rich.table import Table
+
+    from vlmtui.core.memory import human_bytes
+
+    table = Table(title="GPU memory estimate (per GPU)", title_justify="left")
+    table.add_column("part")
+    table.add_column("size", justify="right")
+    table.add_column("bytes", justify="right")
+    for kind, size in m.weights_by_dtype.items():
+        table.add_row(f"weights {kind}", human_bytes(size), _n(size))
+    rows = [
+        ("LoRA weights", m.lora_weights),
+        ("gradients", m.gradients),
+        ("optimizer (AdamW, 2 states)", m.optimizer_states),
+    ]
+    rows += [(f"activations: {k}", v) for k, v in m.activations_detail.items() if v]
+    rows += [("CUDA context + slack", m.overhead)]
+    for label, size in rows:
+        table.add_row(label, human_bytes(size), _n(size))
+    style = "green" if m.fits else "red" if m.fits is False else "bold"
+    table.add_row("[bold]total[/]", human_bytes(m.total), _n(m.total))
+    table.caption = f"[{style}]{m.verdict()}[/]"
+    table.caption_justify = "left"
+    return table
+
+
+def _node_text(node: Any, label: str) -> str:
+    style = STATE_STYLE[node.state]
+    quant = f" [magenta]{node.quant}[/]" if node.quant else ""
+    tied = f" tied ({_n(node.shared_params)} shared)" if node.shared_params else ""
+    each = " each" if node.repeat > 1 else ""
+    counts = f"{_n(node.total_params)} params{each}"
+    if node.trainable_params:
+        counts += f", {_n(node.trainable_params)} trainable"
+    return f"[{style}]{node.state:<6}[/] [bold]{label}[/] [dim]{node.cls}[/]{quant} {counts}{tied}"
+
+
+def _rich_tree(root: Any, title: str) -> Any:
+    from rich.tree import Tree
+
+    def shown(node: Any) -> bool:
+        return bool(node.total_params or node.shared_params or node.lora_params)
+
+    def add(parent: Any, node: Any, prefix: str = "") -> None:
+        kids = [c for c in node.children if shown(c)]
+        # A container whose children collapsed into one run reads `blocks.0–31 ×32`.
+        if len(kids) == 1 and kids[0].repeat > 1 and len(node.children) == 1:
+            add(parent, kids[0], prefix=f"{prefix}{node.short}.")
+            return
+        branch = parent.add(_node_text(node, prefix + node.label))
+        for c in kids:
+            add(branch, c)
+
+    top = Tree(_node_text(root, title))
+    for c in root.children:
+        if shown(c):
+            add(top, c)
+    return top
+
+
+def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"modules matching {filt.pattern!r}: {sum(r['count'] for r in rows)}")
+    for col in ("path", "class", "state", "params", "trainable"):
+        table.add_column(col, justify="right" if col in ("params", "trainable") else "left")
+    for r in rows:
+        style = STATE_STYLE[r["state"]]
+        count = f" ×{r['count']}" if r["count"] > 1 else ""
+        quant = f" {r['quant']}" if r["quant"] else ""
+        table.add_row(
+            r["name"] + count,
+            r["class"] + quant,
+            f"[{style}]{r['state']}[/]",
+            _n(r["params"]),
+            _n(r["trainable"]),
+        )
+    return table
+
+
+# --- diff -------------------------------------------------------------------------------
+
+
+def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
+    from vlmtui.core.families import AREAS
+    from vlmtui.core.modeltree import diff_trees
+
+    a, b = results
+    tree = insp.tree()
+    changes = diff_trees(tree.mark(a.marking), tree.mark(b.marking))
+    da, db = a.to_dict(), b.to_dict()
+    names = [a.recipe.name, b.recipe.name]
+
+    def modes(res: Any, area: str) -> str:
+        if area not in ("vision", "projector", "llm"):
+            return "frozen"
+        ms = [s.recipe.area(area).mode for s in res.stages]
+        return "→".join(dict.fromkeys(ms)) if len(set(ms)) > 1 else ms[0]
+
+    areas = {
+        area: {
+            names[0]: {"mode": modes(a, area), **da["areas"][area]},
+            names[1]: {"mode": modes(b, area), **db["areas"][area]},
+        }
+        for area in AREAS
+    }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": insp.ref.name,
+                    "family": insp.family.name,
+                    "diff": names,
+                    "areas": areas,
+                    "areas_differ": [ar for ar, v in areas.items() if v[names[0]] != v[names[1]]],
+                    "changes": [
+                        {
+                            "name": c.name,
+                            "count": c.count,
+                            "class": c.cls,
+                            "area": c.area,
+                            names[0]: c.before,
+                            names[1]: c.after,
+                            "trainable": {
+                                names[0]: c.trainable_before,
+                                names[1]: c.trainable_after,
+                            },
+                        }
+                        for c in changes
+                    ],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{insp.ref.name}[/]  {insp.family.name} · {names[0]} vs {names[1]}")
+    t = Table(title="areas")
+    for col in ("area", names[0], names[1]):
+        t.add_column(col)
+    for area, v in areas.items():
+        x, y = v[names[0]], v[names[1]]
+        mark = "" if x == y else " [yellow]*[/]"
+        t.add_row(
+            area + mark,
+            f"{x['mode']} ({_n(x['trainable'])} trainable)",
+            f"{y['mode']} ({_n(y['trainable'])} trainable)",
+        )
+    console.print(t)
+    if not changes:
+        console.print("no module differs in trainable state")
+        return 0
+    t = Table(title=f"modules whose state differs: {sum(c.count for c in changes)}")
+    for col in ("module", "class", names[0], names[1], "trainable each"):
+        t.add_column(col)
+    for c in changes:
+        count = f" ×{c.count}" if c.count > 1 else ""
+        t.add_row(
+            c.name + count,
+            c.cls,
+            f"[{STATE_STYLE[c.before]}]{c.before}[/]",
+            f"[{STATE_STYLE[c.after]}]{c.after}[/]",
+            f"{_n(c.trainable_before)} → {_n(c.trainable_after)}",
+        )
+    console.print(t)
+    return 0

@@ -1,0 +1,116 @@
+"""`vlmtui launch`, `runs`, `logs` and `stop`: detached runs on local and SSH hosts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="start a detached training run; prints its id")
+    p.add_argument("--recipe", required=True, help="recipe name (see `vlmtui recipes`)")
+    p.add_argument("--model", required=True, help="checkpoint dir on the host")
+    p.add_argument("--data", required=True, help="dataset path on the host")
+    p.add_argument("--host", default="local", help="host name (see `vlmtui hosts`)")
+    p.add_argument("--gpu", default="auto", help="auto (default), cpu, N, or N,M,... (torchrun)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--nproc", type=int, default=None, help="processes for a CPU run (torchrun)")
+    p.add_argument("--force", action="store_true", help="use the GPU even if busy or reserved")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the bare id")
+    p.set_defaults(func=run_launch)
+
+    p = sub.add_parser("runs", help="the run registry, reconciled with the hosts")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_runs)
+
+    p = sub.add_parser("logs", help="a run's output (only new bytes with --follow)")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    p.set_defaults(func=run_logs)
+
+    p = sub.add_parser("stop", help="SIGTERM the run's process group, SIGKILL after a grace")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL (30)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_stop)
+
+
+def run_launch(args: argparse.Namespace) -> int:
+    from vlmtui.core.launch import LaunchRequest, launch
+
+    result = launch(
+        LaunchRequest(
+            recipe=args.recipe,
+            model=args.model,
+            data=args.data,
+            host=args.host,
+            gpu=args.gpu,
+            max_steps=args.max_steps,
+            force=args.force,
+            nproc=args.nproc,
+        )
+    )
+    if args.json:
+        out = {
+            "id": result.run_id,
+            "host": result.host,
+            "gpu": result.gpu,
+            "run_dir": result.run_dir,
+            "pid": result.pid,
+            "elapsed_s": round(result.elapsed_s, 4),
+            "command": list(result.command),
+        }
+        print(json.dumps(out, indent=1))
+    else:
+        print(result.run_id)
+    return 0
+
+
+def _age(created: float) -> str:
+    s = max(0, time.time() - created)
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from vlmtui.core.runs import list_runs
+
+    views = list_runs()
+    if args.json:
+        print(json.dumps([v.to_json() for v in views], indent=1))
+        return 0
+    for v in views:
+        steps = f"{v.step if v.step is not None else '-'}/{v.max_steps or '-'}"
+        loss = f"{v.loss:.4f}" if v.loss is not None else "-"
+        line = f"{v.id}  {v.recipe:<16} {v.host}:{v.gpu:<5} {v.state:<9} {steps:>9} {loss:>8}"
+        line += f"  {_age(v.created)}"
+        if v.error and v.state in ("failed", "stopped", "unknown"):
+            line += f"  {v.error[:80]}"
+        print(line)
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from vlmtui.core.launch import follow_log
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    follow_log(args.run, write, follow=args.follow)
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from vlmtui.core.launch import stop_run
+
+    result = stop_run(args.run, grace_s=args.grace)
+    if args.json:
+        print(json.dumps(result.__dict__, indent=1))
+    elif result.was_running:
+        how = " (SIGKILL after the grace period)" if result.killed else ""
+        print(f"{result.run_id}: {result.state}{how}")
+    else:
+        print(f"{result.run_id}: not running ({result.state})")
+    return 0

@@ -1,0 +1,348 @@
+"""The vlmtui app: four panes in tabs, the dispatch flow, help, themes and the palette.
+
+Screens and panes render; blocking work lives in `workers.py`; data comes from `sources.py`.
+Quitting only closes the window: runs are detached processes and keep going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from vlmtui.tui import recent
+from vlmtui.tui.messages import (
+    DemoState,
+    DispatchPlan,
+    GpusRefreshed,
+    Launched,
+    PreflightReady,
+    RecipesLoaded,
+    RunsRefreshed,
+    TreeReady,
+)
+from vlmtui.tui.screens.confirm import ConfirmScreen
+from vlmtui.tui.screens.dispatch import DispatchScreen
+from vlmtui.tui.screens.help import HelpScreen
+from vlmtui.tui.sources import Sources
+from vlmtui.tui.widgets.bars import human
+from vlmtui.tui.widgets.gpus_pane import GpusPane
+from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
+from vlmtui.tui.widgets.runs_pane import RunsPane
+from vlmtui.tui.widgets.tree_pane import TreePane
+from vlmtui.tui.workers import WorkersMixin
+
+DEMO = "demo"
+"""Model / data value meaning the embedded demo (prepared on first use)."""
+DARK, LIGHT = "textual-dark", "textual-light"
+PANES = ("recipes", "gpus", "tree", "runs")
+FOCUS = {
+    "recipes": "#recipes-table",
+    "gpus": "#gpus-table",
+    "tree": "#module-tree",
+    "runs": "#runs-table",
+}
+
+
+def preflight_table(checks: list[Any]) -> Table:
+    """Trainable/total per area and the memory estimate vs the GPU, one row per recipe."""
+    table = Table(box=None, pad_edge=False, expand=True)
+    for col in ("recipe", "device", "vision", "proj", "llm", "trains", "memory"):
+        table.add_column(col, no_wrap=col in ("recipe", "device"))
+    for c in checks:
+        if c.problem:
+            table.add_row(c.recipe, c.device, Text(c.problem, style="red"), "", "", "", "")
+            continue
+        cells = []
+        for area in ("vision", "projector", "llm"):
+            t, n = c.areas.get(area, (0, 0))
+            cells.append(Text(f"{human(t)}/{human(n)}", style="bold" if t else "dim"))
+        mem: Text
+        if c.memory_gib is None:
+            mem = Text("?")
+        elif c.gpu_mem_gib is None:
+            mem = Text(f"≈{c.memory_gib:.1f} GiB")
+        else:
+            fits = c.memory_gib <= c.gpu_mem_gib
+            mem = Text(
+                f"≈{c.memory_gib:.1f} / {c.gpu_mem_gib:.0f} GiB {'fits' if fits else 'TOO BIG'}",
+                style="green" if fits else "bold red",
+            )
+        table.add_row(c.recipe, c.device, *cells, human(c.trainable_params), mem)
+    return table
+
+
+class VlmtuiApp(WorkersMixin, App[None]):
+    """`vlmtui` with no arguments."""
+
+    CSS_PATH = "app.tcss"
+    AUTO_FOCUS = "#recipes-table"
+    TITLE = "vlmtui"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes"),
+        Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus"),
+        Binding("3", "show_pane('tree')", "Tree", id="app.tree"),
+        Binding("4", "show_pane('runs')", "Runs", id="app.runs"),
+        Binding("d", "dispatch", "Dispatch", id="app.dispatch"),
+        Binding("r", "refresh", "Refresh", show=False, id="app.refresh"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(
+        self, sources: Sources | None = None, *, model: str = DEMO, data: str = DEMO
+    ) -> None:
+        super().__init__()
+        self.sources = sources or Sources()
+        self.recipes: dict[str, Any] = {}
+        self.model = model
+        self.data = data
+        self.demo_paths: tuple[str, str] | None = None
+        self.theme = DARK
+        self._init_workers()
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        with TabbedContent(initial="recipes", id="panes"):
+            with TabPane("Recipes", id="recipes"):
+                yield RecipesPane(id="recipes-pane")
+            with TabPane("GPUs", id="gpus"):
+                yield GpusPane(id="gpus-pane")
+            with TabPane("Module tree", id="tree"):
+                yield TreePane(id="tree-pane")
+            with TabPane("Runs", id="runs"):
+                yield RunsPane(self.sources, id="runs-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        ready = self.sources.demo_ready()
+        if ready is not None:
+            self.demo_paths = (str(ready[0]), str(ready[1]))
+        self._show_workspace()
+        self.load_recipes()
+        self.refresh_gpus()
+        self.refresh_runs()
+        self.set_interval(self.sources.gpu_interval_s, self.refresh_gpus, name="gpus")
+        self.set_interval(self.sources.runs_interval_s, self.refresh_runs, name="runs")
+
+    # --- the single worker error handler ----------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            worker = event.worker
+            self.notify(
+                str(worker.error) or type(worker.error).__name__,
+                title=f"{worker.description or worker.name} failed",
+                severity="error",
+                timeout=10,
+            )
+
+    # --- workspace: model, data, the demo ---------------------------------------------------
+
+    def resolved(self) -> tuple[str, str] | None:
+        """(model, data) with the demo filled in; None while the demo is not prepared."""
+        if DEMO in (self.model, self.data) and self.demo_paths is None:
+            return None
+        model = self.demo_paths[0] if self.model == DEMO and self.demo_paths else self.model
+        data = self.demo_paths[1] if self.data == DEMO and self.demo_paths else self.data
+        return model, data
+
+    def _show_workspace(self) -> None:
+        ws = self.query_one(Workspace)
+        ws.set_values(
+            "" if self.model == DEMO else self.model, "" if self.data == DEMO else self.data
+        )
+        from vlmtui.core.models import shipped_model_ids
+
+        history = recent.load()
+        ws.set_suggestions([*history["models"], *shipped_model_ids()], history["data"])
+        if self.demo_paths:
+            ws.set_demo_state("demo ready", "ready")
+        else:
+            ws.set_demo_state("demo: prepared on first use", "absent")
+
+    def on_workspace_changed(self, event: Workspace.Changed) -> None:
+        self.model = event.model.strip() or DEMO
+        self.data = event.data.strip() or DEMO
+        for kind, value in (("models", self.model), ("data", self.data)):
+            if value != DEMO:
+                recent.remember(kind, value)
+        self.notify(f"model {self.model}, data {self.data}", title="workspace")
+        self._request_tree()
+
+    def on_demo_state(self, event: DemoState) -> None:
+        ws = self.query_one(Workspace)
+        if event.state == "preparing":
+            ws.set_demo_state("preparing demo model…", "preparing")
+        elif event.state == "ready":
+            self.demo_paths = (event.model, event.data)
+            ws.set_demo_state("demo ready", "ready")
+        else:
+            ws.set_demo_state("demo failed", "failed")
+
+    def with_workspace(self, then: Any) -> bool:
+        """True when model and data are usable now; else prepares the demo and calls `then`."""
+        if self.resolved() is not None:
+            return True
+        self.notify("preparing the demo model (first use)…", title="demo")
+        self.prepare_demo(then)
+        return False
+
+    # --- panes ------------------------------------------------------------------------------
+
+    def on_recipes_loaded(self, event: RecipesLoaded) -> None:
+        self.recipes = event.recipes
+        pane = self.query_one(RecipesPane)
+        pane.show_recipes(event.recipes)
+        self.query_one(TreePane).set_recipes(list(event.recipes), None)
+
+    def on_gpus_refreshed(self, event: GpusRefreshed) -> None:
+        self.query_one(GpusPane).show(event.hosts)
+
+    def on_runs_refreshed(self, event: RunsRefreshed) -> None:
+        pane = self.query_one(RunsPane)
+        pane.show_runs(event.runs, dict(self._details))
+        wanted = getattr(self, "_select_after_refresh", None)
+        if wanted and wanted in pane.runs:
+            pane.select(wanted)
+            self._select_after_refresh = None
+
+    def on_recipes_pane_copy_requested(self, event: RecipesPane.CopyRequested) -> None:
+        self.copy_recipe(event.recipe)
+
+    def on_recipes_pane_tree_requested(self, event: RecipesPane.TreeRequested) -> None:
+        self.action_show_pane("tree")
+        self.query_one(TreePane).choose(event.recipe)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.query_one(FOCUS[event.pane.id or "recipes"]).focus()
+        if event.pane.id == "tree" and self.query_one(TreePane).view is None:
+            name = self.query_one(RecipesPane).highlighted
+            if name:
+                self.query_one(TreePane).choose(name)
+
+    def on_tree_pane_wanted(self, event: TreePane.Wanted) -> None:
+        self._tree_wanted = (event.recipe, event.compare)
+        self._request_tree()
+
+    def _request_tree(self) -> None:
+        wanted = getattr(self, "_tree_wanted", None)
+        if wanted is None or not self.with_workspace(self._request_tree):
+            return
+        model, _ = self.resolved() or ("", "")
+        self.query_one(TreePane).set_loading(f"marking {model} for {wanted[0]}…")
+        self.build_tree(model, *wanted)
+
+    def on_tree_ready(self, event: TreeReady) -> None:
+        self.query_one(TreePane).show(event.tree)
+
+    def on_runs_pane_stop_requested(self, event: RunsPane.StopRequested) -> None:
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self.stop_run(event.run_id)
+
+        self.push_screen(
+            ConfirmScreen(f"Stop run {event.run_id}?", "The run's whole process group gets "
+                          "SIGTERM (SIGKILL after a grace period).", "Stop", danger=True),
+            answer,
+        )  # fmt: skip
+
+    # --- dispatch flow: recipes → devices → pre-flight → confirm → launch -------------------
+
+    def action_dispatch(self) -> None:
+        recipes = self.query_one(RecipesPane).selected()
+        if not recipes:
+            self.notify("no recipe to dispatch", severity="warning")
+            return
+        if not self.with_workspace(self.action_dispatch):
+            return
+        model, data = self.resolved() or ("", "")
+        screen = DispatchScreen(recipes, self.query_one(GpusPane).hosts, model, data)
+        self.push_screen(screen, self._planned)
+
+    def _planned(self, plan: DispatchPlan | None) -> None:
+        if plan is None:
+            return
+        host = next((h for h in self.query_one(GpusPane).hosts if h.name == plan.host), None)
+        gpu_mem: dict[str, float | None] = {}
+        if host is not None:
+            for g in host.gpus:
+                gpu_mem[str(g.index)] = g.mem_total_mib
+            free = next((g for g in host.gpus if g.free), None)
+            gpu_mem["auto"] = free.mem_total_mib if free else None
+        self.notify("checking what each recipe trains…", title="pre-flight")
+        self.run_preflight(plan, gpu_mem)
+
+    def on_preflight_ready(self, event: PreflightReady) -> None:
+        plan, checks = event.plan, event.checks
+        ok = [c for c in checks if not c.problem]
+        keep = {c.recipe for c in ok}
+
+        def answer(go: bool | None) -> None:
+            if go and ok:
+                idx = [i for i, r in enumerate(plan.recipes) if r in keep]
+                self.launch_plan(
+                    DispatchPlan(
+                        recipes=tuple(plan.recipes[i] for i in idx),
+                        host=plan.host,
+                        devices=tuple(plan.devices[i] for i in idx),
+                        model=plan.model,
+                        data=plan.data,
+                        max_steps=plan.max_steps,
+                    )
+                )
+
+        label = f"Launch {len(ok)}" if ok else "Nothing to launch"
+        title = f"Launch on {plan.host}" + (f", {plan.max_steps} steps" if plan.max_steps else "")
+        self.push_screen(ConfirmScreen(title, preflight_table(checks), label), answer)
+
+    def on_launched(self, event: Launched) -> None:
+        for r in event.results:
+            self.notify(f"{r.run_id} on {r.host}:{r.gpu}", title="launched")
+        if event.results:
+            self.query_one(RecipesPane).marked.clear()
+            self.action_show_pane("runs")
+            self._select_after_refresh = event.results[0].run_id
+            self.refresh_runs()
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#panes", TabbedContent).active = pane
+
+    def action_refresh(self) -> None:
+        self.refresh_gpus()
+        self.refresh_runs()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT if self.theme == DARK else DARK
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Dispatch", "Launch the marked recipes on GPUs", self.action_dispatch)
+        yield SystemCommand("Refresh", "Query GPUs and runs now", self.action_refresh)
+        yield SystemCommand("Toggle theme", "Switch light / dark", self.action_toggle_theme)
+        yield SystemCommand(
+            "Prepare demo", "Create the tiny demo model and data", self.prepare_demo
+        )
+        for pane in PANES:
+            yield SystemCommand(
+                f"Show {pane}",
+                f"Switch to the {pane} pane",
+                lambda p=pane: self.action_show_pane(p),
+            )
+        yield SystemCommand("Help", "Keys and colours", self.action_help)

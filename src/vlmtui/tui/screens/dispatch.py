@@ -1,0 +1,121 @@
+"""The dispatch dialog: recipes → a host and devices (or the next free GPU) → a plan.
+
+It only collects choices from the latest GPU snapshot; the pre-flight and the launch run in
+the app's workers after it closes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static
+
+from vlmtui.tui.messages import DispatchPlan
+
+AUTO = "auto"
+CPU = "cpu"
+
+
+def device_options(host: Any) -> list[tuple[str, str]]:
+    """(label, value) of every device of a host snapshot: next free, each GPU, the CPU."""
+    options = [("next free GPU (else CPU)", AUTO)]
+    if host is not None and host.reachable:
+        for g in host.gpus:
+            state = "reserved" if g.reserved_by else "free" if g.free else "busy"
+            mem = f"{g.mem_total_mib / 1024:.0f} GiB" if g.mem_total_mib else "?"
+            options.append(
+                (f"GPU {g.index} {g.name.removeprefix('NVIDIA ')} {mem} ({state})", str(g.index))
+            )
+    options.append(("CPU", CPU))
+    return options
+
+
+def assign(recipes: list[str], devices: list[str]) -> tuple[str, ...]:
+    """One device per recipe: chosen GPUs in order (then `auto`), or all `auto` / `cpu`."""
+    if not devices or AUTO in devices:
+        return tuple(AUTO for _ in recipes)
+    if devices == [CPU]:
+        return tuple(CPU for _ in recipes)
+    gpus = [d for d in devices if d != CPU]
+    out = []
+    for i, _ in enumerate(recipes):
+        out.append(gpus[i] if i < len(gpus) else (CPU if CPU in devices else AUTO))
+    return tuple(out)
+
+
+class DispatchScreen(ModalScreen[DispatchPlan | None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, recipes: list[str], hosts: list[Any], model: str, data: str) -> None:
+        super().__init__()
+        self.recipes = recipes
+        self.hosts = {h.name: h for h in hosts} or {"local": None}
+        self.model = model
+        self.data = data
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dispatch", classes="dialog"):
+            yield Static(f"Dispatch {', '.join(self.recipes)}", classes="dialog--title")
+            yield Static(f"model {self.model}\ndata  {self.data}", id="dispatch-paths")
+            with Horizontal(classes="dialog--row"):
+                yield Label("host")
+                yield Select(
+                    [(n, n) for n in self.hosts], value=next(iter(self.hosts)),
+                    allow_blank=False, id="dispatch-host",
+                )  # fmt: skip
+            yield SelectionList[str](id="dispatch-devices")
+            with Horizontal(classes="dialog--row"):
+                yield Label("max steps")
+                yield Input(placeholder="recipe default", id="dispatch-steps", type="integer")
+            with Horizontal(classes="dialog--buttons"):
+                yield Button("Next: check", variant="primary", id="next")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self._fill_devices(next(iter(self.hosts)))
+        self.query_one("#next", Button).focus()
+
+    def _fill_devices(self, host_name: str) -> None:
+        sl = self.query_one("#dispatch-devices", SelectionList)
+        sl.clear_options()
+        for label, value in device_options(self.hosts.get(host_name)):
+            sl.add_option((label, value, value == AUTO))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self._fill_devices(event.value)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+            return
+        self.submit()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.submit()
+
+    def submit(self) -> None:
+        steps_text = self.query_one("#dispatch-steps", Input).value.strip()
+        steps = int(steps_text) if steps_text else None
+        if steps is not None and steps < 1:
+            self.notify("max steps must be at least 1", severity="error")
+            return
+        host = self.query_one("#dispatch-host", Select).value
+        devices = list(self.query_one("#dispatch-devices", SelectionList).selected)
+        self.dismiss(
+            DispatchPlan(
+                recipes=tuple(self.recipes),
+                host=str(host),
+                devices=assign(self.recipes, devices),
+                model=self.model,
+                data=self.data,
+                max_steps=steps,
+            )
+        )
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

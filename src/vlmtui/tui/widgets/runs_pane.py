@@ -1,0 +1,256 @@
+"""The runs pane: every run of the registry, and the highlighted run's live output, loss
+curve and evaluation metrics.
+
+The registry and run files are read by workers (see `app.py`); the highlighted run's output
+is tailed by a `LogWatcher` thread into a bounded `LogView`. Nothing here blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Sparkline, Static
+
+from vlmtui.tui.messages import LogFailed, LogLinesReady, RunDetail
+from vlmtui.tui.sources import Sources
+from vlmtui.tui.widgets.bars import duration, sparkline
+from vlmtui.tui.widgets.log_view import LogView
+from vlmtui.tui.widgets.log_watcher import LogWatcher
+
+STATE_STYLE = {
+    "finished": "bold green",
+    "failed": "bold red",
+    "stopped": "yellow",
+    "unknown": "magenta",
+    "training": "bold cyan",
+}
+COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "elapsed", "eta")
+ACTIVE = ("launching", "pending", "loading", "training", "saving")
+METRICS = ("map", "map50", "recall", "mean_iou")
+
+
+def short_id(run_id: str) -> str:
+    """`20250101-120000-ab12` -> `120000-ab12` (the info line shows the full id)."""
+    head, sep, rest = run_id.partition("-")
+    return rest if sep and len(head) == 8 and head.isdigit() else run_id
+
+
+def eta(run: Any, detail: RunDetail | None) -> float | None:
+    if run.state not in ACTIVE or not detail or not detail.elapsed_s or not run.step:
+        return None
+    if not run.max_steps or run.step >= run.max_steps:
+        return None
+    return detail.elapsed_s / run.step * (run.max_steps - run.step)
+
+
+class RunsPane(Vertical):
+    """Runs table, the highlighted run's summary, output log and loss curve."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "stop_run", "Stop run", id="runs.stop"),
+        Binding("slash", "search", "Search log", id="runs.search"),
+    ]
+
+    class StopRequested(Message):
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+            super().__init__()
+
+    def __init__(self, sources: Sources, max_lines: int = 5000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sources = sources
+        self.max_lines = max_lines
+        self.runs: dict[str, Any] = {}
+        self.details: dict[str, RunDetail] = {}
+        self.watcher: LogWatcher | None = None
+        self.followed: str | None = None
+
+    def compose(self) -> ComposeResult:
+        table: DataTable = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        for col in COLUMNS:
+            table.add_column(col, key=col)
+        yield table
+        yield Static("no runs yet: mark recipes and press d to dispatch", id="run-info")
+        with Horizontal(id="run-body"):
+            with Vertical(id="run-log-box"):
+                yield Input(placeholder="search the log (enter: next, esc: close)", id="log-search")
+                yield LogView(max_lines=self.max_lines, id="run-log")
+            with Vertical(id="run-side"):
+                yield Static("loss", id="loss-title")
+                yield Sparkline([], id="loss-chart")
+                yield Static("", id="run-detail")
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#runs-table", DataTable)
+
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one("#run-log", LogView)
+
+    @property
+    def highlighted(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    # --- registry ---------------------------------------------------------------------------
+
+    def show_runs(self, runs: list[Any], details: dict[str, RunDetail]) -> None:
+        self.runs = {r.id: r for r in runs}
+        self.details.update(details)
+        rows = [(r.id, self._cells(r)) for r in runs]
+        table = self.table
+        if [k.value for k in table.rows] == [k for k, _ in rows]:
+            for key, cells in rows:
+                for col, cell in zip(COLUMNS, cells, strict=True):
+                    table.update_cell(key, col, cell)
+        else:
+            current = self.highlighted
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
+            if current in self.runs:
+                table.move_cursor(row=table.get_row_index(current))
+        self._show_selected()
+
+    def select(self, run_id: str) -> None:
+        if run_id in self.runs:
+            self.table.move_cursor(row=self.table.get_row_index(run_id))
+
+    def _cells(self, r: Any) -> list[Any]:
+        d = self.details.get(r.id)
+        step = f"{r.step if r.step is not None else '–'}/{r.max_steps or '?'}"
+        return [
+            short_id(r.id),
+            r.recipe,
+            f"{r.host}:{r.gpu}",
+            Text(r.state, style=STATE_STYLE.get(r.state, "")),
+            step,
+            f"{r.loss:.4f}" if r.loss is not None else "–",
+            duration(d.elapsed_s if d else None),
+            duration(eta(r, d)),
+        ]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        run_id = self.highlighted
+        if run_id is None:
+            return
+        run = self.runs[run_id]
+        detail = self.details.get(run_id)
+        info = Text()
+        info.append(f"{run.id} ", style="bold")
+        info.append(run.state, style=STATE_STYLE.get(run.state, ""))
+        if run.step is not None:
+            info.append(f"  step {run.step}/{run.max_steps or '?'}")
+        if run.loss is not None:
+            info.append(f"  loss {run.loss:.4f}")
+        if detail and detail.losses:
+            info.append("  ")
+            info.append_text(
+                sparkline([v for _, v in detail.losses], 16, top=max(v for _, v in detail.losses))
+            )
+        if detail and detail.eval_metrics:
+            m = detail.eval_metrics
+            info.append(
+                "  "
+                + "  ".join(
+                    f"{k} {m[k]:.3f}" for k in METRICS if isinstance(m.get(k), (int, float))
+                )
+            )
+        if run.error:
+            info.append(f"  {run.error}", style="red")
+        self.query_one("#run-info", Static).update(info)
+        self.query_one("#loss-chart", Sparkline).data = (
+            [v for _, v in detail.losses] if detail else []
+        )
+        side = Text()
+        side.append(f"recipe {run.recipe}\nhost {run.host}  device {run.gpu}\n")
+        side.append(f"model {run.model}\ndata {run.data}\ndir {run.run_dir}\n", style="dim")
+        if detail and detail.losses:
+            first, last = detail.losses[0][1], detail.losses[-1][1]
+            side.append(f"loss {first:.4f} → {last:.4f}\n")
+        if detail and detail.eval_metrics:
+            side.append("eval\n", style="bold")
+            for k in METRICS:
+                v = detail.eval_metrics.get(k)
+                if isinstance(v, (int, float)):
+                    side.append(f"  {k:<9}{v:.4f}\n")
+        self.query_one("#run-detail", Static).update(side)
+        self.follow(run_id)
+
+    # --- log --------------------------------------------------------------------------------
+
+    def follow(self, run_id: str) -> None:
+        """Tail `run_id`'s output (stops tailing the previous run)."""
+        if run_id == self.followed:
+            return
+        self.stop_following()
+        self.followed = run_id
+        self.log_view.clear()
+        self.watcher = LogWatcher(
+            run_id,
+            self.sources.open_log,
+            notify=lambda: self.post_message(LogLinesReady(run_id)),
+            on_error=lambda err: self.post_message(LogFailed(run_id, err)),
+            max_lines=self.max_lines,
+        ).start()
+
+    def stop_following(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        self.followed = None
+
+    def on_log_lines_ready(self, message: LogLinesReady) -> None:
+        if self.watcher is not None and message.run_id == self.watcher.run_id:
+            self.log_view.write_lines(self.watcher.take())
+
+    def on_log_failed(self, message: LogFailed) -> None:
+        if message.run_id == self.followed:
+            self.notify(f"log of {message.run_id}: {message.error}", severity="error")
+
+    def on_unmount(self) -> None:
+        self.stop_following()
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def action_stop_run(self) -> None:
+        run_id = self.highlighted
+        if run_id is None:
+            return
+        if self.runs[run_id].state not in ACTIVE:
+            self.notify(f"run {run_id} is {self.runs[run_id].state}, nothing to stop")
+            return
+        self.post_message(self.StopRequested(run_id))
+
+    def action_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        box.add_class("-visible")
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "log-search":
+            return
+        event.stop()
+        view = self.log_view
+        if view.search != event.value:
+            view.search = event.value
+        view.find(forward=True)
+
+    def key_escape(self) -> None:
+        box = self.query_one("#log-search", Input)
+        if box.has_class("-visible"):
+            box.remove_class("-visible")
+            self.log_view.search = ""
+            self.log_view.focus()

@@ -1,0 +1,167 @@
+"""The module tree pane: the chosen model's modules coloured by what a recipe trains.
+
+Built by a worker from `core.modeltree` (see `inspection.py`); switching recipes re-marks the
+cached tree, so the highlighting changes at once. Repeated blocks are collapsed (`0–27 ×28`),
+a filter shows the modules whose name matches a regex, and a second recipe can be compared.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Input, Select, Static, Tree
+
+from vlmtui.tui.widgets.bars import human
+
+STATE_STYLE = {"frozen": "dim", "full": "bold red", "lora": "bold green", "mixed": "bold yellow"}
+EXPAND_DEPTH = 3
+MAX_MATCHES = 500
+
+
+def node_label(node: Any, name: str | None = None) -> Text:
+    t = Text()
+    t.append(name or node.label or "(model)", style=STATE_STYLE.get(node.state, ""))
+    t.append(f"  {node.cls}", style="italic dim")
+    if node.quant:
+        t.append(f" {node.quant}", style="magenta")
+    t.append(f"  {human(node.trainable_params)}/{human(node.total_params)}")
+    if node.state != "frozen":
+        t.append(f" {node.state}", style=STATE_STYLE[node.state])
+    return t
+
+
+class TreePane(Vertical):
+    """Recipe pickers, the per-area summary and the module tree."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("slash", "filter", "Filter", id="tree.filter")]
+
+    class Wanted(Message):
+        """The user picked a recipe (and maybe one to compare with)."""
+
+        def __init__(self, recipe: str, compare: str | None) -> None:
+            self.recipe = recipe
+            self.compare = compare
+            super().__init__()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.view: Any = None
+        self._setting = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="tree-bar"):
+            yield Select[str]([], prompt="recipe", allow_blank=True, id="tree-recipe")
+            yield Select[str]([], prompt="compare with…", allow_blank=True, id="tree-compare")
+            yield Input(placeholder="filter (regex)", id="tree-filter")
+        yield Static("choose a recipe to see what it trains", id="tree-summary")
+        tree: Tree[Any] = Tree("model", id="module-tree")
+        tree.show_root = True
+        yield tree
+        yield Static("", id="tree-diff")
+
+    def set_recipes(self, names: list[str], current: str | None) -> None:
+        self._setting = True
+        try:
+            self.query_one("#tree-recipe", Select).set_options((n, n) for n in names)
+            self.query_one("#tree-compare", Select).set_options((n, n) for n in names)
+            if current in names:
+                self.query_one("#tree-recipe", Select).value = current
+        finally:
+            self._setting = False
+
+    def choose(self, recipe: str) -> None:
+        """Select `recipe` (posts `Wanted`)."""
+        self.query_one("#tree-recipe", Select).value = recipe
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        recipe = self.query_one("#tree-recipe", Select).value
+        compare = self.query_one("#tree-compare", Select).value
+        if isinstance(recipe, str):
+            self.set_loading(f"marking the tree for {recipe}…")
+            self.post_message(self.Wanted(recipe, compare if isinstance(compare, str) else None))
+
+    def set_loading(self, text: str) -> None:
+        self.query_one("#tree-summary", Static).update(Text(text, style="italic"))
+
+    def show(self, view: Any) -> None:
+        """Render a `inspection.TreeView`."""
+        self.view = view
+        s = Text()
+        s.append(f"{view.recipe}", style="bold")
+        s.append(
+            f" on {view.model}: trains {human(view.trainable_params)} of {human(view.total_params)}"
+        )
+        for area, c in view.areas.items():
+            if c["params"] or c["trainable"]:
+                s.append(f"  {area} ")
+                style = "dim" if not c["trainable"] else "bold"
+                s.append(f"{human(c['trainable'])}/{human(c['params'])}", style=style)
+        if view.memory:
+            s.append(f"\nmemory: {view.memory}", style="cyan")
+        self.query_one("#tree-summary", Static).update(s)
+        self._render_tree(self.query_one("#tree-filter", Input).value)
+        diff = self.query_one("#tree-diff", Static)
+        if view.compare:
+            d = Text(f"{view.recipe} → {view.compare}: ", style="bold")
+            if not view.changes:
+                d.append("same trainable set")
+            for ch in view.changes[:12]:
+                count = f" ×{ch.count}" if ch.count > 1 else ""
+                d.append(f"\n  {ch.name}{count} ")
+                d.append(ch.before, style=STATE_STYLE.get(ch.before, ""))
+                d.append(" → ")
+                d.append(ch.after, style=STATE_STYLE.get(ch.after, ""))
+            if len(view.changes) > 12:
+                d.append(f"\n  … {len(view.changes) - 12} more")
+            diff.update(d)
+            diff.display = True
+        else:
+            diff.display = False
+
+    def _render_tree(self, pattern: str) -> None:
+        tree: Tree[Any] = self.query_one("#module-tree", Tree)
+        tree.clear()
+        view = self.view
+        if view is None:
+            return
+        tree.root.set_label(node_label(view.root, view.model))
+        tree.root.data = view.root
+        if pattern:
+            try:
+                rx = re.compile(pattern)
+            except re.error as exc:
+                tree.root.add_leaf(Text(f"bad regex: {exc}", style="red"))
+                return
+            matches = [n for n in view.full.walk() if n.name and rx.search(n.name)]
+            for n in matches[:MAX_MATCHES]:
+                tree.root.add_leaf(node_label(n, n.name), data=n)
+            if len(matches) > MAX_MATCHES:
+                tree.root.add_leaf(Text(f"… {len(matches) - MAX_MATCHES} more", style="dim"))
+            tree.root.expand()
+            return
+
+        def add(parent: Any, node: Any, depth: int) -> None:
+            for child in node.children:
+                if child.children:
+                    branch = parent.add(node_label(child), data=child, expand=depth < EXPAND_DEPTH)
+                    add(branch, child, depth + 1)
+                else:
+                    parent.add_leaf(node_label(child), data=child)
+
+        add(tree.root, view.root, 1)
+        tree.root.expand()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "tree-filter":
+            event.stop()
+            self._render_tree(event.value)
+
+    def action_filter(self) -> None:
+        self.query_one("#tree-filter", Input).focus()
