@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    from vlmtui.core.data import make_shapes_dataset
+    from vlmtui.core.shapes import make_shapes_dataset
     from vlmtui.core.demo import make_demo_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,7 +49,7 @@ def demo_model_dirs(qwen2_vl_dir: Path, qwen25_vl_dir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def shapes_data_dir(_demo_root: Path) -> Path:
     """A 16-image synthetic shapes dataset (112x112) with train.jsonl (13) and val.jsonl (3)."""
-    from vlmtui.core.data import make_shapes_dataset
+    from vlmtui.core.shapes import make_shapes_dataset
 
     return make_shapes_dataset(_demo_root / "shapes", n=16, seed=0)
 

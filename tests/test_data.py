@@ -19,13 +19,13 @@ from vlmtui.core.data import (
     format_boxes,
     load_records,
     load_split,
-    make_shapes_dataset,
     resized_size,
     split_records,
     to_trl_dataset,
 )
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import QWEN2_5_VL, QWEN2_VL
+from vlmtui.core.shapes import make_shapes_dataset
 
 PARAMS = {"patch_size": 14, "merge_size": 2, "min_pixels": 56 * 56, "max_pixels": 112 * 112}
 REPO = Path(__file__).resolve().parents[1]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import DataTable, Static
+from tui_fakes import Recorder, fake_sources, recorded_gpus, wait_for
 
-from tests.tui.conftest import wait_for
-from tests.tui.fakes import Recorder, fake_sources
 from vlmtui.core.paths import config_dir
 from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.screens.confirm import ConfirmScreen
@@ -14,6 +14,8 @@ from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.log_view import LogView
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 from vlmtui.tui.widgets.runs_pane import RunsPane
+
+pytestmark = pytest.mark.anyio
 
 
 def _text(app, selector: str) -> str:
@@ -41,7 +43,6 @@ async def test_recipes_pane_lists_marks_and_copies() -> None:
 
 async def test_gpus_pane_shows_every_gpu_and_updates_in_place() -> None:
     ticks = iter(range(100))
-    from tests.tui.fakes import recorded_gpus
 
     app = VlmtuiApp(fake_sources(gpu_status=lambda: recorded_gpus(tick=next(ticks))))
     async with app.run_test(size=(160, 48)) as pilot:
@@ -78,8 +79,8 @@ async def test_runs_pane_table_detail_log_and_stop() -> None:
         info = _text(app, "#run-info")
         assert "finished" in info and "loss 0.4321" in info and "map 0.412" in info
         # Search the log
-        await pilot.press("slash", *"step  7", "enter")
-        assert log._match_row == 7 and not log.follow
+        await pilot.press("slash", *"loss", "space", *"0.1667", "enter")
+        assert log._match_row == 17
         await pilot.press("escape")
         # Stop asks first and stops only the training run
         await pilot.press("s")

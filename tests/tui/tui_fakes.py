@@ -5,8 +5,12 @@ metrics, and a log reader. Everything is deterministic: no clocks, no hosts, no 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from vlmtui.core.gpus import CPU, Gpu, GpuProcess, HostGpus
 from vlmtui.core.runs import RunView
@@ -122,3 +126,12 @@ def fake_sources(recorder: Recorder | None = None, **overrides: Any) -> Sources:
     )
     base.update(overrides)
     return Sources(**base)
+
+
+async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Let the app run until `cond()` holds; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what or cond}")
+        await pilot.pause(0.05)

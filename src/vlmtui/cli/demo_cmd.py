@@ -42,7 +42,7 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from vlmtui.core.data import make_shapes_dataset
+    from vlmtui.core.shapes import make_shapes_dataset
 
     out = make_shapes_dataset(args.dir, n=args.n, seed=args.seed)
     print(f"wrote {args.n} images with train.jsonl and val.jsonl to {out}")

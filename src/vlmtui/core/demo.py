@@ -322,7 +322,7 @@ def ensure_demo_assets(root: Path) -> tuple[Path, Path]:
     Returns `(model_dir, data_dir)` = `root/model-qwen2-vl`, `root/shapes`. Idempotent and
     safe against concurrent callers (see `_create_once`).
     """
-    from vlmtui.core.data import make_shapes_dataset
+    from vlmtui.core.shapes import make_shapes_dataset
 
     root = Path(root)
     model_dir = _create_once(

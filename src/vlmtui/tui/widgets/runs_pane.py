@@ -253,4 +253,4 @@ class RunsPane(Vertical):
         if box.has_class("-visible"):
             box.remove_class("-visible")
             self.log_view.search = ""
-            self.log_view.focus()
+            self.table.focus()
