@@ -105,7 +105,8 @@ async def test_log_view_is_bounded_and_follows() -> None:
         log.write_lines(f"line {i}" for i in range(1000))
         await pilot.pause()
         assert log.line_count == 100 and log.lines[0] == "line 900"
-        assert log.follow and log.scroll_y == log.max_scroll_y
+        assert log.follow
+        await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y > 0, what="scroll end")
         log.focus()
         await pilot.press("pageup")
         assert not log.follow
@@ -114,6 +115,7 @@ async def test_log_view_is_bounded_and_follows() -> None:
         assert log.scroll_y < log.max_scroll_y  # scrolled back: stays put
         await pilot.press("f")
         assert log.follow
+        await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y, what="scroll end")
 
 
 async def test_help_theme_and_palette() -> None:

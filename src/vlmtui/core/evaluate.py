@@ -262,7 +262,7 @@ def run_eval(
         records = records[: req.limit]
     identity = _run_identity(req)
     if req.run_dir is not None:
-        from vlmtui.core.train import load_for_inference
+        from vlmtui.core.loading import load_for_inference
 
         model, processor, family = load_for_inference(req.run_dir)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family, family_for_config
+from vlmtui.core.progress import read_json
 from vlmtui.core.recipes import TrainingRecipe
 
 # Module-name prefixes bitsandbytes must leave in full precision (transformers >= 4.52 names).
@@ -136,3 +137,40 @@ def load_processor(model_path: Path) -> Any:
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(str(model_path))
+
+
+def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
+    """A finished run's model (adapter applied, or full weights), its processor and family.
+
+    A LoRA run trained on a 4-bit base is evaluated on the unquantized base in the compute
+    dtype: the adapter is the same, and generation does not pay bitsandbytes' dequantisation.
+    """
+    import transformers
+
+    record = read_json(Path(run_dir) / "weights.json")
+    if not record:
+        raise BadInput(f"{run_dir}: no finished weights (weights.json missing)")
+    device = detect_device()
+    import torch
+
+    dtype = torch.bfloat16 if device.is_cuda else torch.float32
+    path = Path(record["path"])
+    if record["kind"] == "full":
+        family = family_of_checkpoint(path)
+        model_cls = getattr(transformers, family.model_class)
+        model = model_cls.from_pretrained(str(path), dtype=dtype, device_map=device.torch_device)
+    else:
+        base = Path(record["base_model"])
+        family = family_of_checkpoint(base)
+        model_cls = getattr(transformers, family.model_class)
+        model = model_cls.from_pretrained(str(base), dtype=dtype, device_map=device.torch_device)
+        full = path / "full_params.safetensors"
+        if full.exists():
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(full)), strict=False)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    model.eval()
+    return model, load_processor(path), family

@@ -59,9 +59,7 @@ class LogView(ScrollView, can_focus=True):
         self._width = min(width, 1000)
         self.virtual_size = Size(self._width, len(self.lines))
         if self.follow:
-            self.scroll_to(
-                y=max(0, len(self.lines) - self.size.height), animate=False, immediate=True
-            )
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def clear(self) -> None:
@@ -99,7 +97,7 @@ class LogView(ScrollView, can_focus=True):
     def watch_follow(self, follow: bool) -> None:
         self.set_class(follow, "-following")
         if follow:
-            self.scroll_end(animate=False, immediate=True)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def watch_search(self) -> None:
         self._match_row = None
