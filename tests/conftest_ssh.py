@@ -67,7 +67,12 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSs
     if why:
         pytest.skip(why)
     _executable_stand_in()
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except (OSError, RuntimeError) as exc:
+        if os.geteuid() == 0:
+            raise  # CI runs as root: a daemon that does not start is a failure
+        pytest.skip(f"sshd cannot start without root here: {exc}")
     yield server
     from vlmtui.core.hosts import HostConfig, SshHost
 

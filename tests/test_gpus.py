@@ -15,6 +15,7 @@ import pytest
 from sshd import NVIDIA_SMI_DIR
 from vlmtui.cli import main
 from vlmtui.core import gpus as gpus_mod
+from vlmtui.core import nvml as nvml_mod
 from vlmtui.core.gpus import FreeRule, Gpu, GpuProcess, local_gpus, parse_smi, query_hosts
 from vlmtui.core.hosts import HostConfig, LocalHost, get_host, save_host
 from vlmtui.core.runs import Registry, RunRecord
@@ -68,8 +69,8 @@ def test_free_rule_thresholds():
 
 @pytest.fixture
 def fresh_nvml(monkeypatch):
-    nvml = gpus_mod._Nvml()
-    monkeypatch.setattr(gpus_mod, "NVML", nvml)
+    nvml = nvml_mod._Nvml()
+    monkeypatch.setattr(nvml_mod, "NVML", nvml)
     monkeypatch.delenv("VLMTUI_NVML", raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
     return nvml

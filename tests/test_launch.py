@@ -206,6 +206,33 @@ def test_gpu_choice_and_reservations(standin_train, paths, fake_local_gpus):
     assert go("auto").gpu == "0"  # free again once its run has ended
 
 
+def test_several_gpus_run_one_torchrun_job(standin_train, paths, fake_local_gpus):
+    from vlmtui.core.launch import train_command
+
+    host = get_host("local")
+    req = LaunchRequest(recipe=RECIPE, model="/m", data="/d", gpu="0,3")
+    cmd = train_command(host, req, "/r", ("0", "3"), 2)
+    i = cmd.index("torch.distributed.run")
+    assert cmd[i + 1 : i + 4] == ["--standalone", "--nproc_per_node", "2"]
+    assert cmd[i + 4 : i + 7] == ["-m", "vlmtui", "train"] and "--gpu" not in cmd
+    assert "--master_port" not in cmd  # --standalone picks a free rendezvous port
+    fake_local_gpus("a100x4")
+    standin_train("ok", steps=500, step_s=0.1)
+    model, data = paths
+    result = launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="0,3"))
+    assert result.gpu == "0,3"
+    env = Path(f"/proc/{result.pid}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=0,3" in env
+    with pytest.raises(BadInput, match="GPU 0 on local is reserved"):
+        launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="0"))
+
+
+def test_unknown_run_is_bad_input(capsys):
+    assert main(["logs", "nope"]) == 2
+    assert main(["stop", "nope"]) == 2
+    assert "unknown run 'nope'" in capsys.readouterr().err
+
+
 RACER = """
 import sys
 from vlmtui.core import launch as L
@@ -347,6 +374,22 @@ def test_ssh_paths_with_metacharacters_are_quoted(standin_train, ssh_host, tmp_p
 
 
 @pytest.mark.ssh
+def test_ssh_user_recipe_travels_with_the_run(standin_train, ssh_host, paths):
+    from vlmtui.core.recipes import user_recipe_dir
+
+    user_recipe_dir().mkdir(parents=True)
+    text = '[recipe.my-r1]\nextends = "r1-llm-only"\nlearning_rate = 1e-4\n'
+    (user_recipe_dir() / "mine.toml").write_text(text)
+    standin_train("ok", steps=1, step_s=0.0)
+    model, data = paths
+    req = LaunchRequest(recipe="my-r1", model=model, data=data, host=ssh_host.name, gpu="cpu")
+    result = launch(req)
+    copy = Path(result.run_dir, "recipes", "00-mine.toml")
+    assert copy.read_text() == text
+    assert result.command[-2:] == ("--recipes", f"{result.run_dir}/recipes/00-mine.toml")
+
+
+@pytest.mark.ssh
 def test_ssh_remote_python_without_vlmtui_is_refused(standin_train, ssh_host, paths, sshd_server):
     from vlmtui.core.hosts import save_host
 
@@ -403,8 +446,12 @@ def test_ssh_training_survives_launcher_and_master_being_killed(
     row = wait_cli_state(run_id, ("finished", "failed"), timeout=300)
     assert row["state"] == "finished", row
     assert row["step"] == 3 and row["max_steps"] == 3 and row["loss"] > 0
-    logs = vlmtui_cli("logs", run_id)
-    assert "[vlmtui] command ended with code 0; state finished" in logs.stdout
+    assert "'train_loss'" in vlmtui_cli("logs", run_id).stdout
+    # status.json says finished just before the trainer exits; the supervisor's last line
+    # follows within moments.
+    deadline = time.monotonic() + 20
+    while "[vlmtui] command ended with code 0" not in vlmtui_cli("logs", run_id).stdout:
+        assert time.monotonic() < deadline
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ async def test_gpus_pane_shows_every_gpu_and_updates_in_place() -> None:
         assert table.row_count == 3 * 8 + 1
         states = [str(table.get_cell(k, "state")) for k in table.rows]
         assert {"free", "busy", "reserved", "unreachable"} <= set(states)
-        assert "ssh: connect to host gpu04" in str(table.get_cell("gpu04", "name"))
+        assert "ssh: connect to host gpu04" in str(table.get_cell("gpu04", "processes"))
         await pilot.press("down", "down")
         app.refresh_gpus()
         await wait_for(pilot, lambda: pane.refreshes == 2, what="second snapshot")

@@ -25,7 +25,9 @@ def recorded_gpus(hosts: int = 4, per_host: int = 8, tick: int = 0, unreachable:
     for h in range(hosts):
         name = f"gpu{h + 1:02d}"
         if unreachable and h == hosts - 1:
-            out.append(HostGpus(name, reachable=False, error="ssh: connect to host gpu04: timed out"))
+            out.append(
+                HostGpus(name, reachable=False, error="ssh: connect to host gpu04: timed out")
+            )
             continue
         gpus = []
         for i in range(per_host):
@@ -58,8 +60,8 @@ def _run(i: str, recipe: str, state: str, step, loss, where=("gpu01", "1"), erro
     return RunView(
         id=f"20250101-12000{i}-ab1{i}", recipe=recipe, host=where[0], gpu=where[1], state=state,
         step=step, max_steps=100, loss=loss, run_dir=f"/runs/20250101-12000{i}-ab1{i}",
-        error=error, pid=1000 + int(i), created=1735732800.0 + int(i), model="Qwen/Qwen2-VL-2B-Instruct",
-        data="/data/shapes", nproc=1, reachable=True,
+        error=error, pid=1000 + int(i), created=1735732800.0 + int(i),
+        model="Qwen/Qwen2-VL-2B-Instruct", data="/data/shapes", nproc=1, reachable=True,
     )  # fmt: skip
 
 
@@ -88,7 +90,9 @@ class FakeLog:
     """Returns `lines` once, then nothing (a finished run's log)."""
 
     def __init__(self, run_id: str, n: int = 30) -> None:
-        self.data = "".join(f"[{run_id[-4:]}] step {i:3d} loss {3.0 / (1 + i):.4f}\n" for i in range(n))
+        self.data = "".join(
+            f"[{run_id[-4:]}] step {i:3d} loss {3.0 / (1 + i):.4f}\n" for i in range(n)
+        )
         self.done = False
 
     def read(self, max_bytes: int = 1 << 20) -> bytes:

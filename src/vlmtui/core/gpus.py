@@ -12,20 +12,17 @@ that does not answer comes back `reachable=False` with the error instead of bloc
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
-import os
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vlmtui.core import nvml
+
+# subprocess and concurrent.futures are imported where used: a remote host runs this module
+# on every refresh (`python -m vlmtui.core.gpus`), so its start-up time counts.
 
 if TYPE_CHECKING:
     from vlmtui.core.hosts import Host
@@ -154,116 +151,6 @@ def _judge(gpus: Sequence[Gpu], rule: FreeRule) -> list[Gpu]:
     return [replace(g, free=rule.is_free(g)) for g in gpus]
 
 
-# --- NVML: the one choke point ----------------------------------------------------------------
-
-
-class _Nvml:
-    """Every NVML call goes through here: lazy init once, shutdown at exit, None on errors."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._error: str | None = None
-        self._module: Any = None
-
-    def _init(self) -> Any:
-        if self._module is None and self._error is None:
-            try:
-                import pynvml
-            except ImportError:
-                self._error = "nvidia-ml-py is not installed"
-                return None
-            try:
-                pynvml.nvmlInit()
-            except pynvml.NVMLError as exc:
-                self._error = str(exc) or type(exc).__name__
-                return None
-            self._module = pynvml
-            atexit.register(self._shutdown)
-        return self._module
-
-    def _shutdown(self) -> None:
-        with self._lock:
-            if self._module is not None:
-                # Shutting down at exit: an error here has no one left to report to.
-                with contextlib.suppress(self._module.NVMLError):
-                    self._module.nvmlShutdown()
-                self._module = None
-
-    def reset(self) -> None:
-        """Forget the init result (tests swap the pynvml module)."""
-        self._shutdown()
-        self._error = None
-
-    def snapshot(self) -> tuple[list[dict[str, Any]] | None, str | None]:
-        """(GPU dicts, None) or (None, why NVML is not available).
-
-        `VLMTUI_NVML=off` skips NVML (then an nvidia-smi on PATH is used, if any)."""
-        if os.environ.get("VLMTUI_NVML", "").lower() in ("0", "off", "no"):
-            return None, "NVML disabled by VLMTUI_NVML"
-        with self._lock:
-            nv = self._init()
-            if nv is None:
-                return None, self._error
-            count = self._call(nv.nvmlDeviceGetCount)
-            if count is None:
-                return None, "NVML could not count the GPUs"
-            return [self._device(nv, i) for i in range(count)], None
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        """fn(*args), or None when NVML reports the value as unavailable or unsupported."""
-        try:
-            return fn(*args)
-        except self._module.NVMLError:
-            return None
-
-    def _device(self, nv: Any, i: int) -> dict[str, Any]:
-        h = self._call(nv.nvmlDeviceGetHandleByIndex, i)
-        if h is None:
-            return {"index": i, "name": f"GPU {i} (NVML cannot open it)", "processes": []}
-        name = self._call(nv.nvmlDeviceGetName, h)
-        uuid = self._call(nv.nvmlDeviceGetUUID, h)
-        util = self._call(nv.nvmlDeviceGetUtilizationRates, h)
-        mem = self._call(nv.nvmlDeviceGetMemoryInfo, h)
-        temp = self._call(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)
-        power_mw = self._call(nv.nvmlDeviceGetPowerUsage, h)
-        procs = self._call(nv.nvmlDeviceGetComputeRunningProcesses, h) or []
-        return {
-            "index": i,
-            "name": name.decode() if isinstance(name, bytes) else (name or f"GPU {i}"),
-            "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
-            "util": None if util is None else float(util.gpu),
-            "mem_used_mib": None if mem is None else mem.used / 2**20,
-            "mem_total_mib": None if mem is None else mem.total / 2**20,
-            "temp_c": None if temp is None else float(temp),
-            "power_w": None if power_mw is None else power_mw / 1000.0,
-            "processes": [
-                {
-                    "pid": int(p.pid),
-                    "gpu_mem_mib": None if not p.usedGpuMemory else p.usedGpuMemory / 2**20,
-                    **_proc_owner(int(p.pid)),
-                }
-                for p in procs
-            ],
-        }
-
-
-NVML = _Nvml()
-
-
-def _proc_owner(pid: int) -> dict[str, str | None]:
-    """Command and user of a local process from /proc; None where it cannot be read."""
-    name = user = None
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        name = raw.replace(b"\0", b" ").decode(errors="replace").strip()[:200] or None
-        import pwd
-
-        user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
-    except (OSError, KeyError):
-        pass  # another user's or a finished process: unknown fields stay None
-    return {"name": name, "user": user}
-
-
 def gpu_from_dict(d: Mapping[str, Any]) -> Gpu:
     """A Gpu from `to_json()`-shaped data (NVML snapshot or a remote vlmtui's JSON)."""
     return Gpu(
@@ -349,12 +236,14 @@ def local_gpus(rule: FreeRule | None = None, name: str = "local") -> HostGpus:
     """This machine: NVML, else an `nvidia-smi` on PATH, else no GPUs + a note + `cpu`."""
     rule = rule or FreeRule()
     start = time.perf_counter()
-    devices, why = NVML.snapshot()
+    devices, why = nvml.NVML.snapshot()
     if devices is not None:
         gpus = _judge([gpu_from_dict(d) for d in devices], rule)
         return _host_result(name, gpus, source="nvml", elapsed_s=time.perf_counter() - start)
     smi = shutil.which("nvidia-smi")
     if smi:
+        import subprocess
+
         q_gpu, q_apps = _smi_argv(smi)
         try:
             g = subprocess.run(q_gpu, capture_output=True, text=True, timeout=15)
@@ -380,12 +269,16 @@ _REMOTE_MARK = "@@vlmtui-gpus-fallback"
 
 
 def remote_query_script(host: Host) -> str:
-    """One round trip: the remote vlmtui's JSON if it has one, else nvidia-smi's CSV."""
+    """One round trip: the remote vlmtui's JSON if it has one, else nvidia-smi's CSV.
+
+    The remote side runs `python -m vlmtui.core.gpus`, which prints what
+    `vlmtui gpus --local --json` prints without building the whole CLI first."""
     from vlmtui.core.sshcmd import join
 
     q_gpu, q_apps = _smi_argv("nvidia-smi")
     return (
-        f"{join(host.vlmtui_argv('gpus', '--local', '--json'))} 2>/dev/null && exit 0\n"
+        f"out=$({join([*host.python_argv(), '-I', '-m', 'vlmtui.core.gpus'])} 2>/dev/null)"
+        """ && [ -n "$out" ] && { printf '%s\\n' "$out"; exit 0; }\n"""
         f"echo {_REMOTE_MARK}\n"
         "command -v nvidia-smi >/dev/null 2>&1 || { echo '@@no-nvidia-smi'; exit 0; }\n"
         f'{join(q_gpu)} 2>&1; echo "@@rc $?"\n'
@@ -439,6 +332,9 @@ def query_hosts(hosts: Sequence[Host], timeout: float | None = None) -> list[Hos
     """Every host in parallel; each bounded by its own timeout (or `timeout`). Input order."""
     if not hosts:
         return []
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as wait_futures
+
     limit = timeout or max(h.config.timeout for h in hosts)
     pool = ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="vlmtui-gpus")
     futures = [pool.submit(query_host, h, timeout) for h in hosts]
@@ -474,3 +370,13 @@ def gpu_status(names: Sequence[str] | None = None, timeout: float | None = None)
     hosts = [get_host(n) for n in names] if names else all_hosts()
     reserved = Registry().reservations()
     return [with_reservations(s, reserved.get(s.name, {})) for s in query_hosts(hosts, timeout)]
+
+
+def main() -> None:
+    """`python -m vlmtui.core.gpus`: this machine's status as `vlmtui gpus --local --json`
+    prints it; remote queries use it because it skips building the whole CLI (~3x faster)."""
+    print(json.dumps({"hosts": [local_gpus().to_json()]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -169,26 +169,42 @@ def probe(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _signal_run(pid: int, sig: int) -> None:
+    """Signal the run's group; right after launch the supervisor may not lead one yet."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        f = _stat_fields(pid)
+        if f is None or f[0] in ("Z", "X") or (len(f) > 2 and f[2] == str(pid)):
+            break  # gone, or leads its group (no /proc: assume it does)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)  # still starting: it has no child yet, signal it alone
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
 def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[str, Any]:
     """SIGTERM to the run's process group, SIGKILL after `grace_s`; the run ends `stopped`."""
     d = Path(os.path.expanduser(run_dir))
     pid, start = _identity(d, pid)
-    running = bool(pid) and (pid_alive(pid, start) or group_alive(pid))
+
+    def alive() -> bool:
+        return bool(pid) and (pid_alive(pid, start) or group_alive(pid))
+
+    running = alive()
     killed = False
     if running:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            running = False
+        _signal_run(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while running and group_alive(pid) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if running and group_alive(pid):
+        if alive():
             killed = True
-            with contextlib.suppress(ProcessLookupError):  # ended right at the deadline
-                os.killpg(pid, signal.SIGKILL)
+            _signal_run(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while group_alive(pid) and time.monotonic() < deadline:
+            while alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
     status = read_json(d / "status.json")
     status = status if isinstance(status, dict) else {}

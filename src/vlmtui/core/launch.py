@@ -19,7 +19,6 @@ launches at once — from two processes — never land on the same GPU.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -30,12 +29,16 @@ from pathlib import Path
 from vlmtui.core import hostprobe
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.gpus import CPU, Gpu, HostGpus, query_host
-from vlmtui.core.hosts import Host, get_host
+from vlmtui.core.hosts import get_host
+from vlmtui.core.launchscript import (
+    SCRIPT_ERRORS,
+    launch_script,
+    recipe_files_for,
+    run_paths,
+    train_command,
+)
 from vlmtui.core.runs import Registry, RunRecord
-from vlmtui.core.sshcmd import HomePath, check_name, check_path, join, quote_path
-
-REMOTE_RUNS_DIR = "~/.local/share/vlmtui/runs"
-"""Run directories on a remote host without `runs_dir` or `workdir` in hosts.toml."""
+from vlmtui.core.sshcmd import HomePath, check_name, check_path, quote_path
 
 
 @dataclass(frozen=True)
@@ -154,107 +157,6 @@ def _reserving(
     return check
 
 
-def _paths(host: Host, req: LaunchRequest, run_id: str) -> tuple[str, str, str, str]:
-    """(workdir, model, data, run_dir) as the host should see them."""
-    c = host.config
-    if host.is_local:
-        workdir = os.path.expanduser(c.workdir) if c.workdir else os.getcwd()
-
-        def absolute(p: str) -> str:
-            return os.path.normpath(os.path.join(workdir, os.path.expanduser(p)))
-
-        from vlmtui.core.paths import runs_dir
-
-        base = absolute(c.runs_dir) if c.runs_dir else str(runs_dir())
-        return workdir, absolute(req.model), absolute(req.data), os.path.join(base, run_id)
-    workdir = c.workdir or "~"
-    base = c.runs_dir or (f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR)
-    if not base.startswith(("/", "~")):
-        base = f"{workdir.rstrip('/')}/{base}"
-    return workdir, req.model, req.data, f"{base.rstrip('/')}/{run_id}"
-
-
-def train_command(
-    host: Host, req: LaunchRequest, run_dir: str, gpus: tuple[str, ...], nproc: int
-) -> list[str]:
-    """The command line the supervisor runs: `vlmtui train`, under torchrun when nproc > 1."""
-    py = host.python_argv()
-    args = ["train", "--recipe", req.recipe, "--model", HomePath(req.model)]
-    args += ["--data", HomePath(req.data), "--output", HomePath(run_dir)]
-    if gpus == (CPU,):
-        args += ["--gpu", CPU]
-    elif len(gpus) == 1:
-        args += ["--gpu", gpus[0]]
-    if req.max_steps is not None:
-        args += ["--max-steps", str(req.max_steps)]
-    if nproc > 1:
-        dist = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-        return [*py, *dist, "-m", "vlmtui", *args]
-    return [*py, "-m", "vlmtui", *args]
-
-
-def _recipe_files(host: Host, recipe_name: str) -> list[tuple[str, str]]:
-    """(file name, TOML text) of the user recipe files a remote host needs for this recipe."""
-    from vlmtui.core.recipes import get_recipe, user_recipe_dir
-
-    recipe = get_recipe(recipe_name)
-    if recipe.source == "built-in" or host.is_local:
-        return []
-    files = sorted(user_recipe_dir().glob("*.toml"))
-    return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
-
-
-def launch_script(
-    host: Host,
-    *,
-    workdir: str,
-    model: str,
-    data: str,
-    run_dir: str,
-    run_id: str,
-    command: list[str],
-    env: dict[str, str],
-    recipe_files: list[tuple[str, str]] = (),  # type: ignore[assignment]
-) -> str:
-    """The sh script that checks the paths, writes the pending status and starts the run."""
-    rd = quote_path(run_dir)
-    wd = quote_path(workdir)
-    py = join(host.python_argv())
-    find = "import importlib.util as u,sys;sys.exit(0 if u.find_spec('vlmtui') else 5)"
-    pending = json.dumps({"state": "pending", "run_id": run_id, "updated": time.time()})
-    lines = [
-        f"mkdir -p -- {wd} 2>/dev/null; cd -- {wd} || {{ echo '@@error workdir'; exit 3; }}",
-        f"[ -e {quote_path(model)} ] || {{ echo '@@error model'; exit 3; }}",
-        f"[ -e {quote_path(data)} ] || {{ echo '@@error data'; exit 3; }}",
-        f"{py} -I -c {join([find])} >/dev/null 2>&1 || {{ echo '@@error python'; exit 3; }}",
-        f"[ ! -e {rd} ] || {{ echo '@@error exists'; exit 3; }}",
-        f"mkdir -p -- {rd} || {{ echo '@@error rundir'; exit 3; }}",
-        f"printf '%s\\n' {join([pending])} > {rd}/.status.json.tmp",
-        f"mv -f -- {rd}/.status.json.tmp {rd}/status.json",
-    ]
-    if recipe_files:
-        lines.append(f"mkdir -p -- {rd}/recipes")
-        for name, text in recipe_files:
-            lines.append(f"printf '%s' {join([text])} > {rd}/recipes/{join([name])}")
-    envs = [f"{k}={v}" for k, v in env.items()]
-    sup = join(["env", *envs, *host.python_argv(), "-m", "vlmtui.core.supervise"])
-    lines += [
-        f"nohup {sup} {rd} -- {join(command)} > {rd}/output.log 2>&1 < /dev/null &",
-        f'echo "@@ok $! $(cd -- {rd} && pwd -P)"',
-    ]
-    return "\n".join(lines) + "\n"
-
-
-_SCRIPT_ERRORS = {
-    "workdir": "cannot enter the working directory {workdir!r} on {host}",
-    "model": "model path {model!r} does not exist on {host}",
-    "data": "data path {data!r} does not exist on {host}",
-    "python": "{python!r} on {host} cannot import vlmtui (set `python` in hosts.toml)",
-    "exists": "run directory {run_dir!r} already exists on {host}",
-    "rundir": "cannot create the run directory {run_dir!r} on {host}",
-}
-
-
 def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
     """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
     start = time.perf_counter()
@@ -285,11 +187,11 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
                 raise BadInput(f"host {host.name} has no GPU {missing[0]} (GPUs: {have})")
     if spec != CPU and req.nproc not in (None, len(spec) if isinstance(spec, tuple) else 1):
         raise BadInput("--nproc applies to CPU runs; GPU runs use one process per GPU")
-    recipe_files = _recipe_files(host, req.recipe)
+    recipe_files = recipe_files_for(host, req.recipe)
 
     for _attempt in range(5):
         run_id = new_run_id()
-        workdir, model, data, run_dir = _paths(host, req, run_id)
+        workdir, model, data, run_dir = run_paths(host, req, run_id)
         base = RunRecord(
             id=run_id, recipe=req.recipe, host=host.name, gpus=CPU, run_dir=run_dir,
             created=time.time(), state="launching", model=model, data=data,
@@ -317,6 +219,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
     script = launch_script(
         host, workdir=workdir, model=model, data=data, run_dir=run_dir, run_id=run_id,
         command=command, env=env, recipe_files=recipe_files,
+        check_python=status is None or status.source != "vlmtui",
     )  # fmt: skip
     res = host.run(script)
     out = res.stdout
@@ -325,7 +228,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
         if res.transport_error:
             raise WorkFailed(f"host {host.name} is unreachable: {res.transport_error}")
         code = out.split("@@error ", 1)[1].split()[0] if "@@error " in out else ""
-        template = _SCRIPT_ERRORS.get(code)
+        template = SCRIPT_ERRORS.get(code)
         if template is None:
             raise WorkFailed(f"launch on {host.name} failed: {(out + res.stderr).strip()[-300:]}")
         raise BadInput(

@@ -273,10 +273,9 @@ def activation_bytes(
     layer = (6 * dims.hidden + 2 * dims.kv_dim + 4 * dims.intermediate) * act
     lora_layer = lora_inputs_per_layer * (act + mask)
     if a.gradient_checkpointing:
-        llm = tokens * (
-            dims.layers * dims.hidden * act + layer + lora_layer + 2 * dims.hidden * act
-        )
-        lora = 0
+        # Only each layer's input stays; one layer is recomputed (with its adapters) at a time.
+        llm = tokens * ((dims.layers + 2) * dims.hidden * act + layer)
+        lora = tokens * lora_layer
     else:
         llm = tokens * (dims.layers * layer + 2 * dims.hidden * act)
         lora = tokens * dims.layers * lora_layer

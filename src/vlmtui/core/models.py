@@ -18,6 +18,7 @@ again afterwards (`from_config` leaves them untied, which would count them twice
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -161,6 +162,19 @@ def config_object(ref: ModelRef) -> Any:
     return config_cls.from_dict(data)
 
 
+def skip_init() -> Any:
+    """transformers' `no_init_weights` (what from_pretrained uses): weight initialisers become
+    no-ops. On the meta device they compute nothing anyway; skipping them saves ~30 %."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
 def build_meta_model(ref: ModelRef, dtype: Any = None) -> Any:
     """The model's transformers class built from its config on the meta device, ties restored.
 
@@ -172,7 +186,7 @@ def build_meta_model(ref: ModelRef, dtype: Any = None) -> Any:
     config = config_object(ref)
     model_cls = getattr(transformers, ref.family.model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    with torch.device("meta"):
+    with skip_init(), torch.device("meta"):
         model = model_cls._from_config(config, **kwargs)
     model.tie_weights()
     return model

@@ -40,7 +40,7 @@ from vlmtui.core.memory import (
     dims_from_config,
     estimate_memory,
 )
-from vlmtui.core.models import ModelRef, build_meta_model, resolve_model
+from vlmtui.core.models import ModelRef, build_meta_model, resolve_model, skip_init
 from vlmtui.core.policy import TrainableSummary
 from vlmtui.core.recipes import TrainingRecipe
 
@@ -221,7 +221,10 @@ class ModelTree:
             if mname and _PEFT_INTERNAL.search(mname):
                 continue
             inner = getattr(module, "base_layer", None)
-            classes[mname] = type(inner if inner is not None else module).__name__
+            cls = type(inner if inner is not None else module).__name__
+            # The structure is the base model's: a bitsandbytes linear is a Linear there
+            # (a marking's `quant` says when a recipe quantizes it).
+            classes[mname] = "Linear" if cls in _QUANT_CLASSES else cls
             if mname:
                 parent = mname.rpartition(".")[0]
                 kids.setdefault(parent, []).append(mname)
@@ -574,9 +577,11 @@ class Inspection:
     def to_dict(self, assumptions: MemoryAssumptions | None = None) -> dict[str, Any]:
         """The `vlmtui inspect --json` object (DESIGN.md's keys plus extras).
 
-        For a multi-stage recipe, `total_params` and each area's `params` are the last
-        stage's model; `trainable_params`, area `trainable`, `lora_modules` and
-        `trainable_names` cover every stage (a parameter trained in two stages counts once).
+        `total_params` counts LoRA adapters too (as the guard's summary does); `base_params`
+        is the model without them. For a multi-stage recipe, `total_params` and each area's
+        `params` are the last stage's model; `trainable_params`, area `trainable`,
+        `lora_modules` and `trainable_names` cover every stage (a parameter trained in two
+        stages counts once).
         `stages` has each stage on its own.
         """
         last = self.stages[-1].summary if self.stages else self.base_summary
@@ -587,6 +592,11 @@ class Inspection:
             "family": self.model.family.name,
             "recipe": self.recipe.name if self.recipe else None,
             "total_params": last.total_params,
+            "base_params": (
+                sum(p.numel for p in self.stages[-1].params if not p.lora)
+                if self.stages
+                else last.total_params
+            ),
         }
         sizes: dict[str, int] = {}
         for s in self.stages:
@@ -715,12 +725,14 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
         model = build_meta_model(ref, dtype)
     elif next(model.parameters()).dtype != dtype:
         model = model.to(dtype)
-    if recipe.quantized:
-        model = _quantize_meta(model, recipe, dtype)
-    # LoRA weights go on the meta device at creation (PEFT would otherwise initialise them on
-    # the CPU first, seconds for a 72B model); names, shapes and requires_grad are the same.
-    with torch.device("meta"):
-        return prepare_trainables(model, recipe, ref.family)
+    # New modules (4-bit linears, LoRA adapters) are created on the meta device with their
+    # initialisers skipped: PEFT would otherwise initialise adapters on the CPU first (seconds
+    # for a 72B model). Names, shapes, dtypes and requires_grad are unaffected.
+    with skip_init():
+        if recipe.quantized:
+            model = _quantize_meta(model, recipe, dtype)
+        with torch.device("meta"):
+            return prepare_trainables(model, recipe, ref.family)
 
 
 class ModelInspector:

@@ -36,8 +36,6 @@ def main(argv: list[str]) -> int:
         print("usage: python -m vlmtui.core.supervise RUN_DIR -- COMMAND...", file=sys.stderr)
         return 2
     run_dir, command = Path(argv[0]), argv[2:]
-    if os.getpgrp() != os.getpid():
-        os.setsid()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     stop_signal: list[int] = []
 
@@ -47,6 +45,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    if os.getpgrp() != os.getpid():
+        os.setsid()
     write_json_atomic(
         run_dir / "supervisor.json",
         {
@@ -58,13 +58,16 @@ def main(argv: list[str]) -> int:
         },
     )
     print(f"[vlmtui] {shlex.join(command)}", flush=True)
-    try:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, restore_signals=True)
-    except OSError as exc:
-        returncode = 127
-        print(f"[vlmtui] cannot start the command: {exc}", flush=True)
+    if stop_signal:  # stopped before it started
+        returncode = -stop_signal[0]
     else:
-        returncode = child.wait()
+        try:
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            returncode = 127
+            print(f"[vlmtui] cannot start the command: {exc}", flush=True)
+        else:
+            returncode = child.wait()
     sig = signal.Signals(-returncode).name if returncode < 0 else None
     exit_info = {
         "returncode": returncode,

@@ -7,13 +7,16 @@ Quitting only closes the window: runs are detached processes and keep going.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual import on
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -83,7 +86,7 @@ def preflight_table(checks: list[Any]) -> Table:
 class VlmtuiApp(WorkersMixin, App[None]):
     """`vlmtui` with no arguments."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     AUTO_FOCUS = "#recipes-table"
     TITLE = "vlmtui"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
@@ -135,6 +138,19 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self.set_interval(self.sources.gpu_interval_s, self.refresh_gpus, name="gpus")
         self.set_interval(self.sources.runs_interval_s, self.refresh_runs, name="runs")
 
+    @property
+    def main(self) -> Screen:
+        """The screen the panes live on (the bottom of the stack, under any dialog)."""
+        return self.screen_stack[0] if self.screen_stack else self.screen
+
+    async def _on_message(self, message: Message) -> None:
+        try:
+            await super()._on_message(message)
+        except (NoMatches, ScreenStackError):
+            if self.is_running and not self._closing:
+                raise
+            # a worker's result arriving while the app closes: its panes are gone
+
     # --- the single worker error handler ----------------------------------------------------
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -158,7 +174,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         return model, data
 
     def _show_workspace(self) -> None:
-        ws = self.query_one(Workspace)
+        ws = self.main.query_one(Workspace)
         ws.set_values(
             "" if self.model == DEMO else self.model, "" if self.data == DEMO else self.data
         )
@@ -181,7 +197,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self._request_tree()
 
     def on_demo_state(self, event: DemoState) -> None:
-        ws = self.query_one(Workspace)
+        ws = self.main.query_one(Workspace)
         if event.state == "preparing":
             ws.set_demo_state("preparing demo model…", "preparing")
         elif event.state == "ready":
@@ -202,15 +218,15 @@ class VlmtuiApp(WorkersMixin, App[None]):
 
     def on_recipes_loaded(self, event: RecipesLoaded) -> None:
         self.recipes = event.recipes
-        pane = self.query_one(RecipesPane)
+        pane = self.main.query_one(RecipesPane)
         pane.show_recipes(event.recipes)
-        self.query_one(TreePane).set_recipes(list(event.recipes), None)
+        self.main.query_one(TreePane).set_recipes(list(event.recipes), None)
 
     def on_gpus_refreshed(self, event: GpusRefreshed) -> None:
-        self.query_one(GpusPane).show(event.hosts)
+        self.main.query_one(GpusPane).show(event.hosts)
 
     def on_runs_refreshed(self, event: RunsRefreshed) -> None:
-        pane = self.query_one(RunsPane)
+        pane = self.main.query_one(RunsPane)
         pane.show_runs(event.runs, dict(self._details))
         wanted = getattr(self, "_select_after_refresh", None)
         if wanted and wanted in pane.runs:
@@ -222,15 +238,15 @@ class VlmtuiApp(WorkersMixin, App[None]):
 
     def on_recipes_pane_tree_requested(self, event: RecipesPane.TreeRequested) -> None:
         self.action_show_pane("tree")
-        self.query_one(TreePane).choose(event.recipe)
+        self.main.query_one(TreePane).choose(event.recipe)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.query_one(FOCUS[event.pane.id or "recipes"]).focus()
-        if event.pane.id == "tree" and self.query_one(TreePane).view is None:
-            name = self.query_one(RecipesPane).highlighted
+        self.main.query_one(FOCUS[event.pane.id or "recipes"]).focus()
+        if event.pane.id == "tree" and self.main.query_one(TreePane).view is None:
+            name = self.main.query_one(RecipesPane).highlighted
             if name:
-                self.query_one(TreePane).choose(name)
+                self.main.query_one(TreePane).choose(name)
 
     def on_tree_pane_wanted(self, event: TreePane.Wanted) -> None:
         self._tree_wanted = (event.recipe, event.compare)
@@ -241,11 +257,11 @@ class VlmtuiApp(WorkersMixin, App[None]):
         if wanted is None or not self.with_workspace(self._request_tree):
             return
         model, _ = self.resolved() or ("", "")
-        self.query_one(TreePane).set_loading(f"marking {model} for {wanted[0]}…")
+        self.main.query_one(TreePane).set_loading(f"marking {model} for {wanted[0]}…")
         self.build_tree(model, *wanted)
 
     def on_tree_ready(self, event: TreeReady) -> None:
-        self.query_one(TreePane).show(event.tree)
+        self.main.query_one(TreePane).show(event.tree)
 
     def on_runs_pane_stop_requested(self, event: RunsPane.StopRequested) -> None:
         def answer(ok: bool | None) -> None:
@@ -261,20 +277,20 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- dispatch flow: recipes → devices → pre-flight → confirm → launch -------------------
 
     def action_dispatch(self) -> None:
-        recipes = self.query_one(RecipesPane).selected()
+        recipes = self.main.query_one(RecipesPane).selected()
         if not recipes:
             self.notify("no recipe to dispatch", severity="warning")
             return
         if not self.with_workspace(self.action_dispatch):
             return
         model, data = self.resolved() or ("", "")
-        screen = DispatchScreen(recipes, self.query_one(GpusPane).hosts, model, data)
+        screen = DispatchScreen(recipes, self.main.query_one(GpusPane).hosts, model, data)
         self.push_screen(screen, self._planned)
 
     def _planned(self, plan: DispatchPlan | None) -> None:
         if plan is None:
             return
-        host = next((h for h in self.query_one(GpusPane).hosts if h.name == plan.host), None)
+        host = next((h for h in self.main.query_one(GpusPane).hosts if h.name == plan.host), None)
         gpu_mem: dict[str, float | None] = {}
         if host is not None:
             for g in host.gpus:
@@ -311,7 +327,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         for r in event.results:
             self.notify(f"{r.run_id} on {r.host}:{r.gpu}", title="launched")
         if event.results:
-            self.query_one(RecipesPane).marked.clear()
+            self.main.query_one(RecipesPane).marked.clear()
             self.action_show_pane("runs")
             self._select_after_refresh = event.results[0].run_id
             self.refresh_runs()
@@ -319,7 +335,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- actions ----------------------------------------------------------------------------
 
     def action_show_pane(self, pane: str) -> None:
-        self.query_one("#panes", TabbedContent).active = pane
+        self.main.query_one("#panes", TabbedContent).active = pane
 
     def action_refresh(self) -> None:
         self.refresh_gpus()

@@ -59,6 +59,7 @@ def _memory(inspection: Any, gpu_mem_gib: float | None) -> Any:
 
 def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
+    from vlmtui.core.memory import gib
     from vlmtui.core.modeltree import collapse, diff_trees
 
     with _lock:
@@ -79,7 +80,7 @@ def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
         areas={a: dict(data["areas"][a]) for a in AREAS},
         total_params=data["total_params"],
         trainable_params=data["trainable_params"],
-        memory=est.verdict() if est else "",
+        memory=f"needs ≈ {gib(est.total)} GiB per GPU" if est else "",
         changes=changes,
         compare=compare.name if compare is not None else "",
     )

@@ -59,7 +59,7 @@ class LogView(ScrollView, can_focus=True):
         self._width = min(width, 1000)
         self.virtual_size = Size(self._width, len(self.lines))
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self.refresh()
 
     def clear(self) -> None:
@@ -97,7 +97,7 @@ class LogView(ScrollView, can_focus=True):
     def watch_follow(self, follow: bool) -> None:
         self.set_class(follow, "-following")
         if follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
 
     def watch_search(self) -> None:
         self._match_row = None

@@ -1,0 +1,184 @@
+"""The memory estimate: storage formulas, the per-part sums, and the fits verdict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vlmtui.core.memory import (
+    GIB,
+    MemoryAssumptions,
+    ModelDims,
+    ParamInfo,
+    activation_bytes,
+    estimate_memory,
+    int8_bytes,
+    nf4_bytes,
+    weight_bytes,
+)
+from vlmtui.core.recipes import BUILTIN_RECIPES
+
+DIMS = ModelDims(
+    hidden=64,
+    layers=2,
+    intermediate=128,
+    kv_dim=32,
+    vocab=1000,
+    vision_width=32,
+    vision_layers=2,
+    vision_intermediate=128,
+    vision_gated_mlp=False,
+    patch_size=14,
+    merge_size=2,
+)
+
+
+def test_nf4_storage_formula() -> None:
+    n = 4096 * 4096
+    # packed 4-bit + one uint8 absmax per 64 + one fp32 per 256 absmax blocks
+    assert nf4_bytes(n) == n // 2 + n // 64 + 4 * (n // 64 // 256)
+    assert nf4_bytes(n) / n == pytest.approx(0.5 + 1 / 64 + 4 / 16384)
+    assert nf4_bytes(n, double_quant=False) == n // 2 + 4 * (n // 64)
+    assert nf4_bytes(65) == 33 + 2 + 4  # ceilings
+    assert int8_bytes(100 * 10, rows=100) == 1000 + 400
+
+
+def test_weight_bytes_by_kind() -> None:
+    params = [
+        ParamInfo("a", 1000, "bfloat16", trainable=False),
+        ParamInfo("b", 1000, "float32", trainable=False),
+        ParamInfo("q", 4096, "float32", trainable=False, quant="4bit", rows=64),
+        ParamInfo("l", 100, "float32", trainable=True, lora=True),
+    ]
+    by_kind, lora = weight_bytes(params)
+    assert by_kind == {"bfloat16": 2000, "float32": 4000, "nf4": nf4_bytes(4096)}
+    assert lora == 400
+
+
+def test_estimate_sums_and_verdict() -> None:
+    params = [
+        ParamInfo("w", 10_000, "bfloat16", trainable=True),
+        ParamInfo("f", 5_000, "bfloat16", trainable=False),
+    ]
+    a = MemoryAssumptions(batch_size=2, seq_len=100, image_size=28, gpu_mem_gib=2)
+    m = estimate_memory(params, DIMS, a, vision_on_backward=False, vision_trains=False)
+    assert m.weights == 30_000 and m.gradients == 20_000 and m.optimizer_states == 40_000
+    tokens = 200
+    layer = (6 * 64 + 2 * 32 + 4 * 128) * 2
+    assert m.activations_detail == {
+        "llm": tokens * (2 * layer + 2 * 64 * 2),
+        "logits": tokens * 1000 * (2 + 4 + 4),
+        "lora": 0,
+        "vision": 0,
+    }
+    assert m.total == 30_000 + 20_000 + 40_000 + m.activations + GIB
+    assert m.fits is True and m.verdict().startswith("fits in 2 GiB per GPU")
+    small = estimate_memory(
+        params,
+        DIMS,
+        MemoryAssumptions(gpu_mem_gib=1),
+        vision_on_backward=False,
+        vision_trains=False,
+    )
+    assert small.fits is False and "does NOT fit in 1 GiB" in small.verdict()
+    assert (
+        estimate_memory(
+            params, DIMS, MemoryAssumptions(), vision_on_backward=False, vision_trains=False
+        ).fits
+        is None
+    )
+
+
+def test_vision_and_lora_and_checkpointing_terms() -> None:
+    a = MemoryAssumptions(batch_size=1, seq_len=10, image_size=28, lora_dropout=0.1)
+    patches = 4
+    acts = activation_bytes(
+        DIMS, a, vision_on_backward=True, vision_trains=True, lora_inputs_per_layer=100
+    )
+    assert acts["lora"] == 10 * 2 * 100 * (2 + 1)
+    block = (8 * 32 + 2 * 128) * 2
+    assert acts["vision"] == patches * 2 * block + patches * 4 * 32 * 2
+    merger_only = activation_bytes(
+        DIMS, a, vision_on_backward=True, vision_trains=False, lora_inputs_per_layer=0
+    )
+    assert merger_only["vision"] == patches * 4 * 32 * 2
+    gc = activation_bytes(
+        DIMS,
+        MemoryAssumptions(seq_len=1000, gradient_checkpointing=True),
+        vision_on_backward=False,
+        vision_trains=False,
+        lora_inputs_per_layer=0,
+    )
+    full = activation_bytes(
+        DIMS,
+        MemoryAssumptions(seq_len=1000),
+        vision_on_backward=False,
+        vision_trains=False,
+        lora_inputs_per_layer=0,
+    )
+    assert gc["llm"] < full["llm"] and gc["logits"] == full["logits"]
+    assert gc["llm"] == 1000 * ((2 + 2) * 64 * 2 + (6 * 64 + 2 * 32 + 4 * 128) * 2)
+    gc_lora = activation_bytes(
+        DIMS,
+        MemoryAssumptions(seq_len=1000, gradient_checkpointing=True),
+        vision_on_backward=False,
+        vision_trains=False,
+        lora_inputs_per_layer=100,
+    )
+    assert gc_lora["lora"] == 1000 * 100 * 2  # one layer's adapters, no dropout mask
+
+
+@pytest.fixture(scope="module")
+def q2():
+    from vlmtui.core.modeltree import ModelInspector
+
+    return ModelInspector("Qwen/Qwen2-VL-2B-Instruct")
+
+
+def test_r2_bf16_full_training_bytes(q2) -> None:
+    result = q2.inspect(BUILTIN_RECIPES["r2-vision-only"])
+    (m,) = result.memory(MemoryAssumptions(gpu_mem_gib=80))
+    total = 2_208_985_600
+    trainable = result.stages[0].summary.trainable_params
+    assert m.weights_by_dtype == {"bfloat16": 2 * total}
+    assert m.gradients == 2 * trainable and m.optimizer_states == 4 * trainable
+    assert m.lora_weights == 0 and m.activations_detail["vision"] > 0
+    assert m.fits is True
+
+
+def test_r1_qlora_bytes_as_training_sees_them(q2) -> None:
+    """4-bit LLM linears at NF4 size; everything else fp32 after prepare_model_for_kbit_training;
+    LoRA adapters fp32 with fp32 gradients and AdamW states."""
+    result = q2.inspect(BUILTIN_RECIPES["r1-llm-only"])
+    stage = result.stages[0]
+    (m,) = result.memory(MemoryAssumptions())
+    quant = [p for p in stage.params if p.quant]
+    assert len(quant) == 28 * 7 and all(p.quant == "4bit" and p.double_quant for p in quant)
+    assert m.weights_by_dtype["nf4"] == sum(nf4_bytes(p.numel) for p in quant)
+    plain = sum(p.numel for p in stage.params if not p.quant and not p.lora)
+    assert m.weights_by_dtype["float32"] == 4 * plain
+    lora = stage.summary.trainable_params
+    assert m.lora_weights == 4 * lora == m.gradients and m.optimizer_states == 8 * lora
+    assert m.activations_detail["vision"] == 0  # nothing below the LLM trains
+    assert m.activations_detail["lora"] > 0
+    # 4-bit storage of the quantized weights: about 0.516 bytes each
+    n4 = sum(p.numel for p in quant)
+    assert math.isclose(m.weights_by_dtype["nf4"] / n4, 0.5159, rel_tol=1e-3)
+
+
+def test_dims_from_both_families(q2) -> None:
+    from vlmtui.core.modeltree import ModelInspector
+
+    d2 = q2.dims
+    assert (d2.hidden, d2.layers, d2.intermediate, d2.kv_dim, d2.vocab) == (
+        1536,
+        28,
+        8960,
+        256,
+        151936,
+    )
+    assert (d2.vision_width, d2.vision_intermediate, d2.vision_gated_mlp) == (1280, 5120, False)
+    d25 = ModelInspector("Qwen/Qwen2.5-VL-3B-Instruct").dims
+    assert (d25.vision_width, d25.vision_intermediate, d25.vision_gated_mlp) == (1280, 3420, True)
+    assert (d25.hidden, d25.layers) == (2048, 36)

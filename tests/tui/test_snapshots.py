@@ -1,0 +1,78 @@
+"""Snapshots of every pane at 80×24 and 160×48 from recorded data (no clocks, no hosts).
+
+Update after an intended change: `pytest tests/tui/test_snapshots.py --snapshot-update`,
+then look at the SVGs in `__snapshots__/`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tui_fakes import fake_sources, wait_for
+
+from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.widgets.gpus_pane import GpusPane
+from vlmtui.tui.widgets.log_view import LogView
+from vlmtui.tui.widgets.recipes_pane import RecipesPane
+from vlmtui.tui.widgets.runs_pane import RunsPane
+from vlmtui.tui.widgets.tree_pane import TreePane
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+SHIPPED = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+def _app() -> VlmtuiApp:
+    return VlmtuiApp(fake_sources(), model=SHIPPED, data="/data/shapes")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_recipes_pane(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        await pilot.press("down", "space")
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpus_pane(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(GpusPane).refreshes == 1)
+        await pilot.press("2")
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_tree_pane(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        await pilot.press("down", "t")
+        tree = pilot.app.query_one(TreePane)
+        await wait_for(pilot, lambda: tree.view is not None, timeout=120, what="the tree")
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_pane(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        await pilot.press("4")
+        pane = pilot.app.query_one(RunsPane)
+        await wait_for(pilot, lambda: pane.table.row_count == 3)
+        log = pilot.app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30)
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dispatch_dialog(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(GpusPane).refreshes == 1)
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        await pilot.press("d")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)

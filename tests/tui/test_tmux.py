@@ -1,0 +1,59 @@
+"""The real terminal: tmux runs `vlmtui` on a fresh VLMTUI_HOME, keys dispatch a demo run
+(the demo model is generated on first use), and the screen shows it finishing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+pytestmark = [
+    pytest.mark.tmux,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _wait_screen(session: str, text: str, timeout: float) -> str:
+    end = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < end:
+        screen = _tmux("capture-pane", "-p", "-t", session)
+        if text in screen:
+            return screen
+        time.sleep(0.3)
+    pytest.fail(f"{text!r} did not appear within {timeout:g} s; screen:\n{screen}")
+
+
+def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
+    session = f"vlmtui-test-{uuid.uuid4().hex[:8]}"
+    env = f"VLMTUI_HOME={tmp_path} TERM=xterm-256color"
+    cmd = f"env {env} {sys.executable} -m vlmtui; sleep 5"
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "36", cmd)
+    try:
+        _wait_screen(session, "r1-llm-only", 30)
+        _tmux("send-keys", "-t", session, "d")
+        _wait_screen(session, "Dispatch r1-llm-only", 120)  # the demo is generated first
+        time.sleep(0.5)  # the dialog focuses its button right after its first frame
+        _tmux("send-keys", "-t", session, "BTab")
+        time.sleep(0.3)
+        _tmux("send-keys", "-t", session, "2", "Enter")
+        _wait_screen(session, "2 steps", 120)
+        _wait_screen(session, "Launch 1", 10)
+        _tmux("send-keys", "-t", session, "Enter")
+        screen = _wait_screen(session, "finished", 300)
+        assert "step 2/2" in screen
+        _tmux("send-keys", "-t", session, "q")
+        assert (tmp_path / "data" / "demo" / "model-qwen2-vl").is_dir()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert os.path.isfile(tmp_path / "data" / "runs.sqlite")
