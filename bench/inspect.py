@@ -69,10 +69,12 @@ def baseline(model: str, recipe: object, meta_peft: bool) -> int:
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
-def timed(fn, *args) -> tuple[float, int]:
-    t = time.perf_counter()
+def timed(fn, *args) -> tuple[float, float, int]:
+    """(wall seconds, this process's CPU seconds, result). On a busy machine the CPU time
+    is the better estimate of the wall time on an idle one."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return time.perf_counter() - t, out
+    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def cold(cmd: list[str], repeats: int) -> float:
@@ -108,32 +110,36 @@ def main() -> None:
     baseline("Qwen/Qwen2-VL-2B-Instruct", BUILTIN_RECIPES["r4-joint"], True)
 
     print(
-        f"{'model':30} {'recipe':14} {'vlmtui':>8} {'base A':>8} {'base B':>8} "
-        f"{'/A':>6} {'/B':>6}  trainable"
+        f"{'model':30} {'recipe':12} {'vlmtui':>13} {'base A':>13} {'base B':>13}"
+        f" {'/A':>5} {'/B':>5}  trainable   (wall s / cpu s)"
     )
-    worst_abs = worst_ratio = 0.0
+    worst_abs = worst_cpu = worst_ratio = 0.0
     for model in MODELS:
         for name in RECIPES:
             recipe = BUILTIN_RECIPES[name]
-            o, a, b = [], [], []
+            runs: dict[str, list[tuple[float, float]]] = {"o": [], "a": [], "b": []}
             for _ in range(args.repeats):
-                dt, n_ours = timed(ours, model, recipe)
-                o.append(dt)
-                dt, _ = timed(baseline, model, recipe, False)
-                a.append(dt)
-                dt, n_base = timed(baseline, model, recipe, True)
-                b.append(dt)
-            mo, ma, mb = (statistics.median(x) for x in (o, a, b))
-            worst_abs = max(worst_abs, mo)
-            worst_ratio = max(worst_ratio, mo / mb)
-            # r1's baseline skips 4-bit, so its count is the same; r4 identical by design.
-            same = "same" if n_ours == n_base else f"differs ({n_base:,})"
+                w, c, n_ours = timed(ours, model, recipe)
+                runs["o"].append((w, c))
+                w, c, _ = timed(baseline, model, recipe, False)
+                runs["a"].append((w, c))
+                w, c, n_base = timed(baseline, model, recipe, True)
+                runs["b"].append((w, c))
+            med = {
+                k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
+                for k, v in runs.items()
+            }
+            (wo, co), (wa, ca), (wb, cb) = med["o"], med["a"], med["b"]
+            worst_abs, worst_cpu = max(worst_abs, wo), max(worst_cpu, co)
+            worst_ratio = max(worst_ratio, wo / wb)
+            # r1's baseline does not quantize; the trainable count is the same regardless.
+            same = "same" if n_ours == n_base else f"baseline {n_base:,}"
             print(
-                f"{model:30} {name:14} {mo:7.2f}s {ma:7.2f}s {mb:7.2f}s "
-                f"{mo / ma:6.2f} {mo / mb:6.2f}  {n_ours:,} ({same})"
+                f"{model:30} {name:12} {wo:5.2f} / {co:5.2f} {wa:5.2f} / {ca:5.2f}"
+                f" {wb:5.2f} / {cb:5.2f} {wo / wa:5.2f} {wo / wb:5.2f}  {n_ours:,} ({same})"
             )
-    print(f"worst after imports: {worst_abs:.2f} s (target <= 0.5 s)")
-    print(f"worst ratio to baseline B: {worst_ratio:.2f}x (target <= 1.2x)")
+    print(f"worst after imports: {worst_abs:.2f} s wall, {worst_cpu:.2f} s CPU (target <= 0.5 s)")
+    print(f"worst wall ratio to baseline B: {worst_ratio:.2f}x (target <= 1.2x)")
 
     exe = shutil.which("vlmtui", path=os.path.dirname(sys.executable)) or "vlmtui"
     imp = cold([sys.executable, "-c", "import transformers, peft"], args.repeats)

@@ -10,20 +10,20 @@ _HERE = __file__.rpartition("/")[0] or "."
 sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
 
 
-import asyncio
-import os
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tui"))
 
-from tui_fakes import fake_sources, recorded_gpus
+from tui_fakes import fake_sources, recorded_gpus  # noqa: E402
 
-from vlmtui.tui.app import VlmtuiApp
-from vlmtui.tui.widgets.gpus_pane import GpusPane
+from vlmtui.tui.app import VlmtuiApp  # noqa: E402
+from vlmtui.tui.widgets.gpus_pane import GpusPane  # noqa: E402
 
 SECONDS = 5.0
 

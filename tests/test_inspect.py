@@ -114,6 +114,14 @@ def test_unsupported_family_one_line(capsys, tmp_path: Path) -> None:
     assert "qwen3_vl" in err and "not a supported family" in err
 
 
+@pytest.mark.parametrize("extra", [{"hidden_size": "wide"}, {"vision_config": 5}])
+def test_broken_config_one_line(capsys, tmp_path: Path, extra: dict) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", **extra}))
+    rc, out, err = run_cli(capsys, str(tmp_path), "--json")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "cannot build Qwen2VLForConditionalGeneration" in err
+
+
 def test_dir_without_config(capsys, tmp_path: Path) -> None:
     rc, _, err = run_cli(capsys, str(tmp_path))
     assert rc == 2 and "without config.json" in err

@@ -33,15 +33,20 @@ async def test_dispatch_a_cpu_run_and_watch_it_finish(qwen2_vl_dir, shapes_data_
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, DispatchScreen), what="dialog")
         app.screen.query_one("#dispatch-steps").value = "2"
-        await pilot.click("#next")
+        app.screen.query_one("#next").press()
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 120, "pre-flight")
         console = Console(width=150, record=True, file=io.StringIO())
         console.print(app.screen.body)
         body = console.export_text()
         assert "r4-joint" in body and "GiB" in body
-        await pilot.click("#confirm")
+        await pilot.press("y")  # the dialog's confirm key (a toast may cover the button)
         runs = app.query_one(RunsPane)
-        await wait_for(pilot, lambda: runs.table.row_count == 1, 60, "the launched run")
+        await wait_for(
+            pilot,
+            lambda: runs.table.row_count == 1,
+            60,
+            f"the run ({[n.message for n in app._notifications]})",
+        )
         run_id = next(iter(runs.runs))
 
         def finished() -> bool:

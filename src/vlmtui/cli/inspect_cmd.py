@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_dict(assumptions)
         if args.tree:
-            data["tree"] = [_tree_of(insp, result, s, expand).to_dict() for s in _stages(result)]
+            data["tree"] = [_tree_of(insp, s, expand).to_dict() for s in _stages(result)]
         if filt is not None:
-            data["matches"] = [_matches(insp, result, s, filt, expand) for s in _stages(result)]
+            data["matches"] = [_matches(insp, s, filt, expand) for s in _stages(result)]
         print(json.dumps(data, indent=1))
         return 0
     _print_human(insp, result, assumptions, filt, expand, tree=args.tree)
@@ -123,16 +123,9 @@ def _inspect(insp: Any, recipe: Any) -> Any:
     import warnings
 
     with warnings.catch_warnings():
+        # transformers' deprecation notes (e.g. from prepare_model_for_kbit_training)
         warnings.simplefilter("ignore", FutureWarning)
-        try:
-            return insp.inspect(recipe)
-        except BadInput:
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise BadInput(
-                f"{insp.ref.name}: cannot build the model from its config "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+        return insp.inspect(recipe)
 
 
 def _stages(result: Any) -> list[Any]:
@@ -146,7 +139,7 @@ def _marked(insp: Any, stage: Any) -> Any:
     return insp.tree().mark(stage.marking if stage else Marking.empty())
 
 
-def _tree_of(insp: Any, result: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
+def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
     from vlmtui.core.modeltree import collapse
 
     rule = (lambda n: bool(expand.search(n.name))) if expand else None
@@ -154,7 +147,7 @@ def _tree_of(insp: Any, result: Any, stage: Any, expand: re.Pattern[str] | None)
 
 
 def _matches(
-    insp: Any, result: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
+    insp: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
 ) -> list[dict[str, Any]]:
     from vlmtui.core.modeltree import filter_nodes, group_names
 
@@ -224,9 +217,9 @@ def _print_human(
                 )
             console.print(_memory_table(memories[i]))
         if tree:
-            console.print(_rich_tree(_tree_of(insp, result, stage, expand), ref.name))
+            console.print(_rich_tree(_tree_of(insp, stage, expand), ref.name))
         if filt is not None:
-            console.print(_filter_table(_matches(insp, result, stage, filt, expand), filt))
+            console.print(_filter_table(_matches(insp, stage, filt, expand), filt))
     if memories:
         m = memories[0]
         console.print("[dim]memory assumptions: " + "; ".join(m.notes) + "[/]")

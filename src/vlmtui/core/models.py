@@ -183,10 +183,19 @@ def build_meta_model(ref: ModelRef, dtype: Any = None) -> Any:
     import torch
     import transformers
 
-    config = config_object(ref)
     model_cls = getattr(transformers, ref.family.model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    with skip_init(), torch.device("meta"):
-        model = model_cls._from_config(config, **kwargs)
+    try:
+        config = config_object(ref)
+        with skip_init(), torch.device("meta"):
+            model = model_cls._from_config(config, **kwargs)
+    except Exception as exc:  # only config parsing and module construction run here
+        where = ref.config_path or ref.name
+        detail = " ".join(str(exc).split())  # one line
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise BadInput(
+            f"{where}: cannot build {ref.family.model_class} from this config "
+            f"({type(exc).__name__}: {detail})"
+        ) from None
     model.tie_weights()
     return model

@@ -34,8 +34,12 @@ WEIGHTS_JSON = "weights.json"
 TRAINABLE_JSON = "trainable.json"
 
 
-class StopRequested(Exception):
-    """SIGTERM or SIGINT arrived before training started: end as `stopped`."""
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT arrived outside the training loop: end as `stopped`.
+
+    A BaseException, like KeyboardInterrupt, so that no library's `except Exception`
+    swallows it or turns it into a failure while a model is loading.
+    """
 
 
 @dataclass(frozen=True)

@@ -111,16 +111,10 @@ class GpusPane(Vertical):
         self.query_one("#gpus-summary", Static).update(summary)
 
     def _host_row(self, host: str, state: str, text: str) -> list[Any]:
-        return [
-            host,
-            "–",
-            Text(text, style="dim"),
-            Text(state, style=STATE_STYLE[state]),
-            "",
-            "",
-            "",
-            "",
-        ]
+        """A host without GPU rows; the error or note goes in the last column."""
+        text = text if len(text) <= 60 else text[:59] + "…"
+        label = Text(state, style=STATE_STYLE[state])
+        return [host, "–", "–", label, "", "", "", Text(text, style="dim")]
 
     def _apply(self, rows: list[tuple[str, list[Any]]]) -> None:
         table = self.query_one("#gpus-table", DataTable)

@@ -43,6 +43,7 @@ class LogWatcher:
         self._stop = threading.Event()
         self.interval_s = interval_s
         self.lines_read = 0
+        self.reader: LogReader | None = None
         self.thread = threading.Thread(target=self._run, name=f"vlmtui-log-{run_id}", daemon=True)
 
     def start(self) -> LogWatcher:
@@ -62,7 +63,7 @@ class LogWatcher:
 
     def _run(self) -> None:
         try:
-            reader = self._open_log(self.run_id)
+            reader = self.reader = self._open_log(self.run_id)
         except Exception as exc:  # reported to the user, the watcher ends
             self._on_error(str(exc))
             return
@@ -97,6 +98,7 @@ class LogWatcher:
             self._partial = ""
         if not parts:
             return
+        total = len(parts)
         parts = (
             [p.rstrip("\r") for p in parts[-self._pending.maxlen :]]
             if self._pending.maxlen
@@ -104,7 +106,7 @@ class LogWatcher:
         )
         with self._lock:
             self._pending.extend(parts)
-            self.lines_read += len(parts)
+            self.lines_read += total
             should_notify = not self._outstanding
             self._outstanding = True
         if should_notify:
