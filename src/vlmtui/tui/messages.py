@@ -72,12 +72,6 @@ class RunsRefreshed(Message):
         super().__init__()
 
 
-class RunDetailLoaded(Message):
-    def __init__(self, detail: RunDetail) -> None:
-        self.detail = detail
-        super().__init__()
-
-
 class RecipesLoaded(Message):
     """All recipes by name (`core.recipes.TrainingRecipe`)."""
 
@@ -94,14 +88,6 @@ class DemoState(Message):
         self.model = model
         self.data = data
         self.error = error
-        super().__init__()
-
-
-class DispatchRequested(Message):
-    """The dispatch dialog was filled in; the app computes the pre-flight next."""
-
-    def __init__(self, plan: DispatchPlan) -> None:
-        self.plan = plan
         super().__init__()
 
 
