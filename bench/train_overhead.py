@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    from vlmtui.core.shapes import make_shapes_dataset
     from vlmtui.core.demo import make_demo_model
+    from vlmtui.core.shapes import make_shapes_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

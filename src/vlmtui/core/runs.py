@@ -382,3 +382,26 @@ def get_run(run_id: str, registry: Registry | None = None) -> RunView:
     """One run (id or unique prefix), reconciled."""
     registry = registry or Registry()
     return reconcile([registry.get(run_id)], registry)[0]
+
+
+def read_events_and_eval(
+    host: str, run_dir: str
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """events.jsonl and eval.json of a run directory on its host, in one round trip."""
+    from vlmtui.core.hosts import get_host
+    from vlmtui.core.progress import EVENTS, parse_events
+    from vlmtui.core.sshcmd import quote_path
+
+    mark = "@@vlmtui-eval"
+    d = quote_path(run_dir)
+    res = get_host(host).run(
+        f"cat {d}/{EVENTS} 2>/dev/null; echo {mark}; cat {d}/eval.json 2>/dev/null"
+    )
+    if res.transport_error:
+        raise OSError(f"host {host}: {res.transport_error}")
+    events_text, _, eval_text = res.stdout.partition(mark)
+    try:
+        ev = json.loads(eval_text) if eval_text.strip() else None
+    except ValueError:
+        ev = None  # still being written
+    return parse_events(events_text), ev if isinstance(ev, dict) else None

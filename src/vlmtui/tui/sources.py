@@ -8,14 +8,13 @@ import nothing heavy: torch/transformers load only inside the functions that nee
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlmtui.core.progress import EVENTS, last_step_event, parse_events
+from vlmtui.core.progress import last_step_event
 
 
 class LogReader(Protocol):
@@ -56,23 +55,9 @@ def _open_log(run_id: str) -> LogReader:
 
 
 def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """events.jsonl and eval.json of a run directory on its host, in one round trip."""
-    from vlmtui.core.hosts import get_host
-    from vlmtui.core.sshcmd import quote_path
+    from vlmtui.core.runs import read_events_and_eval
 
-    mark = "@@vlmtui-eval"
-    d = quote_path(run_dir)
-    res = get_host(host).run(
-        f"cat {d}/{EVENTS} 2>/dev/null; echo {mark}; cat {d}/eval.json 2>/dev/null"
-    )
-    if res.transport_error:
-        raise OSError(f"host {host}: {res.transport_error}")
-    events_text, _, eval_text = res.stdout.partition(mark)
-    try:
-        ev = json.loads(eval_text) if eval_text.strip() else None
-    except ValueError:
-        ev = None  # still being written
-    return parse_events(events_text), ev if isinstance(ev, dict) else None
+    return read_events_and_eval(host, run_dir)
 
 
 def _recipes() -> dict[str, Any]:

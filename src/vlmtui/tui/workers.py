@@ -68,7 +68,7 @@ class WorkersMixin(_Base):
 
     @work(thread=True, group="recipes", exit_on_error=False, description="copying a recipe")
     def copy_recipe(self, name: str) -> None:
-        from vlmtui.tui.recipe_toml import copy_recipe
+        from vlmtui.core.recipe_toml import copy_recipe
 
         path = copy_recipe(self.recipes[name], self.recipes)
         self.call_from_thread(self.notify, f"copied {name} to {path}", title="recipe copied")

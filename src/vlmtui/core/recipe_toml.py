@@ -1,7 +1,7 @@
-"""Write a recipe as a user TOML file the user can edit (`[recipe.NAME]`, every field spelled out).
+"""Write a recipe as a user TOML file to edit (`[recipe.NAME]`, every field spelled out).
 
-Belongs in `core/recipes.py` (the inverse of `load_recipe_file`); it lives here until core
-grows one. The result is checked by loading it back with core's own loader before it is saved.
+The inverse of `recipes.load_recipe_file`: the result is checked by loading it back with that
+loader before it is saved, so a copy can never be a file the loader refuses.
 """
 
 from __future__ import annotations
