@@ -343,6 +343,13 @@ def test_ssh_launch_stop_logs_with_standin(standin_train, ssh_host, paths):
     assert group_members(result.pid) == []
     rest = tail.read()
     assert b"state stopped" in rest and not rest.startswith(first)
+    whole = first + rest
+    near_end = LogTail(Registry().get(result.run_id))
+    near_end.skip_to_tail(keep_bytes=70)
+    assert near_end.offset == len(whole) - 70
+    last = near_end.read()
+    assert whole.endswith(last) and 0 < len(last) < 70  # starts at a line start
+    assert whole[len(whole) - len(last) - 1 : len(whole) - len(last)] == b"\n"
 
 
 @pytest.mark.ssh

@@ -19,6 +19,7 @@ launches at once — from two processes — never land on the same GPU.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -305,8 +306,36 @@ class LogTail:
         self.offset = offset
         self._host = get_host(record.host)
         self._path = f"{record.run_dir}/output.log"
+        self._drop_partial_line = False
+
+    def skip_to_tail(self, keep_bytes: int = 256 << 10) -> None:
+        """Start the next read `keep_bytes` before the end, at a line start: a view that holds
+        a few thousand lines need not fetch a long backlog (one round trip per MiB remotely)."""
+        if self._host.is_local:
+            try:
+                size = os.path.getsize(self._path)
+            except FileNotFoundError:
+                return
+        else:
+            res = self._host.run(f"wc -c < {quote_path(self._path)} 2>/dev/null")
+            if res.transport_error:
+                raise WorkFailed(f"host {self._host.name} is unreachable: {res.transport_error}")
+            size = int(res.stdout.strip() or 0)
+        if size > keep_bytes:
+            self.offset = size - keep_bytes
+            self._drop_partial_line = True
 
     def read(self, max_bytes: int = 1 << 20) -> bytes:
+        chunk = self._read(max_bytes)
+        if self._drop_partial_line and chunk:
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                self._drop_partial_line = False
+                return chunk[cut + 1 :]
+            return b""
+        return chunk
+
+    def _read(self, max_bytes: int) -> bytes:
         if self._host.is_local:
             try:
                 with open(self._path, "rb") as fh:

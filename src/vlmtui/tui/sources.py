@@ -51,7 +51,9 @@ def _open_log(run_id: str) -> LogReader:
     from vlmtui.core.launch import LogTail
     from vlmtui.core.runs import Registry
 
-    return LogTail(Registry().get(run_id))
+    tail = LogTail(Registry().get(run_id))
+    tail.skip_to_tail()
+    return tail
 
 
 def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
