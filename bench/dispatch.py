@@ -23,10 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Running as a script puts bench/ first on sys.path, and bench/ holds an inspect.py that
-# would shadow the standard library's module (dataclasses needs the real one).
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT / "tests"))
 
 

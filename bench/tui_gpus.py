@@ -3,27 +3,20 @@ the UI thread, and how fast key presses are answered meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import statistics
 import sys
-
-# bench/ holds other scripts (one is called inspect.py): keep it off the import path.
-_HERE = __file__.rpartition("/")[0] or "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
-
-
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tui"))
 
-from tui_fakes import fake_sources, recorded_gpus  # noqa: E402
+from tui_fakes import fake_sources, recorded_gpus
 
-from vlmtui.tui.app import VlmtuiApp  # noqa: E402
-from vlmtui.tui.widgets.gpus_pane import GpusPane  # noqa: E402
+from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.widgets.gpus_pane import GpusPane
 
 SECONDS = 5.0
 

@@ -4,31 +4,24 @@ lines). A separate writer process produces the logs so the app competes only for
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing as mp
+import os
+import resource
+import statistics
 import sys
-
-# bench/ holds other scripts (one is called inspect.py): keep it off the import path.
-_HERE = __file__.rpartition("/")[0] or "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
-
-
-import asyncio  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tui"))
 
-from tui_fakes import fake_sources  # noqa: E402
+from tui_fakes import fake_sources
 
-from vlmtui.core.runs import RunView  # noqa: E402
-from vlmtui.tui.app import VlmtuiApp  # noqa: E402
-from vlmtui.tui.widgets.log_view import LogView  # noqa: E402
-from vlmtui.tui.widgets.runs_pane import RunsPane  # noqa: E402
+from vlmtui.core.runs import RunView
+from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.widgets.log_view import LogView
+from vlmtui.tui.widgets.runs_pane import RunsPane
 
 RUNS = 8
 LINES_PER_S = 20_000

@@ -123,6 +123,7 @@ def test_train_cli_run_directory_and_refusals(
     for key in ("max_steps", "learning_rate", "grad_norm", "epoch", "elapsed_s"):
         assert key in steps[0]
     assert (out / "adapter" / "adapter_config.json").exists()
+    assert "'train_loss'" in (out / "output.log").read_text()  # foreground runs keep a log too
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
 
     again = vlmtui(

@@ -98,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
         recipe_files=tuple(args.recipes),
         gpu=gpu,
     )
-    try:
-        return run_training(req)
-    except BadInput:
-        raise
-    except Exception:
-        # The work failed: the traceback belongs in output.log; status.json has the summary.
-        traceback.print_exc()
-        return 1
+    from vlmtui.core.progress import output_log
+
+    with output_log(args.output):
+        try:
+            return run_training(req)
+        except BadInput:
+            raise
+        except Exception:
+            # The work failed: the traceback belongs in output.log; status.json has the summary.
+            traceback.print_exc()
+            return 1

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,3 +99,49 @@ def last_step_event(events: list[dict[str, Any]]) -> dict[str, Any] | None:
         if "step" in event and "loss" in event:
             return event
     return None
+
+
+class _Tee:
+    """A text stream that writes to the terminal and to output.log."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _stdout_is(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):  # no log yet, or stdout is not a real file
+        return False
+
+
+@contextmanager
+def output_log(run_dir: Path) -> Iterator[None]:
+    """Copy this process's Python-level stdout/stderr into RUN_DIR/output.log.
+
+    A launched run's supervisor already sends both file descriptors there; a foreground
+    `vlmtui train` would otherwise leave no output.log for `vlmtui logs` and the app.
+    """
+    path = Path(run_dir) / OUTPUT_LOG
+    if _stdout_is(path):
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", buffering=1) as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err

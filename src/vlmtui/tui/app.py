@@ -2,6 +2,7 @@
 
 Screens and panes render; blocking work lives in `workers.py`; data comes from `sources.py`.
 Quitting only closes the window: runs are detached processes and keep going.
+settings.toml (`core.settings`) sets the refresh intervals, the log view's size and the theme.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from vlmtui.core.errors import BadInput
+from vlmtui.core.settings import Settings, load_settings
 from vlmtui.tui import recent
 from vlmtui.tui.messages import (
     DemoState,
@@ -46,6 +49,7 @@ from vlmtui.tui.workers import WorkersMixin
 DEMO = "demo"
 """Model / data value meaning the embedded demo (prepared on first use)."""
 DARK, LIGHT = "textual-dark", "textual-light"
+THEMES = {"dark": DARK, "light": LIGHT}
 PANES = ("recipes", "gpus", "tree", "runs")
 FOCUS = {
     "recipes": "#recipes-table",
@@ -103,15 +107,33 @@ class VlmtuiApp(WorkersMixin, App[None]):
     ]
 
     def __init__(
-        self, sources: Sources | None = None, *, model: str = DEMO, data: str = DEMO
+        self,
+        sources: Sources | None = None,
+        *,
+        model: str = DEMO,
+        data: str = DEMO,
+        settings: Settings | None = None,
     ) -> None:
+        """`settings`: None reads settings.toml (before the event loop starts; a bad file
+        is reported once the app runs, and the defaults are used). Given `sources` keep their
+        own refresh intervals; the default sources take them from the settings."""
         super().__init__()
-        self.sources = sources or Sources()
+        self.settings_error: str | None = None
+        if settings is None:
+            try:
+                settings = load_settings()
+            except BadInput as exc:
+                self.settings_error = str(exc)
+                settings = Settings()
+        self.settings = settings
+        self.sources = sources or Sources(
+            gpu_interval_s=settings.gpu_refresh_s, runs_interval_s=settings.runs_refresh_s
+        )
         self.recipes: dict[str, Any] = {}
         self.model = model
         self.data = data
         self.demo_paths: tuple[str, str] | None = None
-        self.theme = DARK
+        self.theme = THEMES[settings.theme]
         self._init_workers()
 
     def compose(self) -> ComposeResult:
@@ -124,10 +146,17 @@ class VlmtuiApp(WorkersMixin, App[None]):
             with TabPane("Module tree", id="tree"):
                 yield TreePane(id="tree-pane")
             with TabPane("Runs", id="runs"):
-                yield RunsPane(self.sources, id="runs-pane")
+                yield RunsPane(self.sources, self.settings.log_lines, id="runs-pane")
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.settings_error:
+            self.notify(
+                f"{self.settings_error}; using the default settings",
+                title="settings.toml",
+                severity="error",
+                timeout=15,
+            )
         ready = self.sources.demo_ready()
         if ready is not None:
             self.demo_paths = (str(ready[0]), str(ready[1]))

@@ -1,18 +1,22 @@
 """The dispatch dialog: recipes → a host and devices (or the next free GPU) → a plan.
 
 It only collects choices from the latest GPU snapshot; the pre-flight and the launch run in
-the app's workers after it closes.
+the app's workers after it closes. Devices: "next free" excludes every other choice; one or
+more GPUs (one per recipe, in order) may be chosen, with the CPU for the recipes left over.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, SelectionList, Static
+from textual.strip import Strip
+from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+from textual.widgets.option_list import OptionDoesNotExist
 
 from vlmtui.tui.messages import DispatchPlan
 
@@ -47,6 +51,42 @@ def assign(recipes: list[str], devices: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def exclusive(selected: list[str], toggled: str) -> list[str]:
+    """The device choice after the user toggled `toggled`: "next free" stands alone, any
+    other choice drops it, and choosing nothing falls back to "next free"."""
+    if toggled == AUTO and AUTO in selected:
+        return [AUTO]
+    rest = [d for d in selected if d != AUTO]
+    return rest or [AUTO]
+
+
+class DeviceList(SelectionList[str]):
+    """The device choices; an unchosen option's box is drawn empty (`▐ ▌`), so the choice
+    reads right in any colour depth or a plain-text capture, not only by the mark's colour."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        segments = list(strip)
+        if option.value in self.selected or len(segments) < 2:
+            return strip
+        if segments[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        segments[1] = Segment(" " * len(segments[1].text), segments[1].style)
+        return Strip(segments, strip.cell_length)
+
+    def choose(self, values: list[str]) -> None:
+        """Select exactly `values`."""
+        for value in self.selected:
+            if value not in values:
+                self.deselect(value)
+        for value in values:
+            self.select(value)
+
+
 class DispatchScreen(ModalScreen[DispatchPlan | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
@@ -67,7 +107,7 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
                     [(n, n) for n in self.hosts], value=next(iter(self.hosts)),
                     allow_blank=False, id="dispatch-host",
                 )  # fmt: skip
-            yield SelectionList[str](id="dispatch-devices")
+            yield DeviceList(id="dispatch-devices")
             with Horizontal(classes="dialog--row"):
                 yield Label("max steps")
                 yield Input(placeholder="recipe default", id="dispatch-steps", type="integer")
@@ -80,10 +120,15 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
         self.query_one("#next", Button).focus()
 
     def _fill_devices(self, host_name: str) -> None:
-        sl = self.query_one("#dispatch-devices", SelectionList)
+        sl = self.query_one("#dispatch-devices", DeviceList)
         sl.clear_options()
         for label, value in device_options(self.hosts.get(host_name)):
             sl.add_option((label, value, value == AUTO))
+
+    def on_selection_list_selection_toggled(self, event: SelectionList.SelectionToggled) -> None:
+        event.stop()
+        sl = self.query_one("#dispatch-devices", DeviceList)
+        sl.choose(exclusive(list(sl.selected), str(event.selection.value)))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
@@ -105,7 +150,7 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
             self.notify("max steps must be at least 1", severity="error")
             return
         host = self.query_one("#dispatch-host", Select).value
-        devices = list(self.query_one("#dispatch-devices", SelectionList).selected)
+        devices = list(self.query_one("#dispatch-devices", DeviceList).selected)
         self.dismiss(
             DispatchPlan(
                 recipes=tuple(self.recipes),

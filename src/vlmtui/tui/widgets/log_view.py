@@ -19,7 +19,10 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-DEFAULT_MAX_LINES = 5000
+from vlmtui.core.settings import DEFAULTS
+
+DEFAULT_MAX_LINES = DEFAULTS.log_lines
+"""Lines kept without settings.toml's `log_lines`."""
 
 
 class LogView(ScrollView, can_focus=True):

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Sparkline, Static
 from vlmtui.tui.messages import LogFailed, LogLinesReady, RunDetail
 from vlmtui.tui.sources import Sources
 from vlmtui.tui.widgets.bars import duration, sparkline
-from vlmtui.tui.widgets.log_view import LogView
+from vlmtui.tui.widgets.log_view import DEFAULT_MAX_LINES, LogView
 from vlmtui.tui.widgets.log_watcher import LogWatcher
 
 STATE_STYLE = {
@@ -61,7 +61,7 @@ class RunsPane(Vertical):
             self.run_id = run_id
             super().__init__()
 
-    def __init__(self, sources: Sources, max_lines: int = 5000, **kwargs: Any) -> None:
+    def __init__(self, sources: Sources, max_lines: int = DEFAULT_MAX_LINES, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sources = sources
         self.max_lines = max_lines

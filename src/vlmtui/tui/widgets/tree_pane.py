@@ -2,7 +2,8 @@
 
 Built by a worker from `core.modeltree` (see `inspection.py`); switching recipes re-marks the
 cached tree, so the highlighting changes at once. Repeated blocks are collapsed (`0–27 ×28`),
-a filter shows the modules whose name matches a regex, and a second recipe can be compared.
+a filter shows the modules whose name matches a regex (a bad one is a notification, once per
+error, and marks the input invalid), and a second recipe can be compared.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.validation import Function
 from textual.widgets import Input, Select, Static, Tree
 
 from vlmtui.tui.widgets.bars import human
@@ -22,6 +24,14 @@ from vlmtui.tui.widgets.bars import human
 STATE_STYLE = {"frozen": "dim", "full": "bold red", "lora": "bold green", "mixed": "bold yellow"}
 EXPAND_DEPTH = 3
 MAX_MATCHES = 500
+
+
+def is_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def node_label(node: Any, name: str | None = None) -> Text:
@@ -53,12 +63,17 @@ class TreePane(Vertical):
         super().__init__(**kwargs)
         self.view: Any = None
         self._setting = False
+        self._regex_error = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="tree-bar"):
             yield Select[str]([], prompt="recipe", allow_blank=True, id="tree-recipe")
             yield Select[str]([], prompt="compare with…", allow_blank=True, id="tree-compare")
-            yield Input(placeholder="filter (regex)", id="tree-filter")
+            yield Input(
+                placeholder="filter (regex)",
+                id="tree-filter",
+                validators=[Function(is_regex, "not a regular expression")],
+            )
         yield Static("choose a recipe to see what it trains", id="tree-summary")
         tree: Tree[Any] = Tree("model", id="module-tree")
         tree.show_root = True
@@ -133,12 +148,19 @@ class TreePane(Vertical):
             return
         tree.root.set_label(node_label(view.root, view.model))
         tree.root.data = view.root
+        rx = None
         if pattern:
             try:
                 rx = re.compile(pattern)
             except re.error as exc:
                 tree.root.add_leaf(Text(f"bad regex: {exc}", style="red"))
+                tree.root.expand()
+                if str(exc) != self._regex_error:  # once per error, not once per keystroke
+                    self._regex_error = str(exc)
+                    self.notify(f"{pattern!r}: {exc}", title="bad filter regex", severity="warning")
                 return
+        self._regex_error = ""
+        if rx is not None:
             matches = [n for n in view.full.walk() if n.name and rx.search(n.name)]
             for n in matches[:MAX_MATCHES]:
                 tree.root.add_leaf(node_label(n, n.name), data=n)

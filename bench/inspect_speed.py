@@ -14,23 +14,17 @@ estimate), all imports done beforehand. Baselines, done by hand in the same run:
 Then a cold process: `vlmtui inspect Qwen/Qwen2-VL-72B-Instruct --recipe r1-llm-only --json`
 against `python -c "import transformers, peft"`.
 Targets: <= 0.5 s after imports, <= 1.2x the baseline, cold process <= 2x the import.
-Usage: python bench/inspect.py [--repeats 3]
+Usage: python bench/inspect_speed.py [--repeats 3]
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named like the stdlib `inspect`, and `python bench/inspect.py` puts bench/ first
-# on sys.path: drop it before anything imports `inspect` (dataclasses does).
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 

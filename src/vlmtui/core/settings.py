@@ -1,0 +1,98 @@
+"""User settings: settings.toml in the user's config dir, read and validated.
+
+settings.toml (in `config_dir()`), every key optional:
+
+    gpu_refresh_s = 2.0     # seconds between GPU queries in the app
+    runs_refresh_s = 2.0    # seconds between run registry reads in the app
+    log_lines = 5000        # output lines the app keeps in a run's log view
+    theme = "dark"          # "dark" or "light": the app's theme at start (ctrl+t switches)
+
+A missing file means the defaults. An unknown key, a wrong type or an out-of-range value is a
+`BadInput` naming the file and the field (exit code 2 on the command line; the app shows it
+as a notification and starts with the defaults).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vlmtui.core.errors import BadInput
+from vlmtui.core.paths import config_dir
+
+SETTINGS_FILE = "settings.toml"
+THEMES = ("dark", "light")
+MIN_REFRESH_S = 0.1
+MIN_LOG_LINES = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What settings.toml may set. The defaults are what the app uses without the file."""
+
+    gpu_refresh_s: float = 2.0
+    """Seconds between GPU refreshes (every host, in a worker); at least 0.1."""
+    runs_refresh_s: float = 2.0
+    """Seconds between reads of the run registry; at least 0.1."""
+    log_lines: int = 5000
+    """Lines of a run's output kept in the log view (older ones are dropped); at least 100."""
+    theme: str = "dark"
+    """The app's theme at start: "dark" or "light"."""
+
+
+DEFAULTS = Settings()
+
+
+def settings_path() -> Path:
+    return config_dir() / SETTINGS_FILE
+
+
+def _number(path: Path, key: str, value: Any, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"{path}: {key}: expected a number of seconds, got {value!r}")
+    if not value >= minimum:  # also rejects nan
+        raise BadInput(f"{path}: {key}: must be at least {minimum}, got {value!r}")
+    return float(value)
+
+
+def parse_settings(table: dict[str, Any], path: Path) -> Settings:
+    """Validate a parsed settings table (`path` only names the file in errors)."""
+    known = [f.name for f in fields(Settings)]
+    for key in table:
+        if key not in known:
+            raise BadInput(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    for key in ("gpu_refresh_s", "runs_refresh_s"):
+        if key in table:
+            values[key] = _number(path, key, table[key], MIN_REFRESH_S)
+    if "log_lines" in table:
+        value = table["log_lines"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"{path}: log_lines: expected a whole number, got {value!r}")
+        if value < MIN_LOG_LINES:
+            raise BadInput(f"{path}: log_lines: must be at least {MIN_LOG_LINES}, got {value}")
+        values["log_lines"] = value
+    if "theme" in table:
+        value = table["theme"]
+        if value not in THEMES:
+            raise BadInput(f'{path}: theme: expected "dark" or "light", got {value!r}')
+        values["theme"] = value
+    return Settings(**values)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """settings.toml (default: in `config_dir()`) validated; the defaults when it is absent."""
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DEFAULTS
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read settings file ({exc})") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    return parse_settings(table, path)
