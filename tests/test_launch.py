@@ -177,6 +177,16 @@ def test_logs_read_only_new_bytes(standin_train, paths, capsys):
     assert "step 4/4" in out and "[vlmtui] command ended with code 0; state finished" in out
 
 
+def supervisor_environ(pid: int) -> list[bytes]:
+    """The supervisor's environment, once the launch script's background job has exec'd it
+    (before that, /proc shows the forked shell's environment: a race on a busy machine)."""
+    deadline = time.monotonic() + 30
+    while b"vlmtui.core.supervise" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the supervisor never started"
+        time.sleep(0.02)
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def test_gpu_choice_and_reservations(standin_train, paths, fake_local_gpus):
     # Stand-in nvidia-smi (this machine has no GPU): GPUs 0 and 3 free, 1 and 2 busy.
     fake_local_gpus("a100x4")
@@ -200,7 +210,7 @@ def test_gpu_choice_and_reservations(standin_train, paths, fake_local_gpus):
         go("7")
     forced = go("1", force=True)
     assert forced.gpu == "1"
-    env = Path(f"/proc/{forced.pid}/environ").read_bytes().split(b"\0")
+    env = supervisor_environ(forced.pid)
     assert b"CUDA_VISIBLE_DEVICES=1" in env and b"CUDA_DEVICE_ORDER=PCI_BUS_ID" in env
     stop_run(first.run_id, grace_s=5)
     assert go("auto").gpu == "0"  # free again once its run has ended
@@ -221,7 +231,7 @@ def test_several_gpus_run_one_torchrun_job(standin_train, paths, fake_local_gpus
     model, data = paths
     result = launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="0,3"))
     assert result.gpu == "0,3"
-    env = Path(f"/proc/{result.pid}/environ").read_bytes().split(b"\0")
+    env = supervisor_environ(result.pid)
     assert b"CUDA_VISIBLE_DEVICES=0,3" in env
     with pytest.raises(BadInput, match="GPU 0 on local is reserved"):
         launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="0"))

@@ -271,7 +271,11 @@ def prepare_trainables(model: Any, recipe: TrainingRecipe, family: Family) -> An
     if lora_config is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config)
+        # On a meta-device model (inspect, the app's tree) the adapters need no initialised
+        # values: creating them on meta is 3-4x faster on a 72B model and places the same
+        # modules with the same names and requires_grad.
+        on_meta = next(model.parameters()).device.type == "meta"
+        model = get_peft_model(model, lora_config, low_cpu_mem_usage=on_meta)
     apply_freeze_policy(model, recipe, family)
     guard(model, recipe, family)
     return model
