@@ -1,14 +1,16 @@
 """`vlmtui train` against a plain TRL SFTTrainer script: steady-state time per step.
 
 Both train r1-llm-only (4-bit NF4 QLoRA) on the same tiny Qwen2-VL, synthetic data and step
-count, alternating, in this one run. Steady state skips the first WARMUP steps (compilation,
-allocator, first batches). Target: vlmtui <= 1.05x the plain script's time per step.
+count, alternating (and which goes first), in this one run. Steady state skips the first
+WARMUP steps (allocator, first batches). Target: vlmtui <= 1.05x the plain script's time
+per step.
 Usage: python bench/train_overhead.py [--steps 60] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -21,8 +23,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def per_step(times: list[float]) -> float:
+    """Median wall time between consecutive steady-state steps (robust to one-off stalls)."""
     steady = times[WARMUP:]
-    return (steady[-1] - steady[0]) / (len(steady) - 1)
+    return statistics.median(b - a for a, b in itertools.pairwise(steady))
 
 
 def run_vlmtui(model: Path, data: Path, out: Path, steps: int) -> float:
@@ -56,8 +59,14 @@ def main() -> None:
         data = make_shapes_dataset(root / "data", n=32, seed=0)
         ours, plain = [], []
         for i in range(args.repeats):
-            plain.append(run_plain(model, data, root / f"plain{i}", args.steps))
-            ours.append(run_vlmtui(model, data, root / f"ours{i}", args.steps))
+            # Alternate which goes first, so a machine warming up or slowing down over the
+            # run does not favour one side.
+            pair = [
+                lambda i=i: plain.append(run_plain(model, data, root / f"plain{i}", args.steps)),
+                lambda i=i: ours.append(run_vlmtui(model, data, root / f"ours{i}", args.steps)),
+            ]
+            for job in pair if i % 2 == 0 else pair[::-1]:
+                job()
     p, o = statistics.median(plain), statistics.median(ours)
     print(f"plain TRL script : {1 / p:7.2f} steps/s  ({p * 1000:.1f} ms/step)")
     print(f"vlmtui train     : {1 / o:7.2f} steps/s  ({o * 1000:.1f} ms/step)")

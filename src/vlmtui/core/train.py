@@ -104,10 +104,19 @@ def prepare_stage(model_path: Path, recipe: TrainingRecipe, device: Device) -> P
     )
 
 
-def build_optimizer(prepared: Prepared, recipe: TrainingRecipe) -> tuple[Any, list[str]]:
-    """AdamW over the trainable parameters, one group per area learning rate."""
+def build_optimizer(
+    prepared: Prepared, recipe: TrainingRecipe, config: Any = None
+) -> tuple[Any, list[str]]:
+    """The optimizer the Trainer would build from `config` (fused AdamW by default), over the
+    trainable parameters in one group per area learning rate."""
     import torch
+    from transformers import Trainer
 
+    if config is None:
+        cls, kwargs = torch.optim.AdamW, {}
+    else:
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(config, prepared.model)
+    kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
     groups: dict[float, list[Any]] = {}
     names: list[str] = []
     for name, param in prepared.model.named_parameters():
@@ -117,10 +126,11 @@ def build_optimizer(prepared: Prepared, recipe: TrainingRecipe) -> tuple[Any, li
         lr = recipe.area(area).learning_rate or recipe.learning_rate
         groups.setdefault(lr, []).append(param)
         names.append(name.removeprefix("base_model.model."))
-    optimizer = torch.optim.AdamW(
+    optimizer = cls(
         [{"params": ps, "lr": lr} for lr, ps in groups.items()],
         lr=recipe.learning_rate,
         weight_decay=0.0,
+        **kwargs,
     )
     return optimizer, sorted(names)
 
@@ -212,7 +222,7 @@ def fit(
         seed=seed,
         disable_tqdm=True,
     )
-    optimizer, names = build_optimizer(prepared, recipe)
+    optimizer, names = build_optimizer(prepared, recipe, config)
     if files is None or is_main_process():
         write_json_atomic(
             stage_dir / TRAINABLE_JSON,
