@@ -33,8 +33,8 @@ RECIPES = ("r1-llm-only", "r4-joint")
 
 
 def ours(model: str, recipe: object) -> int:
+    from vlmtui.core.inspection import ModelInspector
     from vlmtui.core.memory import MemoryAssumptions
-    from vlmtui.core.modeltree import ModelInspector
 
     data = ModelInspector(model).inspect(recipe).to_dict(MemoryAssumptions())
     return data["trainable_params"]

@@ -55,7 +55,7 @@ def test_shipped_ids() -> None:
 
 @pytest.mark.parametrize("model_id", sorted(COUNTS))
 def test_shipped_model_total_matches_published(model_id: str) -> None:
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     published, exact = COUNTS[model_id]
     insp = ModelInspector(model_id)

@@ -131,7 +131,7 @@ def test_vision_and_lora_and_checkpointing_terms() -> None:
 
 @pytest.fixture(scope="module")
 def q2():
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     return ModelInspector("Qwen/Qwen2-VL-2B-Instruct")
 
@@ -168,7 +168,7 @@ def test_r1_qlora_bytes_as_training_sees_them(q2) -> None:
 
 
 def test_dims_from_both_families(q2) -> None:
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     d2 = q2.dims
     assert (d2.hidden, d2.layers, d2.intermediate, d2.kv_dim, d2.vocab) == (

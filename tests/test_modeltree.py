@@ -19,14 +19,14 @@ Q25 = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 @pytest.fixture(scope="module")
 def q2():
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     return ModelInspector(Q2)
 
 
 @pytest.fixture(scope="module")
 def q25():
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     return ModelInspector(Q25)
 
@@ -113,7 +113,8 @@ def test_r1_marks_llm_linears_4bit_only(q25) -> None:
 
 
 def test_tree_from_prepared_model_is_the_base_structure(q25) -> None:
-    from vlmtui.core.modeltree import ModelTree, prepare_meta_stage
+    from vlmtui.core.inspection import prepare_meta_stage
+    from vlmtui.core.modeltree import ModelTree
 
     prepared = prepare_meta_stage(q25.ref, BUILTIN_RECIPES["r1-llm-only"])
     tree = ModelTree.from_model(prepared, q25.family)

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
 
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     insp = ModelInspector(ref, args.recipes)
     results = [_inspect(insp, r) for r in recipes]

@@ -1,14 +1,13 @@
-"""A model's module tree from its config alone, marked with what a recipe trains.
+"""A model's module tree, marked with what a recipe trains, and the views over it.
 
-The TUI and `vlmtui inspect` both use this module; the trainer does not, but the trainable
-set shown here comes from the very functions the trainer runs (`policy.prepare_trainables`:
-LoRA injection with PEFT, the freeze policy and the pre-flight guard), applied to the real
-transformers model built on the meta device. Quantized recipes get the same bitsandbytes
-module replacement `from_pretrained` performs before loading weights (transformers'
-quantizer, same `BitsAndBytesConfig` and skip list as `loading.py`) and PEFT's
-`prepare_model_for_kbit_training`, so 4-bit modules, dtypes and names match training.
+This is the data structure the TUI and `vlmtui inspect` show: `ModelTree` is a model's
+module structure built once (from a meta or real model, PEFT wrappers folded away), `mark`
+gives the `ModuleNode` tree for one recipe's `Marking`, and `collapse`, `filter_nodes`,
+`group_names` and `diff_trees` are the views the two front ends render. Nothing here imports
+torch or applies a recipe; `inspection.py` computes the markings by preparing a meta model
+the way training does.
 
-Typical use (the TUI keeps one `ModelInspector` per model)::
+Typical use (the TUI keeps one `inspection.ModelInspector` per model)::
 
     insp = ModelInspector("Qwen/Qwen2-VL-72B-Instruct")
     tree = insp.tree()                       # structure, built once per model
@@ -31,25 +30,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.families import AREAS, Family
-from vlmtui.core.memory import (
-    MemoryAssumptions,
-    MemoryEstimate,
-    ModelDims,
-    ParamInfo,
-    dims_from_config,
-    estimate_memory,
-)
-from vlmtui.core.models import ModelRef, build_meta_model, resolve_model, skip_init
-from vlmtui.core.policy import TrainableSummary
-from vlmtui.core.recipes import TrainingRecipe
+from vlmtui.core.families import Family
 
 STATES = ("frozen", "full", "lora", "mixed")
 """Trainable state of a module: nothing trains / every base parameter trains (no adapters) /
 adapters train and no base parameter does / anything else (part trains, or full and LoRA)."""
 
 _PEFT_INTERNAL = re.compile(r"\.(?:lora_[A-Za-z_]+|base_layer)(?:\.|$)")
-_QUANT_CLASSES = {"Linear4bit": "4bit", "Linear8bitLt": "8bit"}
+QUANT_CLASSES = {"Linear4bit": "4bit", "Linear8bitLt": "8bit"}
+"""bitsandbytes linear class name -> the `quant` tag a `ModuleNode` / `Marking` carries."""
 
 
 # --- the tree ---------------------------------------------------------------------------
@@ -224,7 +213,7 @@ class ModelTree:
             cls = type(inner if inner is not None else module).__name__
             # The structure is the base model's: a bitsandbytes linear is a Linear there
             # (a marking's `quant` says when a recipe quantizes it).
-            classes[mname] = "Linear" if cls in _QUANT_CLASSES else cls
+            classes[mname] = "Linear" if cls in QUANT_CLASSES else cls
             if mname:
                 parent = mname.rpartition(".")[0]
                 kids.setdefault(parent, []).append(mname)
@@ -485,344 +474,3 @@ def diff_trees(a: ModuleNode, b: ModuleNode) -> list[StateChange]:
         StateChange(name, k[0], k[1], k[2], k[3], k[4], k[5], count)
         for name, count, k in group_names(found)
     ]
-
-
-# --- inspecting a model under a recipe ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """One single-stage recipe applied to the meta model by the training code path."""
-
-    index: int
-    """1-based stage number (1 for a single-stage recipe)."""
-    recipe: TrainingRecipe
-    summary: TrainableSummary
-    """`policy.summarize_trainables_by_area` of the prepared model (what the guard checked)."""
-    marking: Marking
-    params: tuple[ParamInfo, ...] = field(repr=False)
-    """Every unique parameter with dtype and trainability as training sets them."""
-    guard: str = ""
-    """The pre-flight guard's verdict (it passed; a refusal raises instead)."""
-
-    def memory(self, dims: ModelDims, assumptions: MemoryAssumptions) -> MemoryEstimate:
-        """The GPU memory estimate of this stage under the given training shape."""
-        return estimate_memory(
-            self.params,
-            dims,
-            replace(
-                assumptions,
-                gradient_checkpointing=assumptions.gradient_checkpointing
-                or self.recipe.gradient_checkpointing,
-                lora_dropout=self.recipe.lora.dropout if self.recipe.uses_lora else 0.0,
-                compute_dtype=_dtype_name(self.recipe),
-            ),
-            vision_on_backward=self.recipe.vision.mode != "frozen"
-            or self.recipe.projector.mode != "frozen",
-            vision_trains=self.recipe.vision.mode != "frozen",
-            lora_inputs_per_layer=_per_block(self.marking, "llm", dims.layers),
-            vision_lora_inputs_per_block=_per_block(self.marking, "vision", dims.vision_layers),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = self.summary.to_dict()
-        return {
-            "stage": self.index,
-            "recipe": self.recipe.name,
-            **d,
-            "quantized_modules": list(self.summary.quantized_modules),
-            "quantization": self.recipe.quantization,
-            "guard": self.guard,
-            "trainable_names": list(self.summary.trainable_names),
-        }
-
-
-def _per_block(marking: Marking, area: str, blocks: int) -> int:
-    prefix = "model.language_model." if area == "llm" else "model.visual.blocks."
-    total = sum(w for n, w in marking.lora_in_features.items() if n.startswith(prefix))
-    return total // blocks if blocks else 0
-
-
-def _dtype_name(recipe: TrainingRecipe) -> str:
-    return "bfloat16" if recipe.compute_dtype == "auto" else recipe.compute_dtype
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """A model inspected under a recipe: one StageResult per stage (r3 has two)."""
-
-    model: ModelRef
-    recipe: TrainingRecipe | None
-    """None: the bare model, nothing trains."""
-    stages: tuple[StageResult, ...]
-    dims: ModelDims
-    base_summary: TrainableSummary | None
-    """The bare model's per-area counts (nothing trainable); set only without a recipe."""
-
-    @property
-    def marking(self) -> Marking:
-        """What the recipe trains over all its stages."""
-        name = self.recipe.name if self.recipe else ""
-        return Marking.union((s.marking for s in self.stages), name)
-
-    @property
-    def trainable_names(self) -> list[str]:
-        """Every parameter name any stage trains, sorted (no PEFT prefix)."""
-        return sorted({n for s in self.stages for n in s.summary.trainable_names})
-
-    def memory(self, assumptions: MemoryAssumptions) -> list[MemoryEstimate]:
-        """One estimate per stage."""
-        return [s.memory(self.dims, assumptions) for s in self.stages]
-
-    def to_dict(self, assumptions: MemoryAssumptions | None = None) -> dict[str, Any]:
-        """The `vlmtui inspect --json` object (DESIGN.md's keys plus extras).
-
-        `total_params` counts LoRA adapters too (as the guard's summary does); `base_params`
-        is the model without them. For a multi-stage recipe, `total_params` and each area's
-        `params` are the last stage's model; `trainable_params`, area `trainable`,
-        `lora_modules` and `trainable_names` cover every stage (a parameter trained in two
-        stages counts once).
-        `stages` has each stage on its own.
-        """
-        last = self.stages[-1].summary if self.stages else self.base_summary
-        assert last is not None
-        out: dict[str, Any] = {
-            "model": self.model.name,
-            "source": self.model.source,
-            "family": self.model.family.name,
-            "recipe": self.recipe.name if self.recipe else None,
-            "total_params": last.total_params,
-            "base_params": (
-                sum(p.numel for p in self.stages[-1].params if not p.lora)
-                if self.stages
-                else last.total_params
-            ),
-        }
-        sizes: dict[str, int] = {}
-        for s in self.stages:
-            for p in s.params:
-                if p.trainable:
-                    sizes[p.name] = p.numel
-        area_of = self.model.family.area_of
-        trained = {a: 0 for a in AREAS}
-        for n, k in sizes.items():
-            trained[area_of(n)] += k
-        out["trainable_params"] = sum(sizes.values())
-        out["areas"] = {a: {"params": last.areas[a].params, "trainable": trained[a]} for a in AREAS}
-        lora: list[str] = []
-        for s in self.stages:
-            lora.extend(m for m in s.summary.lora_modules if m not in lora)
-        out["lora_modules"] = lora
-        out["trainable_names"] = self.trainable_names
-        out["quantized_modules"] = sorted(
-            {m for s in self.stages for m in s.summary.quantized_modules}
-        )
-        out["guard"] = "; ".join(s.guard for s in self.stages) if self.stages else None
-        out["stages"] = [s.to_dict() for s in self.stages]
-        if assumptions is not None and self.stages:
-            out["memory"] = [m.to_dict() for m in self.memory(assumptions)]
-        return out
-
-
-def _quantize_meta(model: Any, recipe: TrainingRecipe, dtype: Any) -> Any:
-    """The module replacement from_pretrained does before loading quantized weights."""
-    import torch
-    from peft import prepare_model_for_kbit_training
-    from transformers.quantizers import AutoHfQuantizer
-
-    from vlmtui.core.loading import quantization_config
-
-    quantizer = AutoHfQuantizer.from_config(quantization_config(recipe, dtype), pre_quantized=False)
-    with torch.device("meta"):
-        quantizer.preprocess_model(model, device_map={"": "cuda:0"}, dtype=dtype)
-    quantizer.postprocess_model(model)
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=recipe.gradient_checkpointing
-    )
-
-
-def _marking_and_params(
-    model: Any, family: Family, recipe_name: str
-) -> tuple[Marking, tuple[ParamInfo, ...]]:
-    from vlmtui.core.policy import is_lora_param, param_numel, strip_peft, unique_parameters
-
-    trainable: set[str] = set()
-    lora: dict[str, int] = {}
-    lora_train: dict[str, int] = {}
-    infos: list[ParamInfo] = []
-    quant: dict[str, str] = {}
-    lora_in: dict[str, int] = {}
-    quant_rows: dict[str, tuple[str, int, bool]] = {}
-    for mname, module in model.named_modules():
-        kind = _QUANT_CLASSES.get(type(module).__name__)
-        base = strip_peft(mname)
-        if kind:
-            quant[base] = kind
-            w = module.weight
-            dq = bool(getattr(w, "compress_statistics", True))
-            quant_rows[base + ".weight"] = (kind, int(module.out_features), dq)
-        if hasattr(module, "lora_A") and len(module.lora_A) > 0 and hasattr(module, "in_features"):
-            lora_in[base] = int(module.in_features)
-    for pname, p in unique_parameters(model):
-        n = param_numel(p)
-        full = strip_peft(pname)
-        is_lora = is_lora_param(pname)
-        dtype = str(p.dtype).removeprefix("torch.")
-        q = quant_rows.get(full) if not is_lora else None
-        infos.append(
-            ParamInfo(
-                name=full,
-                numel=n,
-                dtype=dtype,
-                trainable=bool(p.requires_grad),
-                lora=is_lora,
-                quant=q[0] if q else "",
-                rows=q[1] if q else 0,
-                double_quant=q[2] if q else True,
-            )
-        )
-        if is_lora:
-            owner = full.split(".lora_", 1)[0]
-            lora[owner] = lora.get(owner, 0) + n
-            if p.requires_grad:
-                lora_train[owner] = lora_train.get(owner, 0) + n
-        elif p.requires_grad:
-            trainable.add(full)
-    marking = Marking(
-        recipe=recipe_name,
-        trainable=frozenset(trainable),
-        lora_params=lora,
-        lora_trainable=lora_train,
-        lora_in_features=lora_in,
-        quant=quant,
-    )
-    return marking, tuple(infos)
-
-
-def guard_verdict(summary: TrainableSummary, recipe: TrainingRecipe) -> str:
-    """The passed guard's verdict as one line."""
-    modes = ", ".join(f"{a} {recipe.area(a).mode}" for a in ("vision", "projector", "llm"))
-    q = (
-        f"; {len(summary.quantized_modules)} LLM linears {recipe.quantization}, none outside"
-        if recipe.quantized
-        else ""
-    )
-    return f"passed: every area as the recipe says ({modes}); lm_head and other frozen{q}"
-
-
-def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None) -> Any:
-    """A meta model prepared for one single-stage recipe exactly as training prepares it.
-
-    Raises policy.GuardError (BadInput) when the guard refuses the recipe.
-    """
-    import torch
-
-    from vlmtui.core.loading import Device, compute_dtype
-    from vlmtui.core.policy import prepare_trainables
-
-    dtype = compute_dtype(recipe, Device("cuda"))
-    if model is None:
-        model = build_meta_model(ref, dtype)
-    elif next(model.parameters()).dtype != dtype:
-        model = model.to(dtype)
-    # New modules (4-bit linears, LoRA adapters) are created on the meta device with their
-    # initialisers skipped: PEFT would otherwise initialise adapters on the CPU first (seconds
-    # for a 72B model). Names, shapes, dtypes and requires_grad are unaffected.
-    with skip_init():
-        if recipe.quantized:
-            model = _quantize_meta(model, recipe, dtype)
-        with torch.device("meta"):
-            return prepare_trainables(model, recipe, ref.family)
-
-
-class ModelInspector:
-    """One model: its tree built once, each recipe's result computed once and cached.
-
-    Not thread-safe; the TUI should call it from one worker.
-    """
-
-    def __init__(self, model: str | ModelRef, recipe_files: Iterable[Any] = ()) -> None:
-        self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
-        self.recipe_files = tuple(recipe_files)
-        self._spare: Any = None
-        self._tree: ModelTree | None = None
-        self._dims: ModelDims | None = None
-        self._base_summary: TrainableSummary | None = None
-        self._cache: dict[TrainingRecipe, Inspection] = {}
-
-    @property
-    def family(self) -> Family:
-        return self.ref.family
-
-    def _ensure_base(self) -> None:
-        if self._tree is not None:
-            return
-        import torch
-
-        model = build_meta_model(self.ref, torch.bfloat16)
-        self._tree = ModelTree.from_model(model, self.family, self.ref.name)
-        self._dims = dims_from_config(model.config)
-        self._spare = model
-
-    def base_summary(self) -> TrainableSummary:
-        """Per-area counts of the bare model (nothing trainable)."""
-        if self._base_summary is None:
-            from vlmtui.core.policy import summarize_trainables_by_area
-
-            self._ensure_base()
-            model = self._spare
-            if model is None:
-                import torch
-
-                model = build_meta_model(self.ref, torch.bfloat16)
-            model.requires_grad_(False)
-            self._base_summary = summarize_trainables_by_area(model, self.family)
-            model.requires_grad_(True)  # as from_pretrained leaves it
-        return self._base_summary
-
-    def tree(self) -> ModelTree:
-        """The model's structure (unmarked root in `.root`)."""
-        self._ensure_base()
-        assert self._tree is not None
-        return self._tree
-
-    @property
-    def dims(self) -> ModelDims:
-        self._ensure_base()
-        assert self._dims is not None
-        return self._dims
-
-    def _fresh_model(self) -> Any:
-        model, self._spare = self._spare, None
-        return model
-
-    def inspect(self, recipe: TrainingRecipe | None) -> Inspection:
-        """Apply a recipe (each stage on a fresh meta model, like training); cached."""
-        self._ensure_base()
-        assert self._dims is not None
-        if recipe is None:
-            return Inspection(self.ref, None, (), self._dims, self.base_summary())
-        if recipe in self._cache:
-            return self._cache[recipe]
-        from vlmtui.core.policy import summarize_trainables_by_area
-        from vlmtui.core.recipes import stage_recipes
-
-        stages = []
-        for i, stage in enumerate(stage_recipes(recipe, self.recipe_files), start=1):
-            model = prepare_meta_stage(self.ref, stage, self._fresh_model())
-            summary = summarize_trainables_by_area(model, self.family)
-            marking, params = _marking_and_params(model, self.family, stage.name)
-            stages.append(
-                StageResult(
-                    index=i,
-                    recipe=stage,
-                    summary=summary,
-                    marking=marking,
-                    params=params,
-                    guard=guard_verdict(summary, stage),
-                )
-            )
-            del model
-        result = Inspection(self.ref, recipe, tuple(stages), self._dims, None)
-        self._cache[recipe] = result
-        return result

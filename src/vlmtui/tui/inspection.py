@@ -1,4 +1,5 @@
-"""Module trees and pre-flight summaries for the app, on top of `core.modeltree`.
+"""Module trees and pre-flight summaries for the app, on top of `core.modeltree` (the tree)
+and `core.inspection` (recipes applied to the meta model).
 
 One `ModelInspector` per model is kept for the whole session (its tree is built once; each
 recipe's marking is cached), shared by the module tree pane and the dispatch pre-flight.
@@ -42,7 +43,7 @@ class TreeView:
 
 
 def _inspector(model: str) -> Any:
-    from vlmtui.core.modeltree import ModelInspector
+    from vlmtui.core.inspection import ModelInspector
 
     if model not in _inspectors:
         _inspectors[model] = ModelInspector(model)
