@@ -31,22 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def nvml_gpu_count() -> int:
-    """GPUs the driver reports; 0 without an NVIDIA driver."""
-    try:
-        import pynvml
-    except ImportError:
-        return 0
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return 0
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def select_gpu(gpu: str | None) -> str:
     """Validate --gpu and pin this process to it via CUDA_VISIBLE_DEVICES (before torch loads)."""
     if gpu is None or "WORLD_SIZE" in os.environ:
@@ -56,9 +40,12 @@ def select_gpu(gpu: str | None) -> str:
         return "cpu"
     if not gpu.isdigit():
         raise BadInput(f"--gpu: expected a GPU index or 'cpu', got {gpu!r}")
-    count = nvml_gpu_count()
-    if int(gpu) >= count:
-        found = f"found {count}" if count else "no NVIDIA GPU found"
+    from vlmtui.core.gpus import local_gpus
+
+    # The same source `vlmtui gpus` and `launch` use: NVML, else nvidia-smi.
+    indices = sorted(g.index for g in local_gpus().gpus)
+    if int(gpu) not in indices:
+        found = f"found {', '.join(map(str, indices))}" if indices else "no NVIDIA GPU found"
         raise BadInput(f"--gpu: GPU {gpu} does not exist on this machine ({found})")
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     return gpu

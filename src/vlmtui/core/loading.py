@@ -87,12 +87,12 @@ def quantization_config(recipe: TrainingRecipe, dtype: Any) -> Any:
 
 
 def quantized_outside_llm(model: Any, family: Family) -> list[str]:
-    from vlmtui.core.policy import _is_quantized_module, strip_peft
+    from vlmtui.core.policy import is_quantized_module, strip_peft
 
     return [
         strip_peft(n)
         for n, m in model.named_modules()
-        if _is_quantized_module(m) and family.area_of(strip_peft(n)) != "llm"
+        if is_quantized_module(m) and family.area_of(strip_peft(n)) != "llm"
     ]
 
 

@@ -88,7 +88,7 @@ def is_lora_param(name: str) -> bool:
     return LORA_PARAM_RE.search(name) is not None
 
 
-def _is_quantized_module(module: Any) -> bool:
+def is_quantized_module(module: Any) -> bool:
     """A bitsandbytes linear itself (PEFT's LoRA wrapper around one shares the class name)."""
     cls = type(module)
     return cls.__module__.startswith("bitsandbytes") and cls.__name__ in (
@@ -217,7 +217,7 @@ def summarize_trainables_by_area(model: Any, family: Family) -> TrainableSummary
     for name, module in model.named_modules():
         if hasattr(module, "lora_A") and len(getattr(module, "lora_A", {})) > 0:
             lora_modules.append(strip_peft(name))
-        if _is_quantized_module(module):
+        if is_quantized_module(module):
             quantized.append(strip_peft(name))
     areas = {a: AreaCount(params=c[0], trainable=c[1]) for a, c in counts.items()}
     return TrainableSummary(
