@@ -64,11 +64,11 @@ def main() -> int:
     os.environ["VLMTUI_HOME"] = str(root / "home")
     os.environ["VLMTUI_NVML"] = "off"
 
-    from vlmtui.core import launch as launch_mod
-    from vlmtui.core.gpus import query_host, query_hosts
-    from vlmtui.core.hosts import get_host, save_host
-    from vlmtui.core.launch import LaunchRequest, launch
-    from vlmtui.core.runs import Registry
+    from vlmtui.core.fleet import launch as launch_mod
+    from vlmtui.core.fleet.gpus import query_host, query_hosts
+    from vlmtui.core.fleet.hosts import get_host, save_host
+    from vlmtui.core.fleet.launch import LaunchRequest, launch
+    from vlmtui.core.fleet.runs import Registry
 
     servers = [start_sshd(root / f"sshd{i}") for i in range(4)]
     names = [f"loop{i}" for i in range(4)]

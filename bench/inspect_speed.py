@@ -33,8 +33,8 @@ RECIPES = ("r1-llm-only", "r4-joint")
 
 
 def ours(model: str, recipe: object) -> int:
-    from vlmtui.core.inspection import ModelInspector
-    from vlmtui.core.memory import MemoryAssumptions
+    from vlmtui.core.inspection.memory import MemoryAssumptions
+    from vlmtui.core.inspection.meta import ModelInspector
 
     data = ModelInspector(model).inspect(recipe).to_dict(MemoryAssumptions())
     return data["trainable_params"]
@@ -46,8 +46,8 @@ def baseline(model: str, recipe: object, meta_peft: bool) -> int:
     from accelerate import init_empty_weights
     from peft import get_peft_model
 
-    from vlmtui.core.models import config_object, resolve_model
-    from vlmtui.core.policy import build_lora_config_for_recipe
+    from vlmtui.core.model.resolve import config_object, resolve_model
+    from vlmtui.core.recipes.policy import build_lora_config_for_recipe
 
     ref = resolve_model(model)
     config = config_object(ref)
@@ -91,7 +91,7 @@ def main() -> None:
     import torch  # noqa: F401
     import transformers
 
-    from vlmtui.core.recipes import BUILTIN_RECIPES
+    from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
     for cls in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"):
         getattr(transformers, cls)

@@ -24,9 +24,9 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from vlmtui.core.collate import AssistantOnlyCollator
-from vlmtui.core.data import load_split, to_trl_dataset
+from vlmtui.core.data.datasets import load_split, to_trl_dataset
 from vlmtui.core.families import QWEN2_VL
+from vlmtui.core.training.collate import AssistantOnlyCollator
 
 
 class StepTimes(TrainerCallback):

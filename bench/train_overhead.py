@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=6)
     args = parser.parse_args()
-    from vlmtui.core.demo import make_demo_model
-    from vlmtui.core.shapes import make_shapes_dataset
+    from vlmtui.core.data.shapes import make_shapes_dataset
+    from vlmtui.core.model.demo import make_demo_model
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tui"))
 
 from tui_fakes import fake_sources
 
-from vlmtui.core.runs import RunView
+from vlmtui.core.fleet.runs import RunView
 from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.widgets.log_view import LogView
 from vlmtui.tui.widgets.runs_pane import RunsPane

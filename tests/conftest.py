@@ -27,7 +27,7 @@ def _demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qwen2_vl_dir(_demo_root: Path) -> Path:
     """A tiny random Qwen2-VL checkpoint + processor (untied lm_head)."""
-    from vlmtui.core.demo import make_demo_model
+    from vlmtui.core.model.demo import make_demo_model
 
     return make_demo_model(_demo_root / "qwen2-vl", "qwen2-vl")
 
@@ -35,7 +35,7 @@ def qwen2_vl_dir(_demo_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def qwen25_vl_dir(_demo_root: Path) -> Path:
     """A tiny random Qwen2.5-VL checkpoint + processor (tied lm_head, gated vision MLP)."""
-    from vlmtui.core.demo import make_demo_model
+    from vlmtui.core.model.demo import make_demo_model
 
     return make_demo_model(_demo_root / "qwen2.5-vl", "qwen2.5-vl")
 
@@ -49,7 +49,7 @@ def demo_model_dirs(qwen2_vl_dir: Path, qwen25_vl_dir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def shapes_data_dir(_demo_root: Path) -> Path:
     """A 16-image synthetic shapes dataset (112x112) with train.jsonl (13) and val.jsonl (3)."""
-    from vlmtui.core.shapes import make_shapes_dataset
+    from vlmtui.core.data.shapes import make_shapes_dataset
 
     return make_shapes_dataset(_demo_root / "shapes", n=16, seed=0)
 

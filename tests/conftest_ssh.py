@@ -23,7 +23,7 @@ from sshd import DEFAULT_PATH, NVIDIA_SMI_DIR, LoopbackSshd, ensure_sshd, start_
 STANDIN_TRAIN = r'''
 """Stand-in for `vlmtui train` in tests that need a running run, not training."""
 import signal, subprocess, sys, time
-from vlmtui.core.progress import RunFiles
+from vlmtui.core.training.progress import RunFiles
 
 run_dir, mode, steps, step_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 files = RunFiles(run_dir)
@@ -74,7 +74,7 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSs
             raise  # CI runs as root: a daemon that does not start is a failure
         pytest.skip(f"sshd cannot start without root here: {exc}")
     yield server
-    from vlmtui.core.hosts import HostConfig, SshHost
+    from vlmtui.core.fleet.hosts import HostConfig, SshHost
 
     cfg = server.host_table(Path("/"))
     SshHost(
@@ -99,7 +99,7 @@ class SshTestHost:
 @pytest.fixture
 def ssh_host(sshd_server: LoopbackSshd, tmp_path: Path) -> SshTestHost:
     """Host `loop` in hosts.toml: the loopback sshd, stand-in nvidia-smi (scenario a100x4)."""
-    from vlmtui.core.hosts import save_host
+    from vlmtui.core.fleet.hosts import save_host
 
     workdir = tmp_path / "remote-work"
     table = sshd_server.host_table(workdir)
@@ -133,8 +133,8 @@ def standin_train(_standin_script: Path, monkeypatch: pytest.MonkeyPatch) -> Cal
     """Call as `standin_train(mode="ok", steps=5, step_s=0.2)` before `launch`: the run then
     executes the stand-in script instead of `vlmtui train` (modes: ok, child, ignore-term,
     oom, crash)."""
-    from vlmtui.core import launch as launch_mod
-    from vlmtui.core.sshcmd import HomePath
+    from vlmtui.core.fleet import launch as launch_mod
+    from vlmtui.core.fleet.shell import HomePath
 
     def use(mode: str = "ok", steps: int = 5, step_s: float = 0.2) -> None:
         def command(host, req, run_dir, gpus, nproc):  # same signature as train_command

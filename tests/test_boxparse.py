@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from vlmtui.core.boxparse import PredBox, parse_boxes, parse_qwen2, parse_qwen25
+from vlmtui.core.eval.boxparse import PredBox, parse_boxes, parse_qwen2, parse_qwen25
 
 
 def q2(label: str, x1, y1, x2, y2) -> str:

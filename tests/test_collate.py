@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from vlmtui.core.collate import IGNORE_INDEX, AssistantOnlyCollator, assistant_mask
-from vlmtui.core.data import DetectionObject, DetectionRecord, load_split, to_trl_dataset
+from vlmtui.core.data.datasets import DetectionObject, DetectionRecord, load_split, to_trl_dataset
 from vlmtui.core.families import FAMILIES
+from vlmtui.core.training.collate import IGNORE_INDEX, AssistantOnlyCollator, assistant_mask
 
 
 def _two_records(shapes_data_dir):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmtui.core.data import (
+from vlmtui.core.data.datasets import (
     GROUNDING_PROMPT,
     DetectionObject,
     DetectionRecord,
@@ -23,9 +23,9 @@ from vlmtui.core.data import (
     split_records,
     to_trl_dataset,
 )
+from vlmtui.core.data.shapes import make_shapes_dataset
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import QWEN2_5_VL, QWEN2_VL
-from vlmtui.core.shapes import make_shapes_dataset
 
 PARAMS = {"patch_size": 14, "merge_size": 2, "min_pixels": 56 * 56, "max_pixels": 112 * 112}
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmtui.core.demo import SPECIAL_TOKENS, ensure_demo_assets, make_demo_model
+from vlmtui.core.model.demo import SPECIAL_TOKENS, ensure_demo_assets, make_demo_model
 
 FAMILIES = {
     "qwen2-vl": ("Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", False),

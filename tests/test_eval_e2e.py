@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from vlmtui.cli import main
-from vlmtui.core.boxparse import ParseResult, PredBox
+from vlmtui.core.eval.boxparse import ParseResult, PredBox
 
 EVAL_FIELDS = {
     "version",
@@ -117,10 +117,10 @@ def _odd_sized_dataset(root: Path) -> Path:
 
 @pytest.mark.parametrize("family_name", ["qwen2-vl", "qwen2.5-vl"])
 def test_gold_answers_round_trip_to_perfect_scores(family_name, tmp_path):
-    from vlmtui.core.data import format_boxes, load_split, resized_size
-    from vlmtui.core.demo import build_processor
-    from vlmtui.core.evaluate import generate_answers, score
+    from vlmtui.core.data.datasets import format_boxes, load_split, resized_size
+    from vlmtui.core.eval.evaluate import generate_answers, score
     from vlmtui.core.families import family_by_name
+    from vlmtui.core.model.demo import build_processor
 
     family = family_by_name(family_name)
     processor = build_processor(family_name)
@@ -162,10 +162,10 @@ def test_gold_answers_round_trip_to_perfect_scores(family_name, tmp_path):
 
 
 def test_truncated_and_garbage_answers_are_counted(tmp_path):
-    from vlmtui.core.data import load_split
-    from vlmtui.core.demo import build_processor
-    from vlmtui.core.evaluate import generate_answers, score
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.eval.evaluate import generate_answers, score
     from vlmtui.core.families import QWEN2_VL
+    from vlmtui.core.model.demo import build_processor
 
     processor = build_processor("qwen2-vl")
     tok = processor.tokenizer
@@ -191,8 +191,8 @@ def test_truncated_and_garbage_answers_are_counted(tmp_path):
 def test_save_images_draws_gold_green_and_predictions_red(tmp_path):
     from PIL import Image
 
-    from vlmtui.core.data import load_split
-    from vlmtui.core.evaluate import Generated, save_images
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.eval.evaluate import Generated, save_images
 
     records = load_split(_odd_sized_dataset(tmp_path / "d"), "val")[:1]
     pred = PredBox("red square", 30, 30, 90, 100)
@@ -290,7 +290,7 @@ def test_compare_table(run_dirs, capsys, monkeypatch):
 def test_runs_are_found_by_registry_id(run_dirs, tmp_path, capsys):
     import time
 
-    from vlmtui.core.runs import Registry, RunRecord
+    from vlmtui.core.fleet.runs import Registry, RunRecord
 
     r1 = run_dirs[0]
     reg = Registry()

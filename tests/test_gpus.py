@@ -14,11 +14,11 @@ import pytest
 
 from sshd import NVIDIA_SMI_DIR
 from vlmtui.cli import main
-from vlmtui.core import gpus as gpus_mod
-from vlmtui.core import nvml as nvml_mod
-from vlmtui.core.gpus import FreeRule, Gpu, GpuProcess, local_gpus, parse_smi, query_hosts
-from vlmtui.core.hosts import HostConfig, LocalHost, get_host, save_host
-from vlmtui.core.runs import Registry, RunRecord
+from vlmtui.core.fleet import gpus as gpus_mod
+from vlmtui.core.fleet import nvml as nvml_mod
+from vlmtui.core.fleet.gpus import FreeRule, Gpu, GpuProcess, local_gpus, parse_smi, query_hosts
+from vlmtui.core.fleet.hosts import HostConfig, LocalHost, get_host, save_host
+from vlmtui.core.fleet.runs import Registry, RunRecord
 
 
 def recorded(scenario: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
-from vlmtui.core.hosts import (
+from vlmtui.core.fleet.hosts import (
     LOCAL,
     check_host,
     get_host,
@@ -22,7 +22,7 @@ from vlmtui.core.hosts import (
     remove_host,
     save_host,
 )
-from vlmtui.core.sshcmd import HomePath, join, quote_path, ssh_argv, ssh_base
+from vlmtui.core.fleet.shell import HomePath, join, quote_path, ssh_argv, ssh_base
 
 VLMTUI = [sys.executable, "-m", "vlmtui"]
 

@@ -14,8 +14,8 @@ import pytest
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import FAMILIES
-from vlmtui.core.models import resolve_model, shipped_model_ids
-from vlmtui.core.recipes import BUILTIN_RECIPES
+from vlmtui.core.model.resolve import resolve_model, shipped_model_ids
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
 # (published count or None, exact count computed from the configs; ../shared/FACTS.md and
 # ../shared/model-configs/SOURCES.md)
@@ -55,7 +55,7 @@ def test_shipped_ids() -> None:
 
 @pytest.mark.parametrize("model_id", sorted(COUNTS))
 def test_shipped_model_total_matches_published(model_id: str) -> None:
-    from vlmtui.core.inspection import ModelInspector
+    from vlmtui.core.inspection.meta import ModelInspector
 
     published, exact = COUNTS[model_id]
     insp = ModelInspector(model_id)

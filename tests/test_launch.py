@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from vlmtui.cli import main
-from vlmtui.core import hostprobe
 from vlmtui.core.errors import BadInput
-from vlmtui.core.hosts import get_host
-from vlmtui.core.launch import LaunchRequest, LogTail, launch, parse_gpu_spec, stop_run
-from vlmtui.core.runs import Registry, get_run
+from vlmtui.core.fleet.hosts import get_host
+from vlmtui.core.fleet.launch import LaunchRequest, LogTail, launch, parse_gpu_spec, stop_run
+from vlmtui.core.fleet.onhost import hostprobe
+from vlmtui.core.fleet.runs import Registry, get_run
 
 RECIPE = "r1-llm-only"
 
@@ -217,7 +217,7 @@ def test_gpu_choice_and_reservations(standin_train, paths, fake_local_gpus):
 
 
 def test_several_gpus_run_one_torchrun_job(standin_train, paths, fake_local_gpus):
-    from vlmtui.core.launch import train_command
+    from vlmtui.core.fleet.launch import train_command
 
     host = get_host("local")
     req = LaunchRequest(recipe=RECIPE, model="/m", data="/d", gpu="0,3")
@@ -245,9 +245,9 @@ def test_unknown_run_is_bad_input(capsys):
 
 RACER = """
 import sys
-from vlmtui.core import launch as L
+from vlmtui.core.fleet import launch as L
 from vlmtui.core.errors import BadInput
-from vlmtui.core.sshcmd import HomePath
+from vlmtui.core.fleet.shell import HomePath
 script, model, data = sys.argv[1:4]
 L.train_command = lambda host, req, run_dir, gpus, nproc: [
     *host.python_argv(), script, HomePath(run_dir), "ok", "500", "0.1"]
@@ -392,7 +392,7 @@ def test_ssh_paths_with_metacharacters_are_quoted(standin_train, ssh_host, tmp_p
 
 @pytest.mark.ssh
 def test_ssh_user_recipe_travels_with_the_run(standin_train, ssh_host, paths):
-    from vlmtui.core.recipes import user_recipe_dir
+    from vlmtui.core.recipes.recipe import user_recipe_dir
 
     user_recipe_dir().mkdir(parents=True)
     text = '[recipe.my-r1]\nextends = "r1-llm-only"\nlearning_rate = 1e-4\n'
@@ -408,7 +408,7 @@ def test_ssh_user_recipe_travels_with_the_run(standin_train, ssh_host, paths):
 
 @pytest.mark.ssh
 def test_ssh_remote_python_without_vlmtui_is_refused(standin_train, ssh_host, paths, sshd_server):
-    from vlmtui.core.hosts import save_host
+    from vlmtui.core.fleet.hosts import save_host
 
     save_host("plain", **sshd_server.host_table(ssh_host.workdir, python="/usr/bin/python3"))
     model, data = paths

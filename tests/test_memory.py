@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vlmtui.core.memory import (
+from vlmtui.core.inspection.memory import (
     GIB,
     MemoryAssumptions,
     ModelDims,
@@ -17,7 +17,7 @@ from vlmtui.core.memory import (
     nf4_bytes,
     weight_bytes,
 )
-from vlmtui.core.recipes import BUILTIN_RECIPES
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
 DIMS = ModelDims(
     hidden=64,
@@ -131,7 +131,7 @@ def test_vision_and_lora_and_checkpointing_terms() -> None:
 
 @pytest.fixture(scope="module")
 def q2():
-    from vlmtui.core.inspection import ModelInspector
+    from vlmtui.core.inspection.meta import ModelInspector
 
     return ModelInspector("Qwen/Qwen2-VL-2B-Instruct")
 
@@ -168,7 +168,7 @@ def test_r1_qlora_bytes_as_training_sees_them(q2) -> None:
 
 
 def test_dims_from_both_families(q2) -> None:
-    from vlmtui.core.inspection import ModelInspector
+    from vlmtui.core.inspection.meta import ModelInspector
 
     d2 = q2.dims
     assert (d2.hidden, d2.layers, d2.intermediate, d2.kv_dim, d2.vocab) == (

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from vlmtui.core.boxparse import ParseResult, PredBox
-from vlmtui.core.metrics import box_iou, detection_metrics, greedy_match, parse_summary
+from vlmtui.core.eval.boxparse import ParseResult, PredBox
+from vlmtui.core.eval.metrics import box_iou, detection_metrics, greedy_match, parse_summary
 
 # --- IoU and matching -----------------------------------------------------------------
 

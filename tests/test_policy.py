@@ -14,8 +14,8 @@ import pytest
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import FAMILIES
-from vlmtui.core.loading import Device, load_model_for_recipe
-from vlmtui.core.policy import (
+from vlmtui.core.model.loading import Device, load_model_for_recipe
+from vlmtui.core.recipes.policy import (
     GuardError,
     find_modules_by_pattern,
     list_linear_modules,
@@ -25,7 +25,7 @@ from vlmtui.core.policy import (
     summarize_trainables_by_area,
     unique_parameters,
 )
-from vlmtui.core.recipes import BUILTIN_RECIPES, AreaPlan, TrainingRecipe
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan, TrainingRecipe
 
 FAMILY_NAMES = list(FAMILIES)
 CPU = Device("cpu")
@@ -152,7 +152,7 @@ def test_guard_refuses_lora_target_matching_nothing(qwen2_vl_dir: Path) -> None:
 
 
 def test_guard_refuses_a_frozen_area_with_trainable_params(qwen2_vl_dir: Path) -> None:
-    from vlmtui.core.policy import guard
+    from vlmtui.core.recipes.policy import guard
 
     recipe = BUILTIN_RECIPES["r2-vision-only"]
     family = FAMILIES["qwen2-vl"]
@@ -177,7 +177,7 @@ def test_diagnostics(qwen25_vl_dir: Path) -> None:
 
 
 def test_per_area_learning_rate_groups(qwen2_vl_dir: Path) -> None:
-    from vlmtui.core.train import build_optimizer, prepare_stage
+    from vlmtui.core.training.train import build_optimizer, prepare_stage
 
     recipe = replace(
         BUILTIN_RECIPES["r4-joint"],

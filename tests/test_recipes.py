@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.recipes import (
+from vlmtui.core.recipes.recipe import (
     BUILTIN_RECIPES,
     all_recipes,
     load_recipe_file,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from vlmtui.core.families import FAMILIES
-from vlmtui.core.loading import Device
-from vlmtui.core.policy import strip_peft
-from vlmtui.core.recipes import BUILTIN_RECIPES
+from vlmtui.core.model.loading import Device
+from vlmtui.core.recipes.policy import strip_peft
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
 pytestmark = pytest.mark.slow
 CPU = Device("cpu")
@@ -34,8 +34,8 @@ def test_recipe_trains_what_it_says(
 ) -> None:
     import torch
 
-    from vlmtui.core.data import load_split, to_trl_dataset
-    from vlmtui.core.train import fit, prepare_stage
+    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.training.train import fit, prepare_stage
 
     recipe = BUILTIN_RECIPES[recipe_name]
     stage = prepare_stage(demo_model_dirs[family_name], recipe, CPU)
@@ -74,7 +74,7 @@ def test_two_stage_hands_stage1_weights_to_stage2(
     import torch
     from safetensors.torch import load_file
 
-    from vlmtui.core.train import prepare_stage
+    from vlmtui.core.training.train import prepare_stage
 
     out = tmp_path / "r3"
     proc = vlmtui(

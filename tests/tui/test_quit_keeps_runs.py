@@ -17,8 +17,8 @@ import anyio
 import pytest
 from tui_fakes import local_cpu_host, wait_for
 
-from vlmtui.core.launch import launch
-from vlmtui.core.runs import get_run
+from vlmtui.core.fleet.launch import launch
+from vlmtui.core.fleet.runs import get_run
 from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.messages import DispatchPlan
 from vlmtui.tui.sources import Sources

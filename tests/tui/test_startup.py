@@ -33,8 +33,9 @@ def test_app_mounts_without_torch(tmp_path) -> None:
 
 def test_core_never_imports_textual() -> None:
     code = (
-        "import sys, vlmtui.core.gpus, vlmtui.core.runs, vlmtui.core.launch, "
-        "vlmtui.core.recipes, vlmtui.core.modeltree, vlmtui.core.inspection, vlmtui.core.demo; "
+        "import sys, vlmtui.core.fleet.gpus, vlmtui.core.fleet.runs, vlmtui.core.fleet.launch, "
+        "vlmtui.core.recipes.recipe, vlmtui.core.inspection.tree, vlmtui.core.inspection.meta, "
+        "vlmtui.core.model.demo; "
         "print([m for m in sys.modules if m.split('.')[0] == 'textual'])"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

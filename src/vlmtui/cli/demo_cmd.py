@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    from vlmtui.core.demo import make_demo_model
+    from vlmtui.core.model.demo import make_demo_model
 
     out = make_demo_model(args.dir, args.family)
     print(f"wrote a tiny {args.family} model to {out}")
@@ -42,7 +42,7 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from vlmtui.core.shapes import make_shapes_dataset
+    from vlmtui.core.data.shapes import make_shapes_dataset
 
     out = make_shapes_dataset(args.dir, n=args.n, seed=args.seed)
     print(f"wrote {args.n} images with train.jsonl and val.jsonl to {out}")

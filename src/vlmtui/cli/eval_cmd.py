@@ -45,7 +45,7 @@ def _fmt(value: Any, spec: str = ".3f", none: str = "—") -> str:
 
 def run_eval_cmd(args: argparse.Namespace) -> int:
     from vlmtui.cli.train_cmd import select_gpu
-    from vlmtui.core.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalRequest, resolve_run, run_eval
+    from vlmtui.core.eval.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalRequest, resolve_run, run_eval
 
     if (args.run is None) == (args.base is None):
         raise BadInput("eval: give either RUN or --base MODEL (not both)")
@@ -176,7 +176,7 @@ def _duration(s: float | None) -> str:
 
 
 def run_compare_cmd(args: argparse.Namespace) -> int:
-    from vlmtui.core.evaluate import compare_rows
+    from vlmtui.core.eval.evaluate import compare_rows
 
     rows = compare_rows(args.runs)
     if args.json:

@@ -43,7 +43,7 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 
 
 def run_gpus(args: argparse.Namespace) -> int:
-    from vlmtui.core.gpus import gpu_status, local_gpus
+    from vlmtui.core.fleet.gpus import gpu_status, local_gpus
 
     statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
     if args.json:
@@ -78,7 +78,7 @@ def _host_row(c: Any) -> dict[str, Any]:
 
 
 def run_hosts(args: argparse.Namespace) -> int:
-    from vlmtui.core.hosts import load_hosts
+    from vlmtui.core.fleet.hosts import load_hosts
 
     rows = [_host_row(c) for c in load_hosts().values()]
     if args.json:
@@ -92,7 +92,7 @@ def run_hosts(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from vlmtui.core.hosts import check_host, get_host
+    from vlmtui.core.fleet.hosts import check_host, get_host
 
     result = check_host(get_host(args.name))
     if args.json:
@@ -112,7 +112,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from vlmtui.core.hosts import LOCAL, save_host
+    from vlmtui.core.fleet.hosts import LOCAL, save_host
 
     if args.name == LOCAL:
         raise BadInput("'local' is built in; edit [hosts.local] in hosts.toml to change it")
@@ -128,7 +128,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from vlmtui.core.hosts import remove_host
+    from vlmtui.core.fleet.hosts import remove_host
 
     remove_host(args.name)
     return 0

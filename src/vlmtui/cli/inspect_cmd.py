@@ -69,9 +69,9 @@ def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmtui.core.memory import MemoryAssumptions
-    from vlmtui.core.models import resolve_model
-    from vlmtui.core.recipes import get_recipe
+    from vlmtui.core.inspection.memory import MemoryAssumptions
+    from vlmtui.core.model.resolve import resolve_model
+    from vlmtui.core.recipes.recipe import get_recipe
 
     for flag, value in (
         ("--gpu-mem", args.gpu_mem),
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
 
-    from vlmtui.core.inspection import ModelInspector
+    from vlmtui.core.inspection.meta import ModelInspector
 
     insp = ModelInspector(ref, args.recipes)
     results = [_inspect(insp, r) for r in recipes]
@@ -134,13 +134,13 @@ def _stages(result: Any) -> list[Any]:
 
 
 def _marked(insp: Any, stage: Any) -> Any:
-    from vlmtui.core.modeltree import Marking
+    from vlmtui.core.inspection.tree import Marking
 
     return insp.tree().mark(stage.marking if stage else Marking.empty())
 
 
 def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
-    from vlmtui.core.modeltree import collapse
+    from vlmtui.core.inspection.tree import collapse
 
     rule = (lambda n: bool(expand.search(n.name))) if expand else None
     return collapse(_marked(insp, stage), rule)
@@ -149,7 +149,7 @@ def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
 def _matches(
     insp: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
 ) -> list[dict[str, Any]]:
-    from vlmtui.core.modeltree import filter_nodes, group_names
+    from vlmtui.core.inspection.tree import filter_nodes, group_names
 
     nodes = filter_nodes(_marked(insp, stage), filt)
     items = [
@@ -272,7 +272,7 @@ def _area_table(summary: Any, stage: Any, family: Any) -> Any:
 def _memory_table(m: Any) -> Any:
     from rich.table import Table
 
-    from vlmtui.core.memory import human_bytes
+    from vlmtui.core.inspection.memory import human_bytes
 
     table = Table(title="GPU memory estimate (per GPU)", title_justify="left")
     table.add_column("part")
@@ -355,7 +355,7 @@ def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
 
 def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
     from vlmtui.core.families import AREAS
-    from vlmtui.core.modeltree import diff_trees
+    from vlmtui.core.inspection.tree import diff_trees
 
     a, b = results
     tree = insp.tree()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmtui.core.recipes import all_recipes, recipe_summary
+from vlmtui.core.recipes.recipe import all_recipes, recipe_summary
 
 
 def add_recipes_file_arg(parser: argparse.ArgumentParser) -> None:

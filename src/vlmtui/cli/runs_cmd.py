@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from vlmtui.core.launch import LaunchRequest, launch
+    from vlmtui.core.fleet.launch import LaunchRequest, launch
 
     result = launch(
         LaunchRequest(
@@ -74,7 +74,7 @@ def _age(created: float) -> str:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    from vlmtui.core.runs import list_runs
+    from vlmtui.core.fleet.runs import list_runs
 
     views = list_runs()
     if args.json:
@@ -92,7 +92,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from vlmtui.core.launch import follow_log
+    from vlmtui.core.fleet.launch import follow_log
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -103,7 +103,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    from vlmtui.core.launch import stop_run
+    from vlmtui.core.fleet.launch import stop_run
 
     result = stop_run(args.run, grace_s=args.grace)
     if args.json:

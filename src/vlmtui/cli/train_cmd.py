@@ -40,7 +40,7 @@ def select_gpu(gpu: str | None) -> str:
         return "cpu"
     if not gpu.isdigit():
         raise BadInput(f"--gpu: expected a GPU index or 'cpu', got {gpu!r}")
-    from vlmtui.core.gpus import local_gpus
+    from vlmtui.core.fleet.gpus import local_gpus
 
     # The same source `vlmtui gpus` and `launch` use: NVML, else nvidia-smi.
     indices = sorted(g.index for g in local_gpus().gpus)
@@ -52,8 +52,8 @@ def select_gpu(gpu: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmtui.core.loading import family_of_checkpoint
-    from vlmtui.core.recipes import get_recipe
+    from vlmtui.core.model.loading import family_of_checkpoint
+    from vlmtui.core.recipes.recipe import get_recipe
 
     recipe = get_recipe(args.recipe, args.recipes)
     if args.max_steps is not None and args.max_steps < 1:
@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--data: {args.data} does not exist")
     status = args.output / "status.json"
     if status.exists() and not args.resume:
-        from vlmtui.core.progress import read_status
+        from vlmtui.core.training.progress import read_status
 
         state = (read_status(args.output) or {}).get("state")
         if state not in (None, "pending"):
             raise BadInput(f"--output: {args.output} already holds a run ({state}); use --resume")
     gpu = select_gpu(args.gpu)
-    from vlmtui.core.data import load_split
-    from vlmtui.core.train import TrainRequest, run_training
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.training.train import TrainRequest, run_training
 
     load_split(args.data, "train")
     req = TrainRequest(
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         recipe_files=tuple(args.recipes),
         gpu=gpu,
     )
-    from vlmtui.core.progress import output_log
+    from vlmtui.core.training.progress import output_log
 
     with output_log(args.output):
         try:

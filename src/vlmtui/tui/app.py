@@ -207,7 +207,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         ws.set_values(
             "" if self.model == DEMO else self.model, "" if self.data == DEMO else self.data
         )
-        from vlmtui.core.models import shipped_model_ids
+        from vlmtui.core.model.resolve import shipped_model_ids
 
         history = recent.load()
         ws.set_suggestions([*history["models"], *shipped_model_ids()], history["data"])

@@ -43,7 +43,7 @@ class TreeView:
 
 
 def _inspector(model: str) -> Any:
-    from vlmtui.core.inspection import ModelInspector
+    from vlmtui.core.inspection.meta import ModelInspector
 
     if model not in _inspectors:
         _inspectors[model] = ModelInspector(model)
@@ -52,7 +52,7 @@ def _inspector(model: str) -> Any:
 
 def _memory(inspection: Any, gpu_mem_gib: float | None) -> Any:
     """The largest stage's estimate."""
-    from vlmtui.core.memory import MemoryAssumptions
+    from vlmtui.core.inspection.memory import MemoryAssumptions
 
     estimates = inspection.memory(MemoryAssumptions(gpu_mem_gib=gpu_mem_gib))
     return max(estimates, key=lambda e: e.total) if estimates else None
@@ -60,8 +60,8 @@ def _memory(inspection: Any, gpu_mem_gib: float | None) -> Any:
 
 def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
-    from vlmtui.core.memory import gib
-    from vlmtui.core.modeltree import collapse, diff_trees
+    from vlmtui.core.inspection.memory import gib
+    from vlmtui.core.inspection.tree import collapse, diff_trees
 
     with _lock:
         insp = _inspector(model)

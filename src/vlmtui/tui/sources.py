@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlmtui.core.progress import last_step_event
+from vlmtui.core.training.progress import last_step_event
 
 
 class LogReader(Protocol):
@@ -24,32 +24,32 @@ class LogReader(Protocol):
 
 
 def _gpu_status() -> list[Any]:
-    from vlmtui.core.gpus import gpu_status
+    from vlmtui.core.fleet.gpus import gpu_status
 
     return gpu_status()
 
 
 def _list_runs() -> list[Any]:
-    from vlmtui.core.runs import list_runs
+    from vlmtui.core.fleet.runs import list_runs
 
     return list_runs()
 
 
 def _launch(req: Any) -> Any:
-    from vlmtui.core.launch import launch
+    from vlmtui.core.fleet.launch import launch
 
     return launch(req)
 
 
 def _stop(run_id: str) -> Any:
-    from vlmtui.core.launch import stop_run
+    from vlmtui.core.fleet.launch import stop_run
 
     return stop_run(run_id, grace_s=10.0)
 
 
 def _open_log(run_id: str) -> LogReader:
-    from vlmtui.core.launch import LogTail
-    from vlmtui.core.runs import Registry
+    from vlmtui.core.fleet.launch import LogTail
+    from vlmtui.core.fleet.runs import Registry
 
     tail = LogTail(Registry().get(run_id))
     tail.skip_to_tail()
@@ -57,19 +57,19 @@ def _open_log(run_id: str) -> LogReader:
 
 
 def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    from vlmtui.core.runs import read_events_and_eval
+    from vlmtui.core.fleet.runs import read_events_and_eval
 
     return read_events_and_eval(host, run_dir)
 
 
 def _recipes() -> dict[str, Any]:
-    from vlmtui.core.recipes import all_recipes
+    from vlmtui.core.recipes.recipe import all_recipes
 
     return all_recipes()
 
 
 def _demo_assets() -> tuple[Path, Path]:
-    from vlmtui.core.demo import ensure_demo_assets
+    from vlmtui.core.model.demo import ensure_demo_assets
     from vlmtui.core.paths import demo_dir
 
     return ensure_demo_assets(demo_dir())
@@ -77,7 +77,7 @@ def _demo_assets() -> tuple[Path, Path]:
 
 def _demo_ready() -> tuple[Path, Path] | None:
     """The demo's paths when both already exist (cheap check, no torch)."""
-    from vlmtui.core.demo import DEMO_DATA_NAME, DEMO_MODEL_NAME
+    from vlmtui.core.model.demo import DEMO_DATA_NAME, DEMO_MODEL_NAME
     from vlmtui.core.paths import demo_dir
 
     model, data = demo_dir() / DEMO_MODEL_NAME, demo_dir() / DEMO_DATA_NAME

@@ -60,7 +60,7 @@ class WorkersMixin(_Base):
         try:
             recipes = self.sources.recipes()
         except BadInput as exc:
-            from vlmtui.core.recipes import BUILTIN_RECIPES
+            from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
             self.call_from_thread(self.notify, str(exc), title="user recipes", severity="error")
             recipes = dict(BUILTIN_RECIPES)
@@ -68,7 +68,7 @@ class WorkersMixin(_Base):
 
     @work(thread=True, group="recipes", exit_on_error=False, description="copying a recipe")
     def copy_recipe(self, name: str) -> None:
-        from vlmtui.core.recipe_toml import copy_recipe
+        from vlmtui.core.recipes.toml import copy_recipe
 
         path = copy_recipe(self.recipes[name], self.recipes)
         self.call_from_thread(self.notify, f"copied {name} to {path}", title="recipe copied")
@@ -146,7 +146,7 @@ class WorkersMixin(_Base):
     @work(thread=True, group="dispatch", exit_on_error=False, description="launching")
     def launch_plan(self, plan: DispatchPlan) -> None:
         from vlmtui.core.errors import WorkFailed
-        from vlmtui.core.launch import LaunchRequest
+        from vlmtui.core.fleet.launch import LaunchRequest
 
         results = []
         for recipe, device in zip(plan.recipes, plan.devices, strict=True):

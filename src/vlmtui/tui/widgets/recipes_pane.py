@@ -14,7 +14,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Label, Static
 
 from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.recipes import recipe_summary
+from vlmtui.core.recipes.recipe import recipe_summary
 
 MODE_STYLE = {"frozen": "dim", "full": "bold red", "lora": "bold green"}
 

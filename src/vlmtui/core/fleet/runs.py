@@ -29,8 +29,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vlmtui.core import hostprobe
 from vlmtui.core.errors import BadInput
+from vlmtui.core.fleet.onhost import hostprobe
 from vlmtui.core.paths import data_dir
 
 FINAL_STATES = ("finished", "failed", "stopped")
@@ -317,7 +317,7 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
 
 def _probe_host(host_name: str, recs: list[RunRecord]) -> dict[str, RunView]:
     """One round trip to `host_name` for all of `recs`; unreachable → every run `unknown`."""
-    from vlmtui.core.hosts import get_host
+    from vlmtui.core.fleet.hosts import get_host
 
     try:
         host = get_host(host_name)
@@ -388,9 +388,9 @@ def read_events_and_eval(
     host: str, run_dir: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """events.jsonl and eval.json of a run directory on its host, in one round trip."""
-    from vlmtui.core.hosts import get_host
-    from vlmtui.core.progress import EVENTS, parse_events
-    from vlmtui.core.sshcmd import quote_path
+    from vlmtui.core.fleet.hosts import get_host
+    from vlmtui.core.fleet.shell import quote_path
+    from vlmtui.core.training.progress import EVENTS, parse_events
 
     mark = "@@vlmtui-eval"
     d = quote_path(run_dir)

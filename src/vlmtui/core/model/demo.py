@@ -124,7 +124,7 @@ DEMO_DATA_NAME = "shapes"
 
 def _corpus() -> list[str]:
     """Text the tokenizer is trained on: everything the demo conversations contain."""
-    from vlmtui.core.data import GROUNDING_PROMPT
+    from vlmtui.core.data.datasets import GROUNDING_PROMPT
 
     colours = "red green blue yellow orange purple cyan magenta white black gray brown pink"
     shapes = "square rectangle circle triangle ellipse object objects shape shapes"
@@ -322,7 +322,7 @@ def ensure_demo_assets(root: Path) -> tuple[Path, Path]:
     Returns `(model_dir, data_dir)` = `root/model-qwen2-vl`, `root/shapes`. Idempotent and
     safe against concurrent callers (see `_create_once`).
     """
-    from vlmtui.core.shapes import make_shapes_dataset
+    from vlmtui.core.data.shapes import make_shapes_dataset
 
     root = Path(root)
     model_dir = _create_once(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlmtui.core.families import AREAS, Family
-from vlmtui.core.memory import (
+from vlmtui.core.inspection.memory import (
     MemoryAssumptions,
     MemoryEstimate,
     ModelDims,
@@ -27,10 +27,10 @@ from vlmtui.core.memory import (
     dims_from_config,
     estimate_memory,
 )
-from vlmtui.core.models import ModelRef, build_meta_model, resolve_model, skip_init
-from vlmtui.core.modeltree import QUANT_CLASSES, Marking, ModelTree
-from vlmtui.core.policy import TrainableSummary
-from vlmtui.core.recipes import TrainingRecipe
+from vlmtui.core.inspection.tree import QUANT_CLASSES, Marking, ModelTree
+from vlmtui.core.model.resolve import ModelRef, build_meta_model, resolve_model, skip_init
+from vlmtui.core.recipes.policy import TrainableSummary
+from vlmtui.core.recipes.recipe import TrainingRecipe
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _quantize_meta(model: Any, recipe: TrainingRecipe, dtype: Any) -> Any:
     from peft import prepare_model_for_kbit_training
     from transformers.quantizers import AutoHfQuantizer
 
-    from vlmtui.core.loading import quantization_config
+    from vlmtui.core.model.loading import quantization_config
 
     quantizer = AutoHfQuantizer.from_config(quantization_config(recipe, dtype), pre_quantized=False)
     with torch.device("meta"):
@@ -187,7 +187,7 @@ def _quantize_meta(model: Any, recipe: TrainingRecipe, dtype: Any) -> Any:
 def _marking_and_params(
     model: Any, family: Family, recipe_name: str
 ) -> tuple[Marking, tuple[ParamInfo, ...]]:
-    from vlmtui.core.policy import is_lora_param, param_numel, strip_peft, unique_parameters
+    from vlmtui.core.recipes.policy import is_lora_param, param_numel, strip_peft, unique_parameters
 
     trainable: set[str] = set()
     lora: dict[str, int] = {}
@@ -260,8 +260,8 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
     """
     import torch
 
-    from vlmtui.core.loading import Device, compute_dtype
-    from vlmtui.core.policy import prepare_trainables
+    from vlmtui.core.model.loading import Device, compute_dtype
+    from vlmtui.core.recipes.policy import prepare_trainables
 
     dtype = compute_dtype(recipe, Device("cuda"))
     if model is None:
@@ -310,7 +310,7 @@ class ModelInspector:
     def base_summary(self) -> TrainableSummary:
         """Per-area counts of the bare model (nothing trainable)."""
         if self._base_summary is None:
-            from vlmtui.core.policy import summarize_trainables_by_area
+            from vlmtui.core.recipes.policy import summarize_trainables_by_area
 
             self._ensure_base()
             model = self._spare
@@ -347,8 +347,8 @@ class ModelInspector:
             return Inspection(self.ref, None, (), self._dims, self.base_summary())
         if recipe in self._cache:
             return self._cache[recipe]
-        from vlmtui.core.policy import summarize_trainables_by_area
-        from vlmtui.core.recipes import stage_recipes
+        from vlmtui.core.recipes.policy import summarize_trainables_by_area
+        from vlmtui.core.recipes.recipe import stage_recipes
 
         stages = []
         for i, stage in enumerate(stage_recipes(recipe, self.recipe_files), start=1):

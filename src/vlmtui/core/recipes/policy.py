@@ -15,7 +15,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import AREAS, PEFT_PREFIX, TRAINABLE_AREAS, Family
-from vlmtui.core.recipes import TrainingRecipe
+from vlmtui.core.recipes.recipe import TrainingRecipe
 
 BASE_LAYER_RE = re.compile(r"\.base_layer(?=\.|$)")
 LORA_PARAM_RE = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\.")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.gpus import HostGpus
-from vlmtui.core.hostsconfig import (
+from vlmtui.core.fleet.gpus import HostGpus
+from vlmtui.core.fleet.hostsconfig import (
     LOCAL,
     HostConfig,
     hosts_file,
@@ -31,7 +31,7 @@ from vlmtui.core.hostsconfig import (
     remove_host,
     save_host,
 )
-from vlmtui.core.sshcmd import (
+from vlmtui.core.fleet.shell import (
     HomePath,
     check_name,
     env_prefix,
@@ -269,7 +269,7 @@ class HostCheck:
 
 
 def check_host(host: Host) -> HostCheck:
-    from vlmtui.core.gpus import query_host
+    from vlmtui.core.fleet.gpus import query_host
 
     res = host.run(join(host.vlmtui_argv("--version")) + " 2>&1")
     if res.transport_error:

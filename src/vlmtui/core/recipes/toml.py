@@ -12,7 +12,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.recipes import TrainingRecipe, load_recipe_file, user_recipe_dir
+from vlmtui.core.recipes.recipe import TrainingRecipe, load_recipe_file, user_recipe_dir
 
 
 def _value(v: Any) -> str:

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.gpus import FreeRule
+from vlmtui.core.fleet.gpus import FreeRule
+from vlmtui.core.fleet.shell import ENV_NAME_RE, check_name, check_path, check_target
 from vlmtui.core.paths import config_dir
-from vlmtui.core.sshcmd import ENV_NAME_RE, check_name, check_path, check_target
 
 LOCAL = "local"
 _HOST_KEYS = {

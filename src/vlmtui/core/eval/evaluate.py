@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmtui.core.boxparse import ParseResult, parse_boxes
 from vlmtui.core.errors import BadInput
+from vlmtui.core.eval.boxparse import ParseResult, parse_boxes
+from vlmtui.core.eval.metrics import detection_metrics, parse_summary
 from vlmtui.core.families import Family
-from vlmtui.core.metrics import detection_metrics, parse_summary
-from vlmtui.core.progress import last_step_event, read_events, read_json, write_json_atomic
+from vlmtui.core.training.progress import last_step_event, read_events, read_json, write_json_atomic
 
 EVAL_JSON = "eval.json"
 PREDICTIONS_JSONL = "eval_predictions.jsonl"
@@ -41,7 +41,7 @@ def resolve_run(run: str | Path) -> Path:
         return path
     if isinstance(run, Path) or "/" in str(run) or str(run).startswith("."):
         raise BadInput(f"{run}: no such run directory")
-    from vlmtui.core.runs import Registry
+    from vlmtui.core.fleet.runs import Registry
 
     record = Registry().get(str(run))  # BadInput when unknown or ambiguous
     run_dir = Path(record.run_dir)
@@ -73,7 +73,7 @@ def load_base(model_path: Path) -> tuple[Any, Any, Family]:
     import torch
     import transformers
 
-    from vlmtui.core.loading import detect_device, family_of_checkpoint, load_processor
+    from vlmtui.core.model.loading import detect_device, family_of_checkpoint, load_processor
 
     family = family_of_checkpoint(model_path)
     device = detect_device()
@@ -114,7 +114,7 @@ def generate_answers(
     import torch
     from PIL import Image
 
-    from vlmtui.core.data import build_conversation, resized_size
+    from vlmtui.core.data.datasets import build_conversation, resized_size
 
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
@@ -248,7 +248,7 @@ def run_eval(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Load, generate, score, write eval.json (+ predictions) into req.output; returns it."""
-    from vlmtui.core.data import load_split
+    from vlmtui.core.data.datasets import load_split
 
     if req.batch_size < 1:
         raise BadInput(f"--batch-size: must be at least 1, got {req.batch_size}")
@@ -262,7 +262,7 @@ def run_eval(
         records = records[: req.limit]
     identity = _run_identity(req)
     if req.run_dir is not None:
-        from vlmtui.core.loading import load_for_inference
+        from vlmtui.core.model.loading import load_for_inference
 
         model, processor, family = load_for_inference(req.run_dir)
     else:

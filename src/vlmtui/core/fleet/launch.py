@@ -27,19 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vlmtui.core import hostprobe
 from vlmtui.core.errors import BadInput, WorkFailed
-from vlmtui.core.gpus import CPU, Gpu, HostGpus, query_host
-from vlmtui.core.hosts import get_host
-from vlmtui.core.launchscript import (
+from vlmtui.core.fleet.gpus import CPU, Gpu, HostGpus, query_host
+from vlmtui.core.fleet.hosts import get_host
+from vlmtui.core.fleet.launchscript import (
     SCRIPT_ERRORS,
     launch_script,
     recipe_files_for,
     run_paths,
     train_command,
 )
-from vlmtui.core.runs import Registry, RunRecord
-from vlmtui.core.sshcmd import HomePath, check_name, check_path, quote_path
+from vlmtui.core.fleet.onhost import hostprobe
+from vlmtui.core.fleet.runs import Registry, RunRecord
+from vlmtui.core.fleet.shell import HomePath, check_name, check_path, quote_path
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
         raise BadInput(f"--max-steps: must be at least 1, got {req.max_steps}")
     if req.nproc is not None and req.nproc < 1:
         raise BadInput(f"--nproc: must be at least 1, got {req.nproc}")
-    from vlmtui.core.recipes import get_recipe
+    from vlmtui.core.recipes.recipe import get_recipe
 
     get_recipe(req.recipe)
     host = get_host(req.host)
@@ -366,7 +366,7 @@ def follow_log(
 ) -> str:
     """Copy the run's log to `write`; with `follow`, keep going until the run has ended and
     its log is drained. Returns the run's state at the end."""
-    from vlmtui.core.runs import FINAL_STATES, reconcile
+    from vlmtui.core.fleet.runs import FINAL_STATES, reconcile
 
     registry = registry or Registry()
     rec = registry.get(run_id)

@@ -14,8 +14,8 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family, family_for_config
-from vlmtui.core.progress import read_json
-from vlmtui.core.recipes import TrainingRecipe
+from vlmtui.core.recipes.recipe import TrainingRecipe
+from vlmtui.core.training.progress import read_json
 
 # Module-name prefixes bitsandbytes must leave in full precision (transformers >= 4.52 names).
 QUANT_SKIP_MODULES = ["model.visual", "lm_head"]
@@ -87,7 +87,7 @@ def quantization_config(recipe: TrainingRecipe, dtype: Any) -> Any:
 
 
 def quantized_outside_llm(model: Any, family: Family) -> list[str]:
-    from vlmtui.core.policy import is_quantized_module, strip_peft
+    from vlmtui.core.recipes.policy import is_quantized_module, strip_peft
 
     return [
         strip_peft(n)

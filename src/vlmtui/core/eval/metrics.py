@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vlmtui.core.boxparse import ParseResult, PredBox
+from vlmtui.core.eval.boxparse import ParseResult, PredBox
 
 MATCH_IOU = 0.5
 

@@ -201,7 +201,7 @@ class ModelTree:
     def from_model(model: Any, family: Family, name: str = "") -> ModelTree:
         """Structure of a (meta or real) model. PEFT wrappers and their adapters are folded
         into the module they wrap, so a prepared model gives the base model's structure."""
-        from vlmtui.core.policy import is_lora_param, param_numel, strip_peft
+        from vlmtui.core.recipes.policy import is_lora_param, param_numel, strip_peft
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         classes: dict[str, str] = {}

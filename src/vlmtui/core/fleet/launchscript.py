@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from vlmtui.core.gpus import CPU
-from vlmtui.core.sshcmd import HomePath, join, quote_path
+from vlmtui.core.fleet.gpus import CPU
+from vlmtui.core.fleet.shell import HomePath, join, quote_path
 
 if TYPE_CHECKING:
-    from vlmtui.core.hosts import Host
-    from vlmtui.core.launch import LaunchRequest
+    from vlmtui.core.fleet.hosts import Host
+    from vlmtui.core.fleet.launch import LaunchRequest
 
 REMOTE_RUNS_DIR = "~/.local/share/vlmtui/runs"
 """Run directories on a remote host without `runs_dir` or `workdir` in hosts.toml."""
@@ -66,7 +66,7 @@ def train_command(
 
 def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
     """(file name, TOML text) of the user recipe files a remote host needs for this recipe."""
-    from vlmtui.core.recipes import get_recipe, user_recipe_dir
+    from vlmtui.core.recipes.recipe import get_recipe, user_recipe_dir
 
     recipe = get_recipe(recipe_name)
     if recipe.source == "built-in" or host.is_local:

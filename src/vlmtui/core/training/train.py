@@ -19,16 +19,16 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family
-from vlmtui.core.loading import (
+from vlmtui.core.model.loading import (
     Device,
     detect_device,
     family_of_checkpoint,
     load_model_for_recipe,
     load_processor,
 )
-from vlmtui.core.policy import TrainableSummary, prepare_trainables, strip_peft
-from vlmtui.core.progress import RunFiles, read_json, write_json_atomic
-from vlmtui.core.recipes import TrainingRecipe, stage_recipes
+from vlmtui.core.recipes.policy import TrainableSummary, prepare_trainables, strip_peft
+from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
+from vlmtui.core.training.progress import RunFiles, read_json, write_json_atomic
 
 WEIGHTS_JSON = "weights.json"
 TRAINABLE_JSON = "trainable.json"
@@ -93,7 +93,7 @@ def prepare_stage(model_path: Path, recipe: TrainingRecipe, device: Device) -> P
     family = family_of_checkpoint(model_path)
     model = load_model_for_recipe(model_path, recipe, device, family)
     model = prepare_trainables(model, recipe, family)
-    from vlmtui.core.policy import summarize_trainables_by_area
+    from vlmtui.core.recipes.policy import summarize_trainables_by_area
 
     return Prepared(
         model=model,
@@ -191,7 +191,7 @@ def fit(
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    from vlmtui.core.collate import AssistantOnlyCollator
+    from vlmtui.core.training.collate import AssistantOnlyCollator
 
     stop = stop or _StopState()
     ckpt_dir = stage_dir / "checkpoints"
@@ -301,7 +301,7 @@ def _versions() -> dict[str, str]:
 
 def run_training(req: TrainRequest) -> int:
     """Train every stage of the recipe into req.output. Returns the process exit code."""
-    from vlmtui.core.data import load_split, to_trl_dataset
+    from vlmtui.core.data.datasets import load_split, to_trl_dataset
 
     stages = stage_recipes(req.recipe, req.recipe_files)
     main = is_main_process()

@@ -1,0 +1,96 @@
+"""The leader of a detached run's process group: starts the command, records how it ended.
+
+`launch` starts `python -m vlmtui.core.supervise RUN_DIR -- COMMAND...` detached, with stdout
+and stderr already sent to RUN_DIR/output.log. This process makes itself a session and
+process-group leader (so `stop` can signal the whole tree, torchrun workers included),
+ignores SIGHUP (the SSH connection may drop), writes `supervisor.json` (pid, kernel start
+time), runs the command as its child and waits. When the child ends it writes `exit.json`
+(return code or signal) and, if the command left no final state in status.json, writes one:
+`stopped` when a SIGTERM/SIGINT reached the group, else `failed` with the reason (signal,
+exit code, CUDA out of memory found in the log). If the whole group is SIGKILLed nothing is
+written here; the registry then reports `failed` from liveness.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vlmtui.core.fleet.onhost.hostprobe import (
+    FINAL,
+    failure_reason,
+    proc_starttime,
+    read_json,
+    tail_bytes,
+    write_json_atomic,
+)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m vlmtui.core.supervise RUN_DIR -- COMMAND...", file=sys.stderr)
+        return 2
+    run_dir, command = Path(argv[0]), argv[2:]
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stop_signal: list[int] = []
+
+    def on_stop(signum: int, _frame: object) -> None:
+        # The group got it too (stop signals the group): just remember, keep waiting.
+        stop_signal.append(signum)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if os.getpgrp() != os.getpid():
+        os.setsid()
+    write_json_atomic(
+        run_dir / "supervisor.json",
+        {
+            "pid": os.getpid(),
+            "pgid": os.getpgrp(),
+            "starttime": proc_starttime(os.getpid()),
+            "argv": command,
+            "started": time.time(),
+        },
+    )
+    print(f"[vlmtui] {shlex.join(command)}", flush=True)
+    if stop_signal:  # stopped before it started
+        returncode = -stop_signal[0]
+    else:
+        try:
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            returncode = 127
+            print(f"[vlmtui] cannot start the command: {exc}", flush=True)
+        else:
+            returncode = child.wait()
+    sig = signal.Signals(-returncode).name if returncode < 0 else None
+    exit_info = {
+        "returncode": returncode,
+        "signal": sig,
+        "stop_requested": bool(stop_signal),
+        "ended": time.time(),
+    }
+    write_json_atomic(run_dir / "exit.json", exit_info)
+    status = read_json(run_dir / "status.json")
+    status = status if isinstance(status, dict) else {}
+    if status.get("state") not in FINAL:
+        if stop_signal:
+            name = signal.Signals(stop_signal[0]).name
+            status.update(state="stopped", error=f"stopped by {name}")
+        else:
+            tail = tail_bytes(run_dir / "output.log").decode("utf-8", errors="replace")
+            status.update(state="failed", error=failure_reason(exit_info, tail))
+        status.update(exit_code=returncode, updated=time.time())
+        write_json_atomic(run_dir / "status.json", status)
+    how = f"signal {sig}" if sig else f"code {returncode}"
+    print(f"[vlmtui] command ended with {how}; state {status.get('state')}", flush=True)
+    return 128 + (-returncode) if returncode < 0 else returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
