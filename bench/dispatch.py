@@ -65,10 +65,10 @@ def main() -> int:
     os.environ["VLMTUI_NVML"] = "off"
 
     from vlmtui.core.fleet import launch as launch_mod
-    from vlmtui.core.fleet.gpus import query_host, query_hosts
     from vlmtui.core.fleet.hosts import get_host, save_host
     from vlmtui.core.fleet.launch import LaunchRequest, launch
-    from vlmtui.core.fleet.runs import Registry
+    from vlmtui.core.fleet.registry import Registry
+    from vlmtui.core.fleet.status import query_hosts
 
     servers = [start_sshd(root / f"sshd{i}") for i in range(4)]
     names = [f"loop{i}" for i in range(4)]
@@ -81,8 +81,8 @@ def main() -> int:
         save_host(f"smi{name[-1]}", **{**table, "python": "/nonexistent/python"})
     (root / "model").mkdir()
     (root / "data").mkdir()
-    launch_mod.train_command = lambda host, req, run_dir, gpus, nproc: [  # type: ignore[assignment]
-        *host.python_argv(), "-c", "import time; time.sleep(60)",
+    launch_mod.train_command = lambda python_argv, targs: [  # type: ignore[assignment]
+        *python_argv, "-c", "import time; time.sleep(60)",
     ]  # fmt: skip
     hosts = [get_host(n) for n in names]
     pids: list[int] = []
@@ -119,10 +119,10 @@ def main() -> int:
             one, series, parallel = [], [], []
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                assert query_host(group[0]).source == label.split(",")[0]
+                assert group[0].query_gpus().source == label.split(",")[0]
                 one.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                results = [query_host(h) for h in group]
+                results = [h.query_gpus() for h in group]
                 series.append(time.perf_counter() - start)
                 assert all(r.reachable and len(r.gpus) == 4 for r in results), results
                 start = time.perf_counter()

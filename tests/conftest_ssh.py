@@ -137,9 +137,10 @@ def standin_train(_standin_script: Path, monkeypatch: pytest.MonkeyPatch) -> Cal
     from vlmtui.core.fleet.shell import HomePath
 
     def use(mode: str = "ok", steps: int = 5, step_s: float = 0.2) -> None:
-        def command(host, req, run_dir, gpus, nproc):  # same signature as train_command
-            args = [str(_standin_script), HomePath(run_dir), mode, str(steps), str(step_s)]
-            return [*host.python_argv(), *args, "--model", req.model, "--data", req.data]
+        def command(python_argv, targs):  # same signature as train_command
+            args = [str(_standin_script), HomePath(targs.run_dir), mode, str(steps), str(step_s)]
+            recipes = [a for path in targs.recipe_files for a in ("--recipes", HomePath(path))]
+            return [*python_argv, *args, "--model", targs.model, "--data", targs.data, *recipes]
 
         monkeypatch.setattr(launch_mod, "train_command", command)
 

@@ -290,7 +290,7 @@ def test_compare_table(run_dirs, capsys, monkeypatch):
 def test_runs_are_found_by_registry_id(run_dirs, tmp_path, capsys):
     import time
 
-    from vlmtui.core.fleet.runs import Registry, RunRecord
+    from vlmtui.core.fleet.registry import Registry, RunRecord
 
     r1 = run_dirs[0]
     reg = Registry()

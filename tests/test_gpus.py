@@ -14,11 +14,12 @@ import pytest
 
 from sshd import NVIDIA_SMI_DIR
 from vlmtui.cli import main
-from vlmtui.core.fleet import gpus as gpus_mod
 from vlmtui.core.fleet import nvml as nvml_mod
-from vlmtui.core.fleet.gpus import FreeRule, Gpu, GpuProcess, local_gpus, parse_smi, query_hosts
-from vlmtui.core.fleet.hosts import HostConfig, LocalHost, get_host, save_host
-from vlmtui.core.fleet.runs import Registry, RunRecord
+from vlmtui.core.fleet.gpus import local_gpus, parse_smi
+from vlmtui.core.fleet.hosts import HostConfig, SshHost, get_host, save_host
+from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.fleet.snapshot import FreeRule, Gpu, GpuProcess
+from vlmtui.core.fleet.status import query_hosts
 
 
 def recorded(scenario: str) -> tuple[str, str]:
@@ -175,19 +176,17 @@ def test_cli_gpus_json_shape_and_reservations(fake_local_gpus, capsys):
     assert host["gpus"][1]["processes"][0]["pid"] == 48213
 
 
-class SlowScriptHost(LocalHost):
-    """Runs the *remote* query path on this machine, after a delay: a slow remote host."""
+class SlowScriptHost(SshHost):
+    """The SSH kind's query path with its transport swapped for a local sh that first sleeps:
+    a slow remote host, without an sshd per host."""
 
     def __init__(self, name: str, delay_s: float, timeout: float = 10.0) -> None:
-        super().__init__(HostConfig(name=name, python=sys.executable, timeout=timeout))
+        config = HostConfig(name=name, target="slow", python=sys.executable, timeout=timeout)
+        super().__init__(config)
         self.delay_s = delay_s
 
-    @property
-    def is_local(self) -> bool:
-        return False
-
-    def run(self, script, *, timeout=None, input=None):
-        return super().run(f"sleep {self.delay_s}\n{script}", timeout=timeout, input=input)
+    def _argv(self, script: str) -> list[str]:
+        return ["/bin/sh", "-c", f"sleep {self.delay_s}\n{script}"]
 
 
 def test_hosts_are_queried_in_parallel_each_bounded_by_its_timeout(fake_local_gpus):
@@ -219,7 +218,7 @@ def test_remote_gpus_through_nvidia_smi_when_no_vlmtui_there(ssh_host, sshd_serv
     table = sshd_server.host_table(ssh_host.workdir, python="/usr/bin/python3")
     table["env"] = {**table["env"], "NVIDIA_SMI_SCENARIO": scenario}
     save_host("plain", **table)
-    status = gpus_mod.query_host(get_host("plain"))
+    status = get_host("plain").query_gpus()
     assert status.reachable
     if scenario == "nodriver":
         assert status.gpus == () and "couldn't communicate" in status.note
@@ -238,5 +237,5 @@ def test_remote_without_vlmtui_or_nvidia_smi(ssh_host, sshd_server):
     table = sshd_server.host_table(ssh_host.workdir, python="/usr/bin/python3")
     table["env"] = {"PATH": "/usr/bin:/bin"}
     save_host("bare", **table)
-    status = gpus_mod.query_host(get_host("bare"))
+    status = get_host("bare").query_gpus()
     assert status.reachable and status.gpus == () and "no nvidia-smi" in status.note

@@ -13,15 +13,8 @@ import pytest
 
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
-from vlmtui.core.fleet.hosts import (
-    LOCAL,
-    check_host,
-    get_host,
-    hosts_file,
-    load_hosts,
-    remove_host,
-    save_host,
-)
+from vlmtui.core.fleet.check import check_host
+from vlmtui.core.fleet.hosts import LOCAL, get_host, hosts_file, load_hosts, remove_host, save_host
 from vlmtui.core.fleet.shell import HomePath, join, quote_path, ssh_argv, ssh_base
 
 VLMTUI = [sys.executable, "-m", "vlmtui"]

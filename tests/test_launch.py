@@ -20,9 +20,11 @@ import pytest
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.hosts import get_host
-from vlmtui.core.fleet.launch import LaunchRequest, LogTail, launch, parse_gpu_spec, stop_run
+from vlmtui.core.fleet.launch import LaunchRequest, launch, parse_gpu_spec
+from vlmtui.core.fleet.logs import LogTail
 from vlmtui.core.fleet.onhost import hostprobe
-from vlmtui.core.fleet.runs import Registry, get_run
+from vlmtui.core.fleet.registry import Registry
+from vlmtui.core.fleet.runs import get_run, stop_run
 
 RECIPE = "r1-llm-only"
 
@@ -217,11 +219,11 @@ def test_gpu_choice_and_reservations(standin_train, paths, fake_local_gpus):
 
 
 def test_several_gpus_run_one_torchrun_job(standin_train, paths, fake_local_gpus):
-    from vlmtui.core.fleet.launch import train_command
+    from vlmtui.core.fleet.launchscript import TrainArgs, train_command
 
     host = get_host("local")
-    req = LaunchRequest(recipe=RECIPE, model="/m", data="/d", gpu="0,3")
-    cmd = train_command(host, req, "/r", ("0", "3"), 2)
+    targs = TrainArgs(recipe=RECIPE, model="/m", data="/d", run_dir="/r", gpus=("0", "3"), nproc=2)
+    cmd = train_command(host.python_argv(), targs)
     i = cmd.index("torch.distributed.run")
     assert cmd[i + 1 : i + 4] == ["--standalone", "--nproc_per_node", "2"]
     assert cmd[i + 4 : i + 7] == ["-m", "vlmtui", "train"] and "--gpu" not in cmd
@@ -249,8 +251,8 @@ from vlmtui.core.fleet import launch as L
 from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.shell import HomePath
 script, model, data = sys.argv[1:4]
-L.train_command = lambda host, req, run_dir, gpus, nproc: [
-    *host.python_argv(), script, HomePath(run_dir), "ok", "500", "0.1"]
+L.train_command = lambda python_argv, targs: [
+    *python_argv, script, HomePath(targs.run_dir), "ok", "500", "0.1"]
 try:
     r = L.launch(L.LaunchRequest(recipe="r1-llm-only", model=model, data=data, gpu="auto"))
     print("GPU", r.gpu)

@@ -13,7 +13,8 @@ import pytest
 from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.hosts import save_host
 from vlmtui.core.fleet.onhost import hostprobe
-from vlmtui.core.fleet.runs import Registry, RunRecord, judge, list_runs
+from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.fleet.runs import judge, list_runs
 
 
 def record(run_id: str = "20250101-000000-abcd", **kw) -> RunRecord:
@@ -32,7 +33,7 @@ def record(run_id: str = "20250101-000000-abcd", **kw) -> RunRecord:
 
 WRITER = """
 import sys, time
-from vlmtui.core.fleet.runs import Registry, RunRecord
+from vlmtui.core.fleet.registry import Registry, RunRecord
 w, n = int(sys.argv[1]), int(sys.argv[2])
 reg = Registry()
 for i in range(n):

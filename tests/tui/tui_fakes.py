@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from vlmtui.core.fleet.gpus import CPU, Gpu, GpuProcess, HostGpus
 from vlmtui.core.fleet.runs import RunView
+from vlmtui.core.fleet.snapshot import CPU, Gpu, GpuProcess, HostGpus
 from vlmtui.tui.sources import Sources
 
 H100_MIB = 81559.0

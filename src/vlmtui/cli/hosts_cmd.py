@@ -43,7 +43,8 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 
 
 def run_gpus(args: argparse.Namespace) -> int:
-    from vlmtui.core.fleet.gpus import gpu_status, local_gpus
+    from vlmtui.core.fleet.gpus import local_gpus
+    from vlmtui.core.fleet.status import gpu_status
 
     statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
     if args.json:
@@ -92,7 +93,8 @@ def run_hosts(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from vlmtui.core.fleet.hosts import check_host, get_host
+    from vlmtui.core.fleet.check import check_host
+    from vlmtui.core.fleet.hosts import get_host
 
     result = check_host(get_host(args.name))
     if args.json:

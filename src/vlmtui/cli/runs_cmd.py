@@ -92,7 +92,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from vlmtui.core.fleet.launch import follow_log
+    from vlmtui.core.fleet.logs import follow_log
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -103,7 +103,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    from vlmtui.core.fleet.launch import stop_run
+    from vlmtui.core.fleet.runs import stop_run
 
     result = stop_run(args.run, grace_s=args.grace)
     if args.json:

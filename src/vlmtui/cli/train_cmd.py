@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--data: {args.data} does not exist")
     status = args.output / "status.json"
     if status.exists() and not args.resume:
-        from vlmtui.core.training.progress import read_status
+        from vlmtui.core.rundir import read_status
 
         state = (read_status(args.output) or {}).get("state")
         if state not in (None, "pending"):

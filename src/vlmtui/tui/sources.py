@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlmtui.core.training.progress import last_step_event
-
 
 class LogReader(Protocol):
     """Reads a run's output incrementally: each call returns only the new bytes."""
@@ -24,7 +22,7 @@ class LogReader(Protocol):
 
 
 def _gpu_status() -> list[Any]:
-    from vlmtui.core.fleet.gpus import gpu_status
+    from vlmtui.core.fleet.status import gpu_status
 
     return gpu_status()
 
@@ -42,14 +40,14 @@ def _launch(req: Any) -> Any:
 
 
 def _stop(run_id: str) -> Any:
-    from vlmtui.core.fleet.launch import stop_run
+    from vlmtui.core.fleet.runs import stop_run
 
     return stop_run(run_id, grace_s=10.0)
 
 
 def _open_log(run_id: str) -> LogReader:
-    from vlmtui.core.fleet.launch import LogTail
-    from vlmtui.core.fleet.runs import Registry
+    from vlmtui.core.fleet.logs import LogTail
+    from vlmtui.core.fleet.registry import Registry
 
     tail = LogTail(Registry().get(run_id))
     tail.skip_to_tail()
@@ -57,7 +55,7 @@ def _open_log(run_id: str) -> LogReader:
 
 
 def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    from vlmtui.core.fleet.runs import read_events_and_eval
+    from vlmtui.core.fleet.logs import read_events_and_eval
 
     return read_events_and_eval(host, run_dir)
 
@@ -107,18 +105,3 @@ class Sources:
     runs_interval_s: float = 2.0
     """Seconds between registry refreshes."""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def losses(events: list[dict[str, Any]]) -> tuple[tuple[int, float], ...]:
-    """(step, loss) of every step event."""
-    return tuple(
-        (int(e["step"]), float(e["loss"]))
-        for e in events
-        if "step" in e and isinstance(e.get("loss"), (int, float))
-    )
-
-
-def elapsed_of(events: list[dict[str, Any]]) -> float | None:
-    last = last_step_event(events)
-    value = last.get("elapsed_s") if last else None
-    return float(value) if isinstance(value, (int, float)) else None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.rundir import FINAL_STATES, elapsed_of, losses
 from vlmtui.tui import inspection
 from vlmtui.tui.messages import (
     DemoState,
@@ -25,7 +26,7 @@ from vlmtui.tui.messages import (
     RunsRefreshed,
     TreeReady,
 )
-from vlmtui.tui.sources import Sources, elapsed_of, losses
+from vlmtui.tui.sources import Sources
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     _Base = App[None]
 else:
     _Base = object
-
-FINAL = ("finished", "failed", "stopped")
 
 
 class WorkersMixin(_Base):
@@ -93,7 +92,7 @@ class WorkersMixin(_Base):
             fresh: dict[str, RunDetail] = {}
             for run in runs:
                 cached = self._details.get(run.id)
-                if cached is not None and run.state in FINAL and cached.eval_metrics:
+                if cached is not None and run.state in FINAL_STATES and cached.eval_metrics:
                     continue
                 if not run.reachable:
                     continue

@@ -24,7 +24,7 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.eval.boxparse import ParseResult, parse_boxes
 from vlmtui.core.eval.metrics import detection_metrics, parse_summary
 from vlmtui.core.families import Family
-from vlmtui.core.training.progress import last_step_event, read_events, read_json, write_json_atomic
+from vlmtui.core.rundir import last_step_event, read_events, read_json, write_json_atomic
 
 EVAL_JSON = "eval.json"
 PREDICTIONS_JSONL = "eval_predictions.jsonl"
@@ -41,7 +41,7 @@ def resolve_run(run: str | Path) -> Path:
         return path
     if isinstance(run, Path) or "/" in str(run) or str(run).startswith("."):
         raise BadInput(f"{run}: no such run directory")
-    from vlmtui.core.fleet.runs import Registry
+    from vlmtui.core.fleet.registry import Registry
 
     record = Registry().get(str(run))  # BadInput when unknown or ambiguous
     run_dir = Path(record.run_dir)

@@ -1,16 +1,19 @@
 """The `Host` interface: run a shell script on a machine, this one or one reached over SSH.
 
 `local` always exists; the others come from hosts.toml (see `hostsconfig.py`). They are
-reached with the system OpenSSH client (see `sshcmd.py`). Callers — gpus, launch, the
-registry, the TUI — only see `Host`: `run` a POSIX sh script, `run_python` a stdlib-only
-source on the host's interpreter, and they never ask which kind it is. A host that cannot
-be reached gives a `CommandResult` whose `transport_error` says why, within the host's
-timeout; nothing raises for it.
+reached with the system OpenSSH client (see `shell.py`). Callers — launch, the registry, the
+TUI — only see `Host`: `run` a POSIX sh script, `call_probe` an operation of
+`onhost/hostprobe.py`, `read_bytes`/`size` of a file, `query_gpus`, `launch_paths`. Only this
+module knows whether a host is this machine: the local kind answers in-process, the SSH kind
+ships the same stdlib-only code over the shared connection. A host that cannot be reached
+gives a `CommandResult` whose `transport_error` says why (or `HostUnreachable` from the
+higher-level calls), within the host's timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -18,11 +21,12 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from vlmtui.core.errors import BadInput
-from vlmtui.core.fleet.gpus import HostGpus
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet import gpus
 from vlmtui.core.fleet.hostsconfig import (
     LOCAL,
     HostConfig,
@@ -31,11 +35,13 @@ from vlmtui.core.fleet.hostsconfig import (
     remove_host,
     save_host,
 )
+from vlmtui.core.fleet.onhost import hostprobe
 from vlmtui.core.fleet.shell import (
     HomePath,
     check_name,
     env_prefix,
     join,
+    quote_path,
     ssh_argv,
     ssh_base,
     ssh_control_argv,
@@ -45,12 +51,11 @@ __all__ = [
     "LOCAL",
     "CommandResult",
     "Host",
-    "HostCheck",
     "HostConfig",
+    "HostUnreachable",
     "LocalHost",
     "SshHost",
     "all_hosts",
-    "check_host",
     "get_host",
     "hosts_file",
     "load_hosts",
@@ -58,6 +63,19 @@ __all__ = [
     "remove_host",
     "save_host",
 ]
+
+
+REMOTE_RUNS_DIR = "~/.local/share/vlmtui/runs"
+"""Run directories on a remote host without `runs_dir` or `workdir` in hosts.toml."""
+
+
+class HostUnreachable(WorkFailed):
+    """The host could not be asked (ssh failed, timed out): the answer is unknown, not no."""
+
+    def __init__(self, host: str, why: str) -> None:
+        super().__init__(f"host {host} is unreachable: {why}")
+        self.host = host
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -117,13 +135,39 @@ class Host(ABC):
         return self.config.name
 
     @property
-    def is_local(self) -> bool:
-        """For display only; behaviour must not depend on it outside this module."""
-        return self.config.is_local
+    def kind(self) -> str:
+        """`local` or `ssh`, for display (hosts list); behaviour never branches on it."""
+        return "local" if self.config.is_local else "ssh"
 
     @abstractmethod
     def describe(self) -> str:
         """Where the host is, for people: `this machine` or `user@host:port`."""
+
+    @abstractmethod
+    def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
+        """Run `hostprobe.OPS[op](**payload)` on the host; HostUnreachable when it can't."""
+
+    @abstractmethod
+    def read_bytes(self, path: str, offset: int, n: int) -> bytes:
+        """Up to `n` bytes of `path` from `offset`; b"" when the file does not exist (yet)."""
+
+    @abstractmethod
+    def size(self, path: str) -> int | None:
+        """Size of `path` in bytes; None when it does not exist."""
+
+    @abstractmethod
+    def query_gpus(self, timeout: float | None = None) -> gpus.HostGpus:
+        """This host's GPUs judged by its free rule (unreachable: `reachable=False`)."""
+
+    @abstractmethod
+    def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
+        """(workdir, model, data, run_dir) as the host should see them."""
+
+    @property
+    def needs_recipe_files(self) -> bool:
+        """Whether user recipe files must be copied into the run directory (the host does
+        not share this machine's config dir)."""
+        return True
 
     @abstractmethod
     def _argv(self, script: str) -> list[str]: ...
@@ -170,13 +214,49 @@ class Host(ABC):
 
 
 class LocalHost(Host):
-    """This machine: scripts run under /bin/sh."""
+    """This machine: scripts run under /bin/sh, probes and file reads in-process."""
 
     def describe(self) -> str:
         return "this machine"
 
     def _argv(self, script: str) -> list[str]:
         return ["/bin/sh", "-c", script]
+
+    def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
+        return hostprobe.OPS[op](**payload)
+
+    def read_bytes(self, path: str, offset: int, n: int) -> bytes:
+        try:
+            with open(os.path.expanduser(path), "rb") as fh:
+                fh.seek(offset)
+                return fh.read(n)
+        except FileNotFoundError:
+            return b""
+
+    def size(self, path: str) -> int | None:
+        try:
+            return os.path.getsize(os.path.expanduser(path))
+        except FileNotFoundError:
+            return None
+
+    def query_gpus(self, timeout: float | None = None) -> gpus.HostGpus:
+        return gpus.local_gpus(self.config.free_rule, self.name)
+
+    def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
+        from vlmtui.core.paths import runs_dir
+
+        c = self.config
+        workdir = os.path.expanduser(c.workdir) if c.workdir else os.getcwd()
+
+        def absolute(p: str) -> str:
+            return os.path.normpath(os.path.join(workdir, os.path.expanduser(p)))
+
+        base = absolute(c.runs_dir) if c.runs_dir else str(runs_dir())
+        return workdir, absolute(model), absolute(data), os.path.join(base, run_id)
+
+    @property
+    def needs_recipe_files(self) -> bool:
+        return False
 
 
 class SshHost(Host):
@@ -218,6 +298,49 @@ class SshHost(Host):
         m = re.search(r"pid=(\d+)", text)
         return int(m.group(1)) if rc == 0 and m else None
 
+    def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
+        # hostprobe is stdlib-only and self-contained, so its source runs on a host whatever
+        # vlmtui version (if any) is installed there.
+        src = Path(hostprobe.__file__).read_text(encoding="utf-8")
+        res = self.run_python(src, [op, json.dumps(payload)], timeout=timeout)
+        if res.transport_error:
+            raise HostUnreachable(self.name, res.transport_error)
+        if res.returncode != 0:
+            raise WorkFailed(f"{op} on {self.name} failed: {res.stderr.strip()[-300:]}")
+        return json.loads(res.stdout)
+
+    def read_bytes(self, path: str, offset: int, n: int) -> bytes:
+        script = f"tail -c +{int(offset) + 1} {quote_path(path)} 2>/dev/null | head -c {int(n)}"
+        res = self.run(script)
+        if res.transport_error:
+            raise HostUnreachable(self.name, res.transport_error)
+        return res.stdout_bytes
+
+    def size(self, path: str) -> int | None:
+        res = self.run(f"wc -c < {quote_path(path)} 2>/dev/null")
+        if res.transport_error:
+            raise HostUnreachable(self.name, res.transport_error)
+        text = res.stdout.strip()
+        return int(text) if res.returncode == 0 and text.isdigit() else None
+
+    def query_gpus(self, timeout: float | None = None) -> gpus.HostGpus:
+        start = time.perf_counter()
+        script = gpus.remote_query_script(self.python_argv())
+        res = self.run(script, timeout=timeout or self.config.timeout)
+        if res.transport_error:
+            result = gpus.HostGpus(name=self.name, reachable=False, error=res.transport_error)
+        else:
+            result = gpus.parse_remote_output(self.name, res.stdout, self.config.free_rule)
+        return replace(result, elapsed_s=time.perf_counter() - start)
+
+    def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
+        c = self.config
+        workdir = c.workdir or "~"
+        base = c.runs_dir or (f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR)
+        if not base.startswith(("/", "~")):
+            base = f"{workdir.rstrip('/')}/{base}"
+        return workdir, model, data, f"{base.rstrip('/')}/{run_id}"
+
 
 def make_host(config: HostConfig) -> Host:
     return LocalHost(config) if config.is_local else SshHost(config)
@@ -234,60 +357,3 @@ def get_host(name: str) -> Host:
 
 def all_hosts() -> list[Host]:
     return [make_host(c) for c in load_hosts().values()]
-
-
-# --- check ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostCheck:
-    """`vlmtui hosts check NAME`: can we reach it, which vlmtui it has, its GPUs."""
-
-    name: str
-    where: str
-    """`this machine` or the ssh destination."""
-    reachable: bool
-    error: str | None
-    latency_s: float | None
-    """One round trip (`true`) over the shared connection, in seconds."""
-    vlmtui_version: str | None
-    """`vlmtui --version` there; None when the configured python lacks vlmtui."""
-    python: str
-    gpus: HostGpus
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "where": self.where,
-            "reachable": self.reachable,
-            "error": self.error,
-            "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
-            "vlmtui_version": self.vlmtui_version,
-            "python": self.python,
-            "gpus": self.gpus.to_json(),
-        }
-
-
-def check_host(host: Host) -> HostCheck:
-    from vlmtui.core.fleet.gpus import query_host
-
-    res = host.run(join(host.vlmtui_argv("--version")) + " 2>&1")
-    if res.transport_error:
-        gpus = HostGpus(host.name, reachable=False, error=res.transport_error)
-        return HostCheck(
-            host.name, host.describe(), False, res.transport_error, None, None,
-            host.config.python, gpus,
-        )  # fmt: skip
-    version = res.stdout.strip().removeprefix("vlmtui ") if res.returncode == 0 else None
-    ping = host.run("true")
-    gpus = query_host(host)
-    return HostCheck(
-        name=host.name,
-        where=host.describe(),
-        reachable=gpus.reachable,
-        error=gpus.error,
-        latency_s=ping.elapsed_s,
-        vlmtui_version=version,
-        python=host.config.python,
-        gpus=gpus,
-    )

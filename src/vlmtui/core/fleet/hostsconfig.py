@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.fleet.gpus import FreeRule
 from vlmtui.core.fleet.shell import ENV_NAME_RE, check_name, check_path, check_target
+from vlmtui.core.fleet.snapshot import FreeRule
 from vlmtui.core.paths import config_dir
 
 LOCAL = "local"

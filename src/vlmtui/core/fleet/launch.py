@@ -19,27 +19,24 @@ launches at once — from two processes — never land on the same GPU.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from vlmtui.core.errors import BadInput, WorkFailed
-from vlmtui.core.fleet.gpus import CPU, Gpu, HostGpus, query_host
-from vlmtui.core.fleet.hosts import get_host
+from vlmtui.core.fleet.hosts import Host, get_host
 from vlmtui.core.fleet.launchscript import (
     SCRIPT_ERRORS,
+    LaunchPlan,
+    TrainArgs,
     launch_script,
-    recipe_files_for,
-    run_paths,
     train_command,
 )
-from vlmtui.core.fleet.onhost import hostprobe
-from vlmtui.core.fleet.runs import Registry, RunRecord
-from vlmtui.core.fleet.shell import HomePath, check_name, check_path, quote_path
+from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.fleet.shell import check_name, check_path
+from vlmtui.core.fleet.snapshot import CPU, Gpu, HostGpus
 
 
 @dataclass(frozen=True)
@@ -158,6 +155,17 @@ def _reserving(
     return check
 
 
+def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
+    """(file name, TOML text) of the user recipe files the host needs for this recipe."""
+    from vlmtui.core.recipes.recipe import get_recipe, user_recipe_dir
+
+    recipe = get_recipe(recipe_name)
+    if recipe.source == "built-in" or not host.needs_recipe_files:
+        return []
+    files = sorted(user_recipe_dir().glob("*.toml"))
+    return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
+
+
 def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
     """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
     start = time.perf_counter()
@@ -176,7 +184,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
     spec = parse_gpu_spec(req.gpu)
     status = None
     if spec != CPU:
-        status = query_host(host)
+        status = host.query_gpus()
         if not status.reachable:
             raise WorkFailed(f"host {host.name} is unreachable: {status.error}")
         if spec == "auto" and not status.gpus:
@@ -192,7 +200,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
 
     for _attempt in range(5):
         run_id = new_run_id()
-        workdir, model, data, run_dir = run_paths(host, req, run_id)
+        workdir, model, data, run_dir = host.launch_paths(req.model, req.data, run_id)
         base = RunRecord(
             id=run_id, recipe=req.recipe, host=host.name, gpus=CPU, run_dir=run_dir,
             created=time.time(), state="launching", model=model, data=data,
@@ -212,17 +220,21 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
         raise WorkFailed("could not allocate a run id")
     gpus = tuple(record.gpus.split(","))
     nproc = (req.nproc or 1) if gpus == (CPU,) else len(gpus)
-    command = train_command(host, replace(req, model=model, data=data), run_dir, gpus, nproc)
-    for name, _ in recipe_files:
-        command += ["--recipes", HomePath(f"{run_dir}/recipes/{name}")]
+    args = TrainArgs(
+        recipe=req.recipe, model=model, data=data, run_dir=run_dir, gpus=gpus, nproc=nproc,
+        max_steps=req.max_steps,
+        recipe_files=tuple(f"{run_dir}/recipes/{name}" for name, _ in recipe_files),
+    )  # fmt: skip
+    command = train_command(host.python_argv(), args)
     env = {"PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     env["CUDA_VISIBLE_DEVICES"] = "" if gpus == (CPU,) else ",".join(gpus)
-    script = launch_script(
-        host, workdir=workdir, model=model, data=data, run_dir=run_dir, run_id=run_id,
-        command=command, env=env, recipe_files=recipe_files,
+    plan = LaunchPlan(
+        python_argv=tuple(host.python_argv()), workdir=workdir, model=model, data=data,
+        run_dir=run_dir, run_id=run_id, command=tuple(command), env=tuple(env.items()),
+        recipe_files=tuple(recipe_files),
         check_python=status is None or status.source != "vlmtui",
     )  # fmt: skip
-    res = host.run(script)
+    res = host.run(launch_script(plan))
     out = res.stdout
     if res.transport_error or "@@ok " not in out:
         registry.delete(run_id)
@@ -251,148 +263,3 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
         elapsed_s=time.perf_counter() - start,
         command=tuple(command),
     )
-
-
-# --- stop -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StopResult:
-    run_id: str
-    was_running: bool
-    """False when the run had already ended (its state is then unchanged)."""
-    killed: bool
-    """True when the grace period ran out and the group got SIGKILL."""
-    state: str
-    """The run's state afterwards (`stopped`, or the final state it already had)."""
-
-
-def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = None) -> StopResult:
-    """SIGTERM to the run's process group; SIGKILL after `grace_s`; the run ends `stopped`."""
-    registry = registry or Registry()
-    rec = registry.get(run_id)
-    host = get_host(rec.host)
-    if rec.pid is None:
-        raise WorkFailed(f"run {rec.id} has no process yet (still launching); try again")
-    if host.is_local:
-        result = hostprobe.stop(rec.run_dir, rec.pid, grace_s)
-    else:
-        args = json.dumps({"run_dir": rec.run_dir, "pid": rec.pid, "grace_s": grace_s})
-        src = Path(hostprobe.__file__).read_text(encoding="utf-8")
-        res = host.run_python(src, ["stop", args], timeout=grace_s + host.config.timeout + 15)
-        if res.transport_error or res.returncode != 0:
-            why = res.transport_error or res.stderr.strip()[-300:]
-            raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {why}")
-        result = json.loads(res.stdout)
-    status = result.get("status") or {}
-    state = status.get("state") or rec.state
-    changes = {"state": state, "error": status.get("error"), "checked": time.time()}
-    if result.get("last"):
-        changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
-    if state in ("finished", "failed", "stopped"):
-        registry.update(rec.id, **changes)
-    return StopResult(rec.id, bool(result.get("was_running")), bool(result.get("killed")), state)
-
-
-# --- logs -------------------------------------------------------------------------------------
-
-
-class LogTail:
-    """Reads a run's output.log incrementally: each `read` returns only the bytes added since
-    the previous one (remote: `tail -c +OFFSET` over the shared connection)."""
-
-    def __init__(self, record: RunRecord, offset: int = 0) -> None:
-        self.record = record
-        self.offset = offset
-        self._host = get_host(record.host)
-        self._path = f"{record.run_dir}/output.log"
-        self._drop_partial_line = False
-
-    def skip_to_tail(self, keep_bytes: int = 256 << 10) -> None:
-        """Start the next read `keep_bytes` before the end, at a line start: a view that holds
-        a few thousand lines need not fetch a long backlog (one round trip per MiB remotely)."""
-        if self._host.is_local:
-            try:
-                size = os.path.getsize(self._path)
-            except FileNotFoundError:
-                return
-        else:
-            res = self._host.run(f"wc -c < {quote_path(self._path)} 2>/dev/null")
-            if res.transport_error:
-                raise WorkFailed(f"host {self._host.name} is unreachable: {res.transport_error}")
-            size = int(res.stdout.strip() or 0)
-        if size > keep_bytes:
-            self.offset = size - keep_bytes
-            self._drop_partial_line = True
-
-    def read(self, max_bytes: int = 1 << 20) -> bytes:
-        chunk = self._read(max_bytes)
-        if self._drop_partial_line and chunk:
-            cut = chunk.find(b"\n")
-            if cut >= 0:
-                self._drop_partial_line = False
-                return chunk[cut + 1 :]
-            return b""
-        return chunk
-
-    def _read(self, max_bytes: int) -> bytes:
-        if self._host.is_local:
-            try:
-                with open(self._path, "rb") as fh:
-                    fh.seek(self.offset)
-                    chunk = fh.read(max_bytes)
-            except FileNotFoundError:
-                chunk = b""
-        else:
-            script = (
-                f"tail -c +{self.offset + 1} {quote_path(self._path)} 2>/dev/null"
-                f" | head -c {int(max_bytes)}"
-            )
-            res = self._host.run(script)
-            if res.transport_error:
-                raise WorkFailed(f"host {self._host.name} is unreachable: {res.transport_error}")
-            chunk = res.stdout_bytes
-        self.offset += len(chunk)
-        return chunk
-
-
-def follow_log(
-    run_id: str,
-    write: Callable[[bytes], None],
-    *,
-    follow: bool = False,
-    interval_s: float = 0.5,
-    registry: Registry | None = None,
-) -> str:
-    """Copy the run's log to `write`; with `follow`, keep going until the run has ended and
-    its log is drained. Returns the run's state at the end."""
-    from vlmtui.core.fleet.runs import FINAL_STATES, reconcile
-
-    registry = registry or Registry()
-    rec = registry.get(run_id)
-    tail = LogTail(rec)
-    state = reconcile([rec], registry)[0].state
-    last_check = time.monotonic()
-    while True:
-        chunk = tail.read()
-        if chunk:
-            write(chunk)
-            continue
-        if not follow or state in FINAL_STATES:
-            return state
-        time.sleep(interval_s)
-        if time.monotonic() - last_check > 2.0:
-            state = reconcile([registry.get(rec.id)], registry)[0].state
-            last_check = time.monotonic()
-
-
-__all__ = [
-    "LaunchRequest",
-    "LaunchResult",
-    "LogTail",
-    "StopResult",
-    "follow_log",
-    "launch",
-    "parse_gpu_spec",
-    "stop_run",
-]

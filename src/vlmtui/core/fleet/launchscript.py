@@ -9,91 +9,75 @@ it is quoted (`sshcmd.join` / `quote_path`), so a path with shell metacharacters
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from vlmtui.core.fleet.gpus import CPU
 from vlmtui.core.fleet.shell import HomePath, join, quote_path
-
-if TYPE_CHECKING:
-    from vlmtui.core.fleet.hosts import Host
-    from vlmtui.core.fleet.launch import LaunchRequest
-
-REMOTE_RUNS_DIR = "~/.local/share/vlmtui/runs"
-"""Run directories on a remote host without `runs_dir` or `workdir` in hosts.toml."""
+from vlmtui.core.fleet.snapshot import CPU
+from vlmtui.core.rundir import OUTPUT_LOG, STATUS
 
 
-def run_paths(host: Host, req: LaunchRequest, run_id: str) -> tuple[str, str, str, str]:
-    """(workdir, model, data, run_dir) as the host should see them."""
-    c = host.config
-    if host.is_local:
-        workdir = os.path.expanduser(c.workdir) if c.workdir else os.getcwd()
+@dataclass(frozen=True)
+class TrainArgs:
+    """What `vlmtui train` is told on the host."""
 
-        def absolute(p: str) -> str:
-            return os.path.normpath(os.path.join(workdir, os.path.expanduser(p)))
-
-        from vlmtui.core.paths import runs_dir
-
-        base = absolute(c.runs_dir) if c.runs_dir else str(runs_dir())
-        return workdir, absolute(req.model), absolute(req.data), os.path.join(base, run_id)
-    workdir = c.workdir or "~"
-    base = c.runs_dir or (f"{workdir.rstrip('/')}/runs" if c.workdir else REMOTE_RUNS_DIR)
-    if not base.startswith(("/", "~")):
-        base = f"{workdir.rstrip('/')}/{base}"
-    return workdir, req.model, req.data, f"{base.rstrip('/')}/{run_id}"
+    recipe: str
+    model: str
+    data: str
+    run_dir: str
+    gpus: tuple[str, ...]
+    """GPU indices as strings, or (`cpu`,)."""
+    nproc: int = 1
+    """Processes; torchrun when > 1."""
+    max_steps: int | None = None
+    recipe_files: tuple[str, ...] = ()
+    """Recipe files copied into the run directory, passed as `--recipes`."""
 
 
-def train_command(
-    host: Host, req: LaunchRequest, run_dir: str, gpus: tuple[str, ...], nproc: int
-) -> list[str]:
+def train_command(python_argv: Sequence[str], args: TrainArgs) -> list[str]:
     """The command line the supervisor runs: `vlmtui train`, under torchrun when nproc > 1."""
-    py = host.python_argv()
-    args = ["train", "--recipe", req.recipe, "--model", HomePath(req.model)]
-    args += ["--data", HomePath(req.data), "--output", HomePath(run_dir)]
-    if gpus == (CPU,):
-        args += ["--gpu", CPU]
-    elif len(gpus) == 1:
-        args += ["--gpu", gpus[0]]
-    if req.max_steps is not None:
-        args += ["--max-steps", str(req.max_steps)]
-    if nproc > 1:
-        dist = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-        return [*py, *dist, "-m", "vlmtui", *args]
-    return [*py, "-m", "vlmtui", *args]
+    py = list(python_argv)
+    argv = ["train", "--recipe", args.recipe, "--model", HomePath(args.model)]
+    argv += ["--data", HomePath(args.data), "--output", HomePath(args.run_dir)]
+    if args.gpus == (CPU,):
+        argv += ["--gpu", CPU]
+    elif len(args.gpus) == 1:
+        argv += ["--gpu", args.gpus[0]]
+    if args.max_steps is not None:
+        argv += ["--max-steps", str(args.max_steps)]
+    for path in args.recipe_files:
+        argv += ["--recipes", HomePath(path)]
+    if args.nproc > 1:
+        dist = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc)]
+        return [*py, *dist, "-m", "vlmtui", *argv]
+    return [*py, "-m", "vlmtui", *argv]
 
 
-def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
-    """(file name, TOML text) of the user recipe files a remote host needs for this recipe."""
-    from vlmtui.core.recipes.recipe import get_recipe, user_recipe_dir
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything the start script needs, as the host should see it."""
 
-    recipe = get_recipe(recipe_name)
-    if recipe.source == "built-in" or host.is_local:
-        return []
-    files = sorted(user_recipe_dir().glob("*.toml"))
-    return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
+    python_argv: tuple[str, ...]
+    workdir: str
+    model: str
+    data: str
+    run_dir: str
+    run_id: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    recipe_files: tuple[tuple[str, str], ...] = ()
+    """(file name, TOML text) written into RUN_DIR/recipes/."""
+    check_python: bool = True
+    """False skips the import check of vlmtui (the GPU query just ran it there)."""
 
 
-def launch_script(
-    host: Host,
-    *,
-    workdir: str,
-    model: str,
-    data: str,
-    run_dir: str,
-    run_id: str,
-    command: list[str],
-    env: dict[str, str],
-    recipe_files: Sequence[tuple[str, str]] = (),
-    check_python: bool = True,
-) -> str:
-    """The sh script that checks the paths, writes the pending status and starts the run.
-
-    `check_python=False` skips the import check of vlmtui (the GPU query just ran it there)."""
-    rd = quote_path(run_dir)
-    wd = quote_path(workdir)
-    py = join(host.python_argv())
+def launch_script(plan: LaunchPlan) -> str:
+    """The sh script that checks the paths, writes the pending status and starts the run."""
+    rd = quote_path(plan.run_dir)
+    wd = quote_path(plan.workdir)
+    model, data, run_id = plan.model, plan.data, plan.run_id
+    py = join(plan.python_argv)
     find = "import importlib.util as u,sys;sys.exit(0 if u.find_spec('vlmtui') else 5)"
     pending = json.dumps({"state": "pending", "run_id": run_id, "updated": time.time()})
     lines = [
@@ -102,21 +86,21 @@ def launch_script(
         f"[ -e {quote_path(data)} ] || {{ echo '@@error data'; exit 3; }}",
         f"[ ! -e {rd} ] || {{ echo '@@error exists'; exit 3; }}",
         f"mkdir -p -- {rd} || {{ echo '@@error rundir'; exit 3; }}",
-        f"printf '%s\\n' {join([pending])} > {rd}/.status.json.tmp",
-        f"mv -f -- {rd}/.status.json.tmp {rd}/status.json",
+        f"printf '%s\\n' {join([pending])} > {rd}/.{STATUS}.tmp",
+        f"mv -f -- {rd}/.{STATUS}.tmp {rd}/{STATUS}",
     ]
-    if check_python:
+    if plan.check_python:
         lines.insert(
             3, f"{py} -I -c {join([find])} >/dev/null 2>&1 || {{ echo '@@error python'; exit 3; }}"
         )
-    if recipe_files:
+    if plan.recipe_files:
         lines.append(f"mkdir -p -- {rd}/recipes")
-        for name, text in recipe_files:
+        for name, text in plan.recipe_files:
             lines.append(f"printf '%s' {join([text])} > {rd}/recipes/{join([name])}")
-    envs = [f"{k}={v}" for k, v in env.items()]
-    sup = join(["env", *envs, *host.python_argv(), "-m", "vlmtui.core.supervise"])
+    envs = [f"{k}={v}" for k, v in plan.env]
+    sup = join(["env", *envs, *plan.python_argv, "-m", "vlmtui.core.supervise"])
     lines += [
-        f"nohup {sup} {rd} -- {join(command)} > {rd}/output.log 2>&1 < /dev/null &",
+        f"nohup {sup} {rd} -- {join(plan.command)} > {rd}/{OUTPUT_LOG} 2>&1 < /dev/null &",
         f'echo "@@ok $! $(cd -- {rd} && pwd -P)"',
     ]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,8 @@
-"""Run registry (SQLite in WAL mode, in the data dir) and state reconciliation.
+"""Reconciling the registry with the hosts: the state of each run, and stopping one.
 
-A row is written when a run is launched: id, recipe, host, GPUs, pid, run dir, created. The
-run's state is never trusted from the row alone: `list_runs` asks each host (in parallel,
-one round trip per host) for the run's status.json and whether its process group is alive,
-and derives the state:
+The run's state is never trusted from the registry row alone: `list_runs` asks each host (in
+parallel, one round trip per host) for the run's status.json and whether its process group is
+alive, and derives the state:
 
 - status.json has a final state (finished / failed / stopped) → that state;
 - the process is alive → the state status.json gives (pending / loading / training / saving);
@@ -11,90 +10,25 @@ and derives the state:
   "CUDA out of memory" found in the log tail);
 - the host cannot be reached → `unknown` (not failed: the run may be fine).
 
-Conclusive results are cached in the row, so finished runs are not probed again. The TUI and
-several CLI processes may write at once: every write is a short `BEGIN IMMEDIATE`
-transaction with a busy timeout, retried on "database is locked".
+Conclusive results are cached in the row, so finished runs are not probed again.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from vlmtui.core.errors import BadInput
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet.hosts import HostUnreachable, get_host
 from vlmtui.core.fleet.onhost import hostprobe
-from vlmtui.core.paths import data_dir
+from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.rundir import FINAL_STATES
 
-FINAL_STATES = ("finished", "failed", "stopped")
-ACTIVE_STATES = ("launching", "pending", "loading", "training", "saving")
 LAUNCH_GRACE_S = 120.0
 """A row still without a pid after this long is a launch that never completed."""
-
-T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    recipe TEXT NOT NULL,
-    host TEXT NOT NULL,
-    gpus TEXT NOT NULL,
-    nproc INTEGER NOT NULL DEFAULT 1,
-    model TEXT NOT NULL DEFAULT '',
-    data TEXT NOT NULL DEFAULT '',
-    max_steps INTEGER,
-    run_dir TEXT NOT NULL,
-    pid INTEGER,
-    created REAL NOT NULL,
-    state TEXT NOT NULL,
-    step INTEGER,
-    loss REAL,
-    error TEXT,
-    checked REAL,
-    command TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS runs_host_state ON runs(host, state);
-"""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One registry row: what was launched, plus the last conclusively known state."""
-
-    id: str
-    recipe: str
-    host: str
-    gpus: str
-    """`0`, `0,1` or `cpu`."""
-    run_dir: str
-    """Absolute run directory on `host`."""
-    created: float
-    state: str
-    """Last known state (`launching` until the process has started)."""
-    nproc: int = 1
-    model: str = ""
-    data: str = ""
-    max_steps: int | None = None
-    pid: int | None = None
-    """Supervisor pid = process group id of the run on its host."""
-    step: int | None = None
-    loss: float | None = None
-    error: str | None = None
-    checked: float | None = None
-    """When the state was last confirmed on the host (epoch seconds)."""
-    command: str = "[]"
-    """JSON list: the command line the supervisor runs."""
-
-    @property
-    def gpu_indices(self) -> tuple[int, ...]:
-        return () if self.gpus == "cpu" else tuple(int(g) for g in self.gpus.split(","))
 
 
 @dataclass(frozen=True)
@@ -123,147 +57,6 @@ class RunView:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
-    for i in range(attempts):
-        try:
-            return fn()
-        except sqlite3.OperationalError as exc:
-            msg = str(exc)
-            if ("locked" not in msg and "busy" not in msg) or i == attempts - 1:
-                raise
-            time.sleep(min(0.5, 0.01 * 2**i) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
-
-
-class Registry:
-    """The run registry. Cheap to create; every call opens its own connection (thread-safe)."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path else data_dir() / "runs.sqlite"
-        self._ready = False
-        self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 30000")
-        if not self._ready:
-            with self._lock:
-                _retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
-                _retry(lambda: con.executescript(_SCHEMA))
-                self._ready = True
-        con.execute("PRAGMA synchronous = NORMAL")
-        return con
-
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn inside one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
-
-        def attempt() -> T:
-            con = self._connect()
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(con)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-                return result
-            finally:
-                con.close()
-
-        return _retry(attempt)
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[RunRecord]:
-        def attempt() -> list[RunRecord]:
-            con = self._connect()
-            try:
-                return [RunRecord(**dict(row)) for row in con.execute(sql, args)]
-            finally:
-                con.close()
-
-        return _retry(attempt)
-
-    def all(self) -> list[RunRecord]:
-        """Every run, newest first."""
-        return self._read("SELECT * FROM runs ORDER BY created DESC, id DESC")
-
-    def get(self, run_id: str) -> RunRecord:
-        """The run `run_id` (or a unique prefix of it); BadInput when unknown or ambiguous."""
-        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
-        if not rows:
-            rows = self._read(
-                "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", (len(run_id), run_id)
-            )
-        if len(rows) == 1:
-            return rows[0]
-        if not rows:
-            raise BadInput(f"unknown run {run_id!r} (see `vlmtui runs`)")
-        raise BadInput(f"run {run_id!r} is ambiguous: {', '.join(r.id for r in rows[:5])}")
-
-    def add(
-        self,
-        record: RunRecord,
-        check: Callable[[list[RunRecord]], RunRecord] | None = None,
-    ) -> RunRecord:
-        """Insert `record` atomically. `check` sees the host's active runs inside the same
-        transaction and returns the record to insert (or raises): that is how two launches
-        at once never take the same GPU."""
-
-        def txn(con: sqlite3.Connection) -> RunRecord:
-            rec = record
-            if check is not None:
-                marks = ",".join("?" * len(ACTIVE_STATES))
-                rows = con.execute(
-                    f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})",
-                    (record.host, *ACTIVE_STATES),
-                )
-                rec = check([RunRecord(**dict(r)) for r in rows])
-            values = {f.name: getattr(rec, f.name) for f in fields(rec)}
-            cols = ",".join(values)
-            con.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(values))})",
-                tuple(values.values()),
-            )
-            return rec
-
-        return self._write(txn)
-
-    def update(self, run_id: str, **changes: Any) -> None:
-        if not changes:
-            return
-        allowed = {f.name for f in fields(RunRecord)} - {"id"}
-        bad = set(changes) - allowed
-        if bad:
-            raise ValueError(f"unknown registry fields {sorted(bad)}")
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        self._write(
-            lambda con: con.execute(
-                f"UPDATE runs SET {sets} WHERE id = ?", (*changes.values(), run_id)
-            )
-        )
-
-    def delete(self, run_id: str) -> None:
-        self._write(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
-
-    def active(self, host: str | None = None) -> list[RunRecord]:
-        marks = ",".join("?" * len(ACTIVE_STATES))
-        if host is None:
-            return self._read(f"SELECT * FROM runs WHERE state IN ({marks})", ACTIVE_STATES)
-        return self._read(
-            f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})", (host, *ACTIVE_STATES)
-        )
-
-    def reservations(self) -> dict[str, dict[int, str]]:
-        """host -> {GPU index -> id of the active run on it} (last known states)."""
-        out: dict[str, dict[int, str]] = {}
-        for rec in self.active():
-            for g in rec.gpu_indices:
-                out.setdefault(rec.host, {})[g] = rec.id
-        return out
 
 
 # --- reconciliation ---------------------------------------------------------------------------
@@ -317,23 +110,17 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
 
 def _probe_host(host_name: str, recs: list[RunRecord]) -> dict[str, RunView]:
     """One round trip to `host_name` for all of `recs`; unreachable → every run `unknown`."""
-    from vlmtui.core.fleet.hosts import get_host
-
     try:
         host = get_host(host_name)
     except BadInput as exc:
         return {r.id: _view(r, "unknown", reachable=False, error=str(exc)) for r in recs}
     args = [{"id": r.id, "run_dir": r.run_dir, "pid": r.pid} for r in recs]
-    if host.is_local:
-        facts = hostprobe.probe(args)
-    else:
-        res = host.run_python(
-            Path(hostprobe.__file__).read_text(), ["probe", json.dumps({"runs": args})]
-        )
-        if res.transport_error or res.returncode != 0:
-            why = res.transport_error or f"probe failed: {res.stderr.strip()[-300:]}"
-            return {r.id: _view(r, "unknown", reachable=False, error=why) for r in recs}
-        facts = json.loads(res.stdout)
+    try:
+        facts = host.call_probe("probe", {"runs": args})
+    except HostUnreachable as exc:
+        return {r.id: _view(r, "unknown", reachable=False, error=exc.why) for r in recs}
+    except WorkFailed as exc:
+        return {r.id: _view(r, "unknown", reachable=False, error=str(exc)) for r in recs}
     return {r.id: judge(r, facts["runs"].get(r.id, {})) for r in recs}
 
 
@@ -384,24 +171,34 @@ def get_run(run_id: str, registry: Registry | None = None) -> RunView:
     return reconcile([registry.get(run_id)], registry)[0]
 
 
-def read_events_and_eval(
-    host: str, run_dir: str
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """events.jsonl and eval.json of a run directory on its host, in one round trip."""
-    from vlmtui.core.fleet.hosts import get_host
-    from vlmtui.core.fleet.shell import quote_path
-    from vlmtui.core.training.progress import EVENTS, parse_events
+@dataclass(frozen=True)
+class StopResult:
+    run_id: str
+    was_running: bool
+    """False when the run had already ended (its state is then unchanged)."""
+    killed: bool
+    """True when the grace period ran out and the group got SIGKILL."""
+    state: str
+    """The run's state afterwards (`stopped`, or the final state it already had)."""
 
-    mark = "@@vlmtui-eval"
-    d = quote_path(run_dir)
-    res = get_host(host).run(
-        f"cat {d}/{EVENTS} 2>/dev/null; echo {mark}; cat {d}/eval.json 2>/dev/null"
-    )
-    if res.transport_error:
-        raise OSError(f"host {host}: {res.transport_error}")
-    events_text, _, eval_text = res.stdout.partition(mark)
+
+def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = None) -> StopResult:
+    """SIGTERM to the run's process group; SIGKILL after `grace_s`; the run ends `stopped`."""
+    registry = registry or Registry()
+    rec = registry.get(run_id)
+    host = get_host(rec.host)
+    if rec.pid is None:
+        raise WorkFailed(f"run {rec.id} has no process yet (still launching); try again")
+    payload = {"run_dir": rec.run_dir, "pid": rec.pid, "grace_s": grace_s}
     try:
-        ev = json.loads(eval_text) if eval_text.strip() else None
-    except ValueError:
-        ev = None  # still being written
-    return parse_events(events_text), ev if isinstance(ev, dict) else None
+        result = host.call_probe("stop", payload, timeout=grace_s + host.config.timeout + 15)
+    except HostUnreachable as exc:
+        raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {exc.why}") from None
+    status = result.get("status") or {}
+    state = status.get("state") or rec.state
+    changes = {"state": state, "error": status.get("error"), "checked": time.time()}
+    if result.get("last"):
+        changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
+    if state in FINAL_STATES:
+        registry.update(rec.id, **changes)
+    return StopResult(rec.id, bool(result.get("was_running")), bool(result.get("killed")), state)

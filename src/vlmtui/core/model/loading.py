@@ -15,7 +15,7 @@ from typing import Any
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family, family_for_config
 from vlmtui.core.recipes.recipe import TrainingRecipe
-from vlmtui.core.training.progress import read_json
+from vlmtui.core.rundir import read_json
 
 # Module-name prefixes bitsandbytes must leave in full precision (transformers >= 4.52 names).
 QUANT_SKIP_MODULES = ["model.visual", "lm_head"]

@@ -1,4 +1,4 @@
-"""The run directory's files: run.json, events.jsonl, status.json, output.log.
+"""Writing a run's progress files from the training process (names: `core/rundir.py`).
 
 A run writes these itself, so whoever watches it (the TUI, `vlmtui runs`, a remote `cat`)
 reads facts rather than parsing log text, and nothing is lost when the watcher dies.
@@ -17,27 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_JSON = "run.json"
-EVENTS = "events.jsonl"
-STATUS = "status.json"
-OUTPUT_LOG = "output.log"
-
-STATES = ("pending", "loading", "training", "saving", "finished", "failed", "stopped")
-FINAL_STATES = ("finished", "failed", "stopped")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    """Parsed JSON, or None when the file is missing or half-written."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+from vlmtui.core.rundir import (
+    EVENTS,
+    OUTPUT_LOG,
+    RUN_JSON,
+    STATUS,
+    TRAINER_STATES,
+    read_json,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -54,7 +42,7 @@ class RunFiles:
         write_json_atomic(self.run_dir / RUN_JSON, info)
 
     def set_status(self, state: str, **extra: Any) -> None:
-        assert state in STATES, state
+        assert state in TRAINER_STATES, state
         current = read_json(self.run_dir / STATUS) or {}
         current.update(extra)
         current.update(state=state, updated=time.time(), pid=os.getpid())
@@ -63,42 +51,6 @@ class RunFiles:
     def append_event(self, event: dict[str, Any]) -> None:
         with open(self.run_dir / EVENTS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(event, sort_keys=True) + "\n")
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    return read_json(Path(run_dir) / STATUS)
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any] | None:
-    return read_json(Path(run_dir) / RUN_JSON)
-
-
-def parse_events(text: str) -> list[dict[str, Any]]:
-    """Events from events.jsonl text; a torn last line (still being written) is skipped."""
-    out = []
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out
-
-
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    try:
-        return parse_events((Path(run_dir) / EVENTS).read_text(encoding="utf-8"))
-    except OSError:
-        return []
-
-
-def last_step_event(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest event that carries a training step (phase events have none)."""
-    for event in reversed(events):
-        if "step" in event and "loss" in event:
-            return event
-    return None
 
 
 class _Tee:

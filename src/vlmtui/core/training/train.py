@@ -28,7 +28,8 @@ from vlmtui.core.model.loading import (
 )
 from vlmtui.core.recipes.policy import TrainableSummary, prepare_trainables, strip_peft
 from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
-from vlmtui.core.training.progress import RunFiles, read_json, write_json_atomic
+from vlmtui.core.rundir import read_json, write_json_atomic
+from vlmtui.core.training.progress import RunFiles
 
 WEIGHTS_JSON = "weights.json"
 TRAINABLE_JSON = "trainable.json"
