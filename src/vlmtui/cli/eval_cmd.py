@@ -54,10 +54,12 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         raise BadInput("eval --base: --output DIR is required (where eval.json goes)")
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
+    output = args.output or run_dir
+    assert output is not None  # RUN or --output, checked above
     select_gpu(args.gpu)
     req = EvalRequest(
         data=args.data,
-        output=args.output or run_dir,
+        output=output,
         run_dir=run_dir,
         base_model=args.base,
         split=args.split,

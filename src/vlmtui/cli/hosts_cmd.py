@@ -54,9 +54,7 @@ def run_gpus(args: argparse.Namespace) -> int:
         head = f"{s.name}: " + ("reachable" if s.reachable else f"UNREACHABLE ({s.error})")
         print(head + (f" — {s.note}" if s.note else ""))
         for g in s.gpus:
-            state = (
-                "free" if g.free else (f"reserved by {g.reserved_by}" if g.reserved_by else "busy")
-            )
+            state = f"reserved by {g.reserved_by}" if g.state == "reserved" else g.state
             print(
                 f"  [{g.index}] {g.name:<24} {_fmt(g.util_pct, '%'):>5} "
                 f"{_fmt(g.mem_used_mib)}/{_fmt(g.mem_total_mib)} MiB "
@@ -104,12 +102,13 @@ def run_check(args: argparse.Namespace) -> int:
         if not result.reachable:
             print(f"  unreachable: {result.error}")
         else:
-            print(f"  round trip: {result.latency_s * 1000:.0f} ms")
+            if result.latency_s is not None:
+                print(f"  round trip: {result.latency_s * 1000:.0f} ms")
             print(f"  vlmtui: {result.vlmtui_version or 'not found with ' + result.python}")
             if result.gpus.note:
                 print(f"  note: {result.gpus.note}")
             for g in result.gpus.gpus:
-                print(f"  GPU {g.index}: {g.name} ({'free' if g.free else 'busy'})")
+                print(f"  GPU {g.index}: {g.name} ({g.state})")
     return 0 if result.reachable else 1
 
 

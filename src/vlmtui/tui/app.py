@@ -93,7 +93,8 @@ class VlmtuiApp(WorkersMixin, App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     AUTO_FOCUS = "#recipes-table"
     TITLE = "vlmtui"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    # Textual declares this an instance attribute, so it takes no ClassVar.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes"),
         Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus"),
@@ -286,7 +287,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         if wanted is None or not self.with_workspace(self._request_tree):
             return
         model, _ = self.resolved() or ("", "")
-        self.main.query_one(TreePane).set_loading(f"marking {model} for {wanted[0]}…")
+        self.main.query_one(TreePane).show_loading(f"marking {model} for {wanted[0]}…")
         self.build_tree(model, *wanted)
 
     def on_tree_ready(self, event: TreeReady) -> None:

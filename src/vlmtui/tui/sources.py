@@ -14,6 +14,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+# Widgets and screens reach core only through this module (an import-linter contract), so
+# the few stdlib-only core values they render with are passed on from here.
+from vlmtui.core.errors import BadInput
+from vlmtui.core.families import TRAINABLE_AREAS
+from vlmtui.core.inspection.tree import compile_filter, filter_nodes, regex_problem
+from vlmtui.core.recipes.recipe import recipe_summary
+from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
+from vlmtui.core.settings import DEFAULTS
+from vlmtui.core.styles import GPU_STATE_STYLES, MODE_STYLES, RUN_STATE_STYLES
+
+__all__ = [
+    "ACTIVE_STATES",
+    "DEFAULTS",
+    "FINAL_STATES",
+    "GPU_STATE_STYLES",
+    "MODE_STYLES",
+    "RUN_STATE_STYLES",
+    "TRAINABLE_AREAS",
+    "BadInput",
+    "LogReader",
+    "Sources",
+    "compile_filter",
+    "filter_nodes",
+    "recipe_summary",
+    "regex_problem",
+]
+
 
 class LogReader(Protocol):
     """Reads a run's output incrementally: each call returns only the new bytes."""

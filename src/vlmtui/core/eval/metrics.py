@@ -129,7 +129,7 @@ def coco_dicts(
     labels = sorted({label for boxes in golds for label, _ in boxes})
     cat_ids = {label: i + 1 for i, label in enumerate(labels)}
     images = [{"id": i + 1, "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
-    anns = []
+    anns: list[dict[str, Any]] = []
     for i, boxes in enumerate(golds):
         for label, (x1, y1, x2, y2) in boxes:
             w, h = x2 - x1, y2 - y1

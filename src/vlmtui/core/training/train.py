@@ -113,6 +113,7 @@ def build_optimizer(
     import torch
     from transformers import Trainer
 
+    kwargs: dict[str, Any]
     if config is None:
         cls, kwargs = torch.optim.AdamW, {}
     else:

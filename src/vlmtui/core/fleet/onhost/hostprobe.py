@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def probe_run(run_dir: str, pid: int | None = None) -> dict[str, Any]:
     """State facts of one run: status.json, exit.json, liveness, last step, log tail."""
     d = Path(os.path.expanduser(run_dir))
     pid, start = _identity(d, pid)
-    alive = bool(pid) and (pid_alive(pid, start) or group_alive(pid))
+    alive = pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
     status = read_json(d / "status.json")
     out: dict[str, Any] = {
         "found": d.is_dir(),
@@ -191,11 +192,11 @@ def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[st
     pid, start = _identity(d, pid)
 
     def alive() -> bool:
-        return bool(pid) and (pid_alive(pid, start) or group_alive(pid))
+        return pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
 
     running = alive()
     killed = False
-    if running:
+    if running and pid is not None:
         _signal_run(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while alive() and time.monotonic() < deadline:
@@ -216,7 +217,7 @@ def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[st
     return {"was_running": running, "killed": killed, "status": status, "last": last_step(d)}
 
 
-OPS = {"probe": probe, "stop": stop}
+OPS: dict[str, Callable[..., dict[str, Any]]] = {"probe": probe, "stop": stop}
 
 if __name__ == "__main__":
     print(json.dumps(OPS[sys.argv[1]](**json.loads(sys.argv[2]))))
