@@ -325,7 +325,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         if host is not None:
             for g in host.gpus:
                 gpu_mem[str(g.index)] = g.mem_total_mib
-            free = next((g for g in host.gpus if g.free), None)
+            free = host.first_free()
             gpu_mem["auto"] = free.mem_total_mib if free else None
         self.notify("checking what each recipe trains…", title="pre-flight")
         self.run_preflight(plan, gpu_mem)
