@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from vlmtui.core.errors import BadInput
@@ -44,13 +45,17 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 
 def run_gpus(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.gpus import local_gpus
-    from vlmtui.core.fleet.status import gpu_status
+    from vlmtui.core.fleet.hosts import hosts_problem
+    from vlmtui.core.fleet.status import gpu_status, iter_gpu_status
 
-    statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
+    if not args.local:
+        warn_hosts_problem(hosts_problem())
     if args.json:
+        statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
         print(json.dumps({"hosts": [s.to_json() for s in statuses]}, indent=1))
         return 0
-    for s in statuses:
+    each = [local_gpus()] if args.local else iter_gpu_status(args.host or None, args.timeout)
+    for s in each:  # each host as soon as it answers: a slow one holds back no other
         head = f"{s.name}: " + ("reachable" if s.reachable else f"UNREACHABLE ({s.error})")
         print(head + (f" — {s.note}" if s.note else ""))
         for g in s.gpus:
@@ -61,7 +66,14 @@ def run_gpus(args: argparse.Namespace) -> int:
                 f"{_fmt(g.temp_c, 'C'):>4} {_fmt(g.power_w, 'W'):>5} "
                 f"{len(g.processes)} proc  {state}"
             )
+        sys.stdout.flush()
     return 0
+
+
+def warn_hosts_problem(problem: str | None) -> None:
+    """One line on stderr when hosts.toml is broken; the command goes on with `local`."""
+    if problem:
+        print(f"warning: {problem}; only the local host is usable", file=sys.stderr)
 
 
 def _host_row(c: Any) -> dict[str, Any]:

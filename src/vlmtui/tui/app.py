@@ -133,6 +133,8 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self.recipes: dict[str, Any] = {}
         self.model = model
         self.data = data
+        self._last_errors: dict[str, str] = {}
+        """Worker name -> the error last shown for it (cleared when it succeeds)."""
         self.demo_paths: tuple[str, str] | None = None
         self.theme = THEMES[settings.theme]
         self._init_workers()
@@ -155,6 +157,14 @@ class VlmtuiApp(WorkersMixin, App[None]):
             self.notify(
                 f"{self.settings_error}; using the default settings",
                 title="settings.toml",
+                severity="error",
+                timeout=15,
+            )
+        problem = self.sources.hosts_problem()
+        if problem:
+            self.notify(
+                f"{problem}; only the local host is usable",
+                title="hosts.toml",
                 severity="error",
                 timeout=15,
             )
@@ -184,10 +194,17 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- the single worker error handler ----------------------------------------------------
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.SUCCESS:
+            self._last_errors.pop(worker.name, None)
         if event.state == WorkerState.ERROR:
-            worker = event.worker
+            text = str(worker.error) or type(worker.error).__name__
+            # A refresh that keeps failing the same way says so once, not every 2 seconds.
+            if self._last_errors.get(worker.name) == text:
+                return
+            self._last_errors[worker.name] = text
             self.notify(
-                str(worker.error) or type(worker.error).__name__,
+                text,
                 title=f"{worker.description or worker.name} failed",
                 severity="error",
                 timeout=10,

@@ -87,6 +87,12 @@ def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str,
     return read_events_and_eval(host, run_dir)
 
 
+def _hosts_problem() -> str | None:
+    from vlmtui.core.fleet.hosts import hosts_problem
+
+    return hosts_problem()
+
+
 def _recipes() -> dict[str, Any]:
     from vlmtui.core.recipes.recipe import all_recipes
 
@@ -124,6 +130,8 @@ class Sources:
     run_files: Callable[[str, str], tuple[list[dict[str, Any]], dict[str, Any] | None]] = _run_files
     """(host, run_dir) -> (events, eval.json or None)."""
     recipes: Callable[[], dict[str, Any]] = _recipes
+    hosts_problem: Callable[[], str | None] = _hosts_problem
+    """What is wrong with hosts.toml (shown once; the local host keeps working)."""
     demo_assets: Callable[[], tuple[Path, Path]] = _demo_assets
     demo_ready: Callable[[], tuple[Path, Path] | None] = _demo_ready
     now: Callable[[], float] = time.time

@@ -34,6 +34,7 @@ from vlmtui.core.fleet.hostsconfig import (
     load_hosts,
     remove_host,
     save_host,
+    usable_hosts,
 )
 from vlmtui.core.fleet.onhost import hostprobe
 from vlmtui.core.fleet.shell import (
@@ -58,6 +59,7 @@ __all__ = [
     "all_hosts",
     "get_host",
     "hosts_file",
+    "hosts_problem",
     "load_hosts",
     "make_host",
     "remove_host",
@@ -283,7 +285,9 @@ class SshHost(Host):
         if returncode != 255:
             return None
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-        return f"ssh: {lines[-1]}" if lines else "ssh exited with 255 (connection failed)"
+        if not lines:
+            return "ssh exited with 255 (connection failed)"
+        return "ssh: " + lines[-1].removeprefix("ssh: ")  # ssh prefixes some lines itself
 
     def _control(self, op: str) -> tuple[int, str]:
         argv = ssh_control_argv(self._base(), self.config.target or "", op)
@@ -347,13 +351,22 @@ def make_host(config: HostConfig) -> Host:
 
 
 def get_host(name: str) -> Host:
-    """The host called `name`; BadInput when the name is invalid or not in hosts.toml."""
+    """The host called `name`; BadInput when the name is invalid or not in hosts.toml (or
+    hosts.toml is broken and the host is not `local`, which always works)."""
     check_name("host", name)
-    hosts = load_hosts()
+    hosts, problem = usable_hosts()
     if name not in hosts:
+        if problem:
+            raise BadInput(problem)
         raise BadInput(f"unknown host {name!r} (known: {', '.join(hosts)}; see {hosts_file()})")
     return make_host(hosts[name])
 
 
 def all_hosts() -> list[Host]:
-    return [make_host(c) for c in load_hosts().values()]
+    """Every usable host: only `local` while hosts.toml is broken (see `hosts_problem`)."""
+    return [make_host(c) for c in usable_hosts()[0].values()]
+
+
+def hosts_problem() -> str | None:
+    """What is wrong with hosts.toml, for front ends to show once; None when it is fine."""
+    return usable_hosts()[1]

@@ -169,6 +169,17 @@ def load_hosts(path: Path | None = None) -> dict[str, HostConfig]:
     return out
 
 
+def usable_hosts(path: Path | None = None) -> tuple[dict[str, HostConfig], str | None]:
+    """The hosts to work with, and what is wrong with hosts.toml (None when nothing).
+
+    A broken hosts.toml must not take this machine down with it: the local host (with its
+    defaults) and the registry keep working, and the caller shows the problem once."""
+    try:
+        return load_hosts(path), None
+    except BadInput as exc:
+        return {LOCAL: _host_from(path or hosts_file(), LOCAL, {}, FreeRule())}, str(exc)
+
+
 def _write_hosts(data: dict[str, Any], path: Path) -> None:
     lines = []
     if data.get("free"):
