@@ -164,10 +164,9 @@ def test_qwen25_repeated_loop_is_deduplicated():
         ('[{"bbox_2d": [30, 20, 10, 40], "label": "a"}]', "inverted or empty box"),
         ('[{"bbox_2d": [10, 20, 30, 40]}]', "missing label"),
         ('[{"bbox_2d": [10, 20, 30, 40], "label": 5}]', "missing label"),
-        ('[{"box": [10, 20, 30, 40], "label": "a"}]', "object without bbox_2d"),
         ('[{"bbox_2d": [200, 200, 300, 300], "label": "a"}]', "box outside the image"),
         ('[{"bbox_2d": [10, 20, 3', "truncated or malformed object"),
-        ("[1, 2, 3]", "object without bbox_2d"),
+        ("[1, 2, 3]", "item is not an object"),
         ('"just a string"', "not JSON"),
     ],
 )
