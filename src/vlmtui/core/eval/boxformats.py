@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,8 +115,13 @@ def decode_value(text: str) -> Decoded | None:
             return Decoded(_json(fixed), trailing_comma=True)
         except (ValueError, RecursionError):
             pass
+    text = text.strip()
+    if not text.startswith(("[", "{")):
+        return None  # `1,2,3,4 cat` would be a Python tuple: answers are lists or objects
     try:
-        value = ast.literal_eval(_HUGE_INT.sub("1e999", text.strip()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compile's SyntaxWarnings about model output
+            value = ast.literal_eval(_HUGE_INT.sub("1e999", text))
     except _LITERAL_ERRORS:
         return None
     return Decoded(value, python_literal=True, trailing_comma=bool(commas))

@@ -202,8 +202,12 @@ def _decode_amid_prose(body: str, col: Collector) -> boxformats.Decoded | None:
     if _BOX_KEY_TEXT.search(body, 0, start) or _BOX_KEY_TEXT.search(body, end):
         return None  # more objects outside it: a broken list, for `_salvage`
     decoded = boxformats.decode_value(body[start:end])
-    if decoded is not None:
-        col.forms.add(Form.PROSE_AROUND_JSON)
+    if decoded is None:
+        return None
+    value = decoded.value
+    if not isinstance(value, dict) and not any(isinstance(v, dict) for v in value):
+        return None  # `[402, 85, 930, 700] knife` in prose is a plain-text box, not JSON
+    col.forms.add(Form.PROSE_AROUND_JSON)
     return decoded
 
 
