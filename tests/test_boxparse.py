@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import time
 
 import pytest
 
@@ -234,6 +235,25 @@ def test_garbage_never_raises(text):
     for fmt in BOX_FORMATS:
         r = parse_boxes(text, fmt, 100, 100, 50, 50)
         assert r.boxes == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{" * 20000 + "}" * 20000,
+        ("{" * 1000 + "}" * 1000) * 20,
+        "{" * 20000 + '"bbox_2d": [1, 2, 3, 4], "label": "a"' + "}" * 20000,
+        "1,2,3,4 a" + " " * 50000 + "b",
+        "'" * 50000,
+    ],
+)
+def test_pathological_answers_parse_in_linear_time(text):
+    # Each took tens of seconds with a quadratic salvage or label regex; linear takes well
+    # under a second even on a loaded machine, so the bound only catches the quadratic one.
+    start = time.monotonic()
+    for fmt in BOX_FORMATS:
+        parse_boxes(text, fmt, 100, 100, 100, 100)
+    assert time.monotonic() - start < 10
 
 
 def test_qwen25_salvage_does_not_reuse_an_object():

@@ -145,17 +145,24 @@ def first_bracketed(text: str) -> tuple[int, int] | None:
     return None
 
 
-def balanced_objects(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every complete `{...}` in `text`, outermost first, in text order.
+def balanced_objects(text: str, max_height: int = 2) -> list[tuple[int, int]]:
+    """(start, end) of the complete `{...}` in `text`, in text order, at most `max_height` high.
 
-    One pass with a stack, so a truncated list or a pile of `{` costs linear time.
+    Height 1 is an object with no object inside; a box object is 1, or 2 with an attribute
+    object. Taller ones (wrappers, nested garbage) are left out, so every character lies in
+    at most `max_height` spans and decoding them all stays linear in the text.
     """
-    stack: list[int] = []
+    stack: list[list[int]] = []  # [start, height of the tallest object inside so far]
     pairs = []
     for i, ch in _outside_strings(text):
         if ch == "{":
-            stack.append(i)
+            stack.append([i, 0])
         elif ch == "}" and stack:
-            pairs.append((stack.pop(), i + 1))
+            start, inner = stack.pop()
+            height = inner + 1
+            if stack:
+                stack[-1][1] = max(stack[-1][1], height)
+            if height <= max_height:
+                pairs.append((start, i + 1))
     pairs.sort()
     return pairs

@@ -23,7 +23,7 @@ _SEP = r"\s*,\s*"
 _LINE = re.compile(
     r"^\s*(?:[-*•]\s+|\d+[.)]\s+)?[\[(]?\s*"
     + _SEP.join([_NUM] * 4)
-    + r"\s*[\])]?\s*[:\-–—]?\s*(.*?)\s*$",
+    + r"\s*[\])]?\s*[:\-–—]?(.*)$",  # greedy: a lazy label before `\s*$` is quadratic
     re.IGNORECASE,
 )
 _PAIR = rf"\(\s*{_NUM}{_SEP}{_NUM}\s*\)"
@@ -41,7 +41,7 @@ def plain_text_lines(text: str) -> list[RawBox]:
     for line in text.splitlines():
         m = _LINE.match(line)
         if m is not None:
-            out.append((m.group(5) or None, [m.group(k) for k in range(1, 5)]))
+            out.append((m.group(5).strip() or None, [m.group(k) for k in range(1, 5)]))
     return out
 
 
