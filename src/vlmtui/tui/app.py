@@ -38,7 +38,7 @@ from vlmtui.tui.messages import (
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.screens.dispatch import DispatchScreen
 from vlmtui.tui.screens.help import HelpScreen
-from vlmtui.tui.sources import Sources
+from vlmtui.tui.sources import Sources, stop_gpu_watchers, watched_gpus
 from vlmtui.tui.widgets.bars import human
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
@@ -128,7 +128,9 @@ class VlmtuiApp(WorkersMixin, App[None]):
                 settings = Settings()
         self.settings = settings
         self.sources = sources or Sources(
-            gpu_interval_s=settings.gpu_refresh_s, runs_interval_s=settings.runs_refresh_s
+            gpu_status=watched_gpus(settings.gpu_refresh_s),
+            gpu_interval_s=settings.gpu_refresh_s,
+            runs_interval_s=settings.runs_refresh_s,
         )
         self.recipes: dict[str, Any] = {}
         self.model = model
@@ -177,6 +179,11 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self.refresh_runs()
         self.set_interval(self.sources.gpu_interval_s, self.refresh_gpus, name="gpus")
         self.set_interval(self.sources.runs_interval_s, self.refresh_runs, name="runs")
+
+    def on_unmount(self) -> None:
+        # The watchers' streams are child processes in their own sessions: end them with the
+        # app, so quitting is quick and leaves nothing behind (runs are not affected).
+        stop_gpu_watchers()
 
     @property
     def main(self) -> Screen:

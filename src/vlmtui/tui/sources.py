@@ -39,6 +39,8 @@ __all__ = [
     "filter_nodes",
     "recipe_summary",
     "regex_problem",
+    "stop_gpu_watchers",
+    "watched_gpus",
 ]
 
 
@@ -48,10 +50,22 @@ class LogReader(Protocol):
     def read(self, max_bytes: int = ...) -> bytes: ...
 
 
-def _gpu_status() -> list[Any]:
-    from vlmtui.core.fleet.status import gpu_status
+def watched_gpus(interval_s: float = 2.0) -> Callable[[], list[Any]]:
+    """GPU snapshots of every host from long-lived watchers (one stream per host, started on
+    the first call): a refresh reads the newest and never waits on a slow host."""
 
-    return gpu_status()
+    def latest() -> list[Any]:
+        from vlmtui.core.fleet.status import watched_gpu_status
+
+        return watched_gpu_status(interval_s)
+
+    return latest
+
+
+def stop_gpu_watchers() -> None:
+    from vlmtui.core.fleet.status import stop_watching
+
+    stop_watching()
 
 
 def _list_runs() -> list[Any]:
@@ -119,7 +133,7 @@ def _demo_ready() -> tuple[Path, Path] | None:
 class Sources:
     """Where the app gets its data. Every field is a blocking call, run only in workers."""
 
-    gpu_status: Callable[[], list[Any]] = _gpu_status
+    gpu_status: Callable[[], list[Any]] = field(default_factory=watched_gpus)
     """All hosts' GPU snapshots (`core.gpus.HostGpus`), reservations applied."""
     list_runs: Callable[[], list[Any]] = _list_runs
     """The reconciled registry (`core.runs.RunView`), newest first."""

@@ -18,9 +18,10 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from vlmtui.core.fleet.shell import (
     env_prefix,
     join,
     quote_path,
+    run_process,
     ssh_argv,
     ssh_base,
     ssh_control_argv,
@@ -101,31 +103,6 @@ class CommandResult:
         return self.transport_error is None and self.returncode == 0
 
 
-def run_process(
-    argv: Sequence[str], timeout: float, input: bytes | None = None
-) -> tuple[int, bytes, bytes, bool]:
-    """(returncode, stdout, stderr, timed_out). On timeout the whole process group is killed,
-    so a stuck child can neither outlive the call nor keep its pipes open."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-        return proc.returncode, out, err, False
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):  # ended between timeout and kill
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=2)
-        except subprocess.TimeoutExpired:
-            out, err = b"", b""
-        return -9, out or b"", err or b"", True
-
-
 class Host(ABC):
     """A machine vlmtui can run commands on. Use `get_host(name)`; never construct by kind."""
 
@@ -164,6 +141,11 @@ class Host(ABC):
     @abstractmethod
     def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
         """(workdir, model, data, run_dir) as the host should see them."""
+
+    @abstractmethod
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        """Snapshots every `interval_s` from one long-lived query (no process per refresh),
+        until `stop` is set or the link drops (the iterator then ends; see `fleet/watch.py`)."""
 
     @property
     def needs_recipe_files(self) -> bool:
@@ -260,6 +242,11 @@ class LocalHost(Host):
     def needs_recipe_files(self) -> bool:
         return False
 
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        while not stop.is_set():
+            yield self.query_gpus()
+            stop.wait(interval_s)
+
 
 class SshHost(Host):
     """A machine reached with the system ssh client over one shared connection."""
@@ -336,6 +323,29 @@ class SshHost(Host):
         else:
             result = gpus.parse_remote_output(self.name, res.stdout, self.config.free_rule)
         return replace(result, elapsed_s=time.perf_counter() - start)
+
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        script = env_prefix(self.config.env) + gpus.remote_watch_script(
+            self.python_argv(), interval_s
+        )
+        proc = subprocess.Popen(
+            self._argv(script),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        # A snapshot overdue by this much means a stalled link, even if ssh has not noticed.
+        patience = max(3 * interval_s, self.config.connect_timeout + 1)
+        try:
+            yield from gpus.read_snapshots(
+                proc.stdout, self.name, self.config.free_rule, patience, stop
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
         c = self.config

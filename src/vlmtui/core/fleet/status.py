@@ -6,6 +6,7 @@ that does not answer comes back `reachable=False` with the error instead of bloc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -14,6 +15,10 @@ from dataclasses import replace
 from vlmtui.core.fleet.hosts import Host, all_hosts, get_host
 from vlmtui.core.fleet.registry import Registry
 from vlmtui.core.fleet.snapshot import HostGpus
+from vlmtui.core.fleet.watch import GpuWatch
+
+_watch: GpuWatch | None = None
+_watch_lock = threading.Lock()
 
 
 def iter_hosts(hosts: Sequence[Host], timeout: float | None = None) -> Iterator[HostGpus]:
@@ -70,3 +75,26 @@ def gpu_status(names: Sequence[str] | None = None, timeout: float | None = None)
     order = names or [h.name for h in all_hosts()]
     rank = {n: i for i, n in enumerate(order)}
     return sorted(got, key=lambda s: rank.get(s.name, len(rank)))
+
+
+def watched_gpu_status(interval_s: float = 2.0, first_wait_s: float = 8.0) -> list[HostGpus]:
+    """The app's view of every host, from long-lived watchers (`watch.py`): the first call
+    starts one per host and waits (at most `first_wait_s`) for their first snapshots; later
+    calls return the newest at once, with the registry's reservations applied."""
+    global _watch
+    with _watch_lock:
+        if _watch is None:
+            _watch = GpuWatch(all_hosts(), interval_s).start()
+            _watch.wait_first(first_wait_s)
+        watch = _watch
+    reserved = Registry().reservations()
+    return [with_reservations(s, reserved.get(s.name, {})) for s in watch.latest()]
+
+
+def stop_watching() -> None:
+    """End the shared watchers (the app calls this when it quits)."""
+    global _watch
+    with _watch_lock:
+        if _watch is not None:
+            _watch.stop()
+            _watch = None
