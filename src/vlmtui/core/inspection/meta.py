@@ -167,21 +167,18 @@ class Inspection:
         return out
 
 
-def _quantize_meta(model: Any, recipe: TrainingRecipe, dtype: Any) -> Any:
+def _quantize_meta(model: Any, recipe: TrainingRecipe, family: Family, dtype: Any) -> Any:
     """The module replacement from_pretrained does before loading quantized weights."""
     import torch
-    from peft import prepare_model_for_kbit_training
     from transformers.quantizers import AutoHfQuantizer
 
-    from vlmtui.core.model.loading import quantization_config
+    from vlmtui.core.model.loading import prepare_for_kbit_training, quantization_config
 
     quantizer = AutoHfQuantizer.from_config(quantization_config(recipe, dtype), pre_quantized=False)
     with torch.device("meta"):
         quantizer.preprocess_model(model, device_map={"": "cuda:0"}, dtype=dtype)
     quantizer.postprocess_model(model)
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=recipe.gradient_checkpointing
-    )
+    return prepare_for_kbit_training(model, family, recipe.gradient_checkpointing)
 
 
 def _marking_and_params(
@@ -260,7 +257,7 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
     """
     import torch
 
-    from vlmtui.core.model.loading import Device, compute_dtype
+    from vlmtui.core.model.loading import Device, compute_dtype, keep_fp32_params
     from vlmtui.core.recipes.policy import prepare_trainables
 
     dtype = compute_dtype(recipe, Device("cuda"))
@@ -268,12 +265,13 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
         model = build_meta_model(ref, dtype)
     elif next(model.parameters()).dtype != dtype:
         model = model.to(dtype)
+    keep_fp32_params(model, ref.family)
     # New modules (4-bit linears, LoRA adapters) are created on the meta device with their
     # initialisers skipped: PEFT would otherwise initialise adapters on the CPU first (seconds
     # for a 72B model). Names, shapes, dtypes and requires_grad are unaffected.
     with skip_init():
         if recipe.quantized:
-            model = _quantize_meta(model, recipe, dtype)
+            model = _quantize_meta(model, recipe, ref.family, dtype)
         with torch.device("meta"):
             return prepare_trainables(model, recipe, ref.family)
 
