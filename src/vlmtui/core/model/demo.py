@@ -1,4 +1,4 @@
-"""Tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints and the embedded demo assets.
+"""Tiny random-weight checkpoints of every family and the embedded demo assets.
 
 Why: every test, benchmark and the app's first-run demo needs a model that uses the *real*
 transformers architecture classes (so parameter names, LoRA targets, quantization and the
@@ -10,7 +10,8 @@ small image resolution (a 112x112 image becomes 16 image tokens), and a seeded r
 Sizes (see FACTS.md): text hidden 64, 2 layers, 4 heads / 2 KV heads (head_dim 16, so
 `mrope_section` [4, 2, 2] sums to head_dim / 2); vision depth 2. Word embeddings are untied in
 the Qwen2-VL demo (like Qwen2-VL-7B) and tied in the Qwen2.5-VL demo (like Qwen2.5-VL-3B), so
-both lm_head layouts are exercised by the tests.
+both lm_head layouts are exercised by the tests. The Qwen3-VL / Qwen3.5 sizes are in
+`demo_qwen3.py`; all families share the tokenizer and chat template.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.families import QWEN2_5_VL, QWEN2_VL, family_by_name
+from vlmtui.core.model import demo_qwen3
 
 SEED = 0
 
@@ -200,6 +202,8 @@ def build_processor(family: str = QWEN2_VL.name) -> Any:
 
     fam = family_by_name(family)
     tokenizer = build_tokenizer()
+    if demo_qwen3.is_qwen3(fam):
+        return demo_qwen3.build_processor(tokenizer, CHAT_TEMPLATE)
     sizes = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
     common = {
         "patch_size": PATCH_SIZE,
@@ -241,6 +245,11 @@ def build_config(family: str, tokenizer: Any) -> Any:
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
+    if demo_qwen3.is_qwen3(fam):
+        text_ids = {
+            k: text[k] for k in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+        }
+        return demo_qwen3.build_config(fam, text_ids, token_ids)
     if fam is QWEN2_5_VL:
         from transformers import Qwen2_5_VLConfig
 
@@ -274,10 +283,9 @@ def make_demo_model(out_dir: Path, family: str = QWEN2_VL.name) -> Path:
         raise BadInput(f"{out_dir}: exists and is not a directory")
     processor = build_processor(fam.name)
     config = build_config(fam.name, processor.tokenizer)
-    if fam is QWEN2_5_VL:
-        from transformers import Qwen2_5_VLForConditionalGeneration as model_cls
-    else:
-        from transformers import Qwen2VLForConditionalGeneration as model_cls
+    import transformers
+
+    model_cls = getattr(transformers, fam.model_class)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_cls(config)
