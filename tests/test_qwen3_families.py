@@ -178,7 +178,10 @@ def test_experts_target_and_router_train(family_name: str) -> None:
         r1,
         name="r1-experts",
         llm=replace(r1.llm, targets=(*r1.llm.targets, "experts"), also_full=("router",)),
+        lora=replace(r1.lora, dropout=0.0),  # PEFT cannot drop out a fused expert's input
     )
+    with pytest.raises(BadInput, match=r"'experts' needs lora\.dropout = 0, got 0\.05"):
+        insp.inspect(replace(recipe, lora=r1.lora))
     stage = insp.inspect(recipe).stages[0]
     layers = len(layer_types(model_id))
     experts = {

@@ -196,6 +196,13 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
                 rx_e = re.compile(family.expert_regex())
                 if not any(rx_e.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
                     problems.append(f"{area} LoRA target 'experts' matches no parameter")
+                if recipe.lora.dropout:
+                    # PEFT's adapter on a 3-D parameter adds lora_B @ lora_A to the weight, so
+                    # there is no per-input activation to drop (ParamWrapper refuses dropout).
+                    problems.append(
+                        f"{area} LoRA target 'experts' needs lora.dropout = 0, "
+                        f"got {recipe.lora.dropout:g}"
+                    )
         for part in plan.also_full:
             rx_p = re.compile(family.full_part_regex(area, part))
             if not any(rx_p.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
