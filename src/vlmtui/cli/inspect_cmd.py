@@ -7,6 +7,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from vlmtui.cli.inspect_layers import checkpoint_line, layer_kind_table, layer_kind_tag
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput
 from vlmtui.core.styles import MODE_STYLES
@@ -191,6 +192,8 @@ def _print_human(
 ) -> None:
     from rich.console import Console
 
+    from vlmtui.core.recipes.notes import lora_by_layer_kind
+
     console = Console()
     ref = result.model
     where = {"dir": "checkpoint dir", "hf-cache": "HF cache", "shipped": "shipped config"}
@@ -207,10 +210,19 @@ def _print_human(
             )
         summary = stage.summary if stage else result.base_summary
         console.print(_area_table(summary, stage, ref.family))
+        if summary.tied_head and stage is None:
+            console.print(f"lm_head and {summary.tied_head} are one tensor (tied), counted once")
+        if result.mtp_params and i == 0:
+            console.print(checkpoint_line(result))
         if stage is None:
             console.print("no recipe: nothing trains (give --recipe R to apply one)")
         else:
             console.print(f"guard: [green]{stage.guard}[/]")
+            for note in stage.notes:
+                console.print(f"  {note}")
+            kinds = lora_by_layer_kind(summary.lora_modules, summary.layer_kinds)
+            if kinds and (len(set(summary.layer_kinds.values())) > 1 or ref.family.expert_params):
+                console.print(layer_kind_table(kinds, summary.layer_kinds))
             if summary.quantized_modules:
                 console.print(
                     f"quantized: {len(summary.quantized_modules)} linears "
@@ -321,7 +333,7 @@ def _rich_tree(root: Any, title: str) -> Any:
         if len(kids) == 1 and kids[0].repeat > 1 and len(node.children) == 1:
             add(parent, kids[0], prefix=f"{prefix}{node.short}.")
             return
-        branch = parent.add(_node_text(node, prefix + node.label))
+        branch = parent.add(_node_text(node, prefix + node.label) + layer_kind_tag(node))
         for c in kids:
             add(branch, c)
 

@@ -365,14 +365,19 @@ def dims_from_config(config: Any) -> ModelDims:
         width = vision.embed_dim
         inter = int(width * vision.mlp_ratio)
         gated = False
-    else:  # Qwen2.5-VL: hidden_size is the encoder width, MLP gated
+    else:  # Qwen2.5-VL / Qwen3-VL: hidden_size is the encoder width
         width = vision.hidden_size
         inter = vision.intermediate_size
-        gated = True
+        gated = not hasattr(vision, "deepstack_visual_indexes")  # Qwen3's fc1/fc2 MLP is not
+    llm_inter = getattr(text, "intermediate_size", None)
+    if llm_inter is None:  # MoE without a dense MLP: the experts a token runs, shared included
+        llm_inter = text.moe_intermediate_size * text.num_experts_per_tok + getattr(
+            text, "shared_expert_intermediate_size", 0
+        )
     return ModelDims(
         hidden=text.hidden_size,
         layers=text.num_hidden_layers,
-        intermediate=text.intermediate_size,
+        intermediate=llm_inter,
         kv_dim=kv_heads * head_dim,
         vocab=text.vocab_size,
         vision_width=width,

@@ -7,6 +7,7 @@ result ourselves: any quantized module outside the LLM is an error, never a warn
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,59 @@ def quantization_config(recipe: TrainingRecipe, dtype: Any) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
 
 
+def model_class(family: Family) -> Any:
+    """The transformers class that loads `family`. For a family with float32 parameters
+    (Qwen3.5's A_log and gated norm), a same-named subclass whose `_keep_in_fp32_modules_strict`
+    makes from_pretrained load them in float32 whatever the compute dtype, as the
+    checkpoints store them (a bf16 round trip would lose their precision)."""
+    return _model_class(family.model_class, family.fp32_params)
+
+
+@functools.cache
+def _model_class(name: str, fp32_params: tuple[str, ...]) -> Any:
+    import transformers
+
+    cls = getattr(transformers, name)
+    if not fp32_params:
+        return cls
+    keep = sorted({p.removesuffix(".weight") for p in fp32_params})
+    attrs = {"_keep_in_fp32_modules_strict": keep, "__module__": cls.__module__}
+    return type(cls.__name__, (cls,), attrs)
+
+
+def keep_fp32_params(model: Any, family: Family) -> None:
+    """Cast the family's float32 parameters back to float32 (a model built in bf16)."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if family.is_fp32_param(name) and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+
+
+def prepare_for_kbit_training(model: Any, family: Family, gradient_checkpointing: bool) -> Any:
+    """PEFT's `prepare_model_for_kbit_training`, except that fused MoE experts stay in the
+    compute dtype.
+
+    PEFT casts every parameter that is not 4-bit to float32 for stable training of what
+    stays unquantized. bitsandbytes quantizes nn.Linear only, so the fused experts (most of a
+    MoE model's weights) stay unquantized; in float32 they would take twice their bf16 size
+    (~880 GB for Qwen3-VL-235B). They are frozen base weights, so they keep their dtype.
+    """
+    import torch
+
+    model.requires_grad_(False)
+    for name, param in model.named_parameters():
+        if param.dtype not in (torch.float16, torch.bfloat16):
+            continue
+        if type(param).__name__ == "Params4bit" or family.is_expert_param(name):
+            continue
+        param.data = param.data.to(torch.float32)
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable()
+    return model
+
+
 def quantized_outside_llm(model: Any, family: Family) -> list[str]:
     from vlmtui.core.recipes.policy import is_quantized_module, strip_peft
 
@@ -105,11 +159,9 @@ def load_model_for_recipe(
     8-bit) and `prepare_model_for_kbit_training`; vision, projector and lm_head stay in full
     precision, which is checked after loading.
     """
-    import transformers
-
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)
-    model_cls = getattr(transformers, family.model_class)
+    model_cls = model_class(family)
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device.torch_device}}
     qconf = quantization_config(recipe, dtype)
     if qconf is not None:
@@ -122,11 +174,7 @@ def load_model_for_recipe(
                 f"quantization reached {len(wrong)} modules outside the LLM "
                 f"(first: {wrong[0]}); refusing to train a degraded model"
             )
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=recipe.gradient_checkpointing
-        )
+        model = prepare_for_kbit_training(model, family, recipe.gradient_checkpointing)
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -145,8 +193,6 @@ def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     A LoRA run trained on a 4-bit base is evaluated on the unquantized base in the compute
     dtype: the adapter is the same, and generation does not pay bitsandbytes' dequantisation.
     """
-    import transformers
-
     record = read_json(Path(run_dir) / WEIGHTS_JSON)
     if not record:
         raise BadInput(f"{run_dir}: no finished weights (weights.json missing)")
@@ -157,12 +203,12 @@ def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     path = Path(record["path"])
     if record["kind"] == "full":
         family = family_of_checkpoint(path)
-        model_cls = getattr(transformers, family.model_class)
+        model_cls = model_class(family)
         model = model_cls.from_pretrained(str(path), dtype=dtype, device_map=device.torch_device)
     else:
         base = Path(record["base_model"])
         family = family_of_checkpoint(base)
-        model_cls = getattr(transformers, family.model_class)
+        model_cls = model_class(family)
         model = model_cls.from_pretrained(str(base), dtype=dtype, device_map=device.torch_device)
         full = path / "full_params.safetensors"
         if full.exists():

@@ -36,6 +36,9 @@ class AreaPlan:
     """For `full`: regexes anchored at the name start (re.match) selecting part of the area."""
     learning_rate: float | None = None
     """Learning rate of this area's parameters; None uses the recipe's."""
+    also_full: tuple[str, ...] = ()
+    """For `lora`: named parts of the area trained in full beside the adapters (`router`: the
+    MoE router weights, which LoRA cannot reach)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ def _area_from(where: str, base: AreaPlan, data: Any) -> AreaPlan:
         plan = replace(plan, mode=data["mode"])
         if data["mode"] != "lora" and "targets" not in data:
             plan = replace(plan, targets=())
+        if data["mode"] != "lora" and "also_full" not in data:
+            plan = replace(plan, also_full=())
     if "targets" in data:
         plan = replace(plan, targets=_str_list(f"{where}.targets", data["targets"]))
     if "patterns" in data:
@@ -170,6 +175,8 @@ def _area_from(where: str, base: AreaPlan, data: Any) -> AreaPlan:
             except re.error as exc:
                 raise BadInput(f"{where}.patterns: {p!r} is not a valid regex ({exc})") from None
         plan = replace(plan, patterns=pats)
+    if "also_full" in data:
+        plan = replace(plan, also_full=_str_list(f"{where}.also_full", data["also_full"]))
     if "learning_rate" in data:
         lr = _number(f"{where}.learning_rate", data["learning_rate"], float, 0)
         plan = replace(plan, learning_rate=lr)
@@ -265,6 +272,8 @@ def validate_recipe(
             raise BadInput(f"{where}: {area}.targets: targets need mode 'lora'")
         if plan.mode != "full" and plan.patterns:
             raise BadInput(f"{where}: {area}.patterns: patterns need mode 'full'")
+        if plan.mode != "lora" and plan.also_full:
+            raise BadInput(f"{where}: {area}.also_full: also_full needs mode 'lora'")
     if recipe.projector.mode == "lora":
         raise BadInput(f"{where}: projector.mode: 'lora' is not supported (use 'full' or 'frozen')")
     if all(recipe.area(a).mode == "frozen" for a in TRAINABLE_AREAS):

@@ -233,6 +233,11 @@ def fit(
             stage_dir / TRAINABLE_JSON,
             {**prepared.summary.to_dict(), "optimizer_params": names, "recipe": recipe.name},
         )
+    # TRL casts every trainable parameter of a quantized model to bf16 (QLoRA). A base weight
+    # trained in full beside the adapters (the MoE router, `also_full`) multiplies its layer's
+    # activations directly, so it keeps its dtype.
+    full = {n: p.dtype for n, p in prepared.model.named_parameters() if p.requires_grad}
+    full = {n: d for n, d in full.items() if ".lora_" not in n}
     trainer = SFTTrainer(
         model=prepared.model,
         args=config,
@@ -242,6 +247,9 @@ def fit(
         optimizers=(optimizer, None),
         callbacks=[_progress_callback(files, stage, stop)],
     )
+    for name, param in prepared.model.named_parameters():
+        if name in full and param.dtype != full[name]:
+            param.data = param.data.to(full[name])
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     stop.training = True
     try:
