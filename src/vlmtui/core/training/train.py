@@ -23,6 +23,7 @@ from vlmtui.core.model.loading import (
     Device,
     detect_device,
     family_of_checkpoint,
+    keep_adapters_fp32,
     load_model_for_recipe,
     load_processor,
 )
@@ -218,6 +219,7 @@ def fit(
         bf16=device.is_cuda,
         ddp_backend=("gloo" if not device.is_cuda else "nccl") if distributed else None,
         gradient_checkpointing=recipe.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
@@ -237,6 +239,8 @@ def fit(
         optimizers=(optimizer, None),
         callbacks=[_progress_callback(files, stage, stop)],
     )
+    if recipe.quantized:
+        keep_adapters_fp32(prepared.model)
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     stop.training = True
     try:
