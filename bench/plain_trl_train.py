@@ -2,8 +2,8 @@
 
 The same tiny model, data, collator and LoRA targets as `vlmtui train --recipe r1-llm-only`,
 written the way a user would without vlmtui, with the same settings as the recipe
-(non-reentrant gradient checkpointing as r1 sets it; no bf16 autocast on CPU: TRL turns it
-on by default, vlmtui follows the device). Prints one JSON line of per-step wall times.
+(non-reentrant gradient checkpointing as r1 sets it; fp32 adapters; no bf16 autocast on CPU:
+TRL turns it on by default, vlmtui follows the device). Prints one JSON line of per-step wall times.
 Usage: python bench/plain_trl_train.py MODEL_DIR DATA_DIR OUT_DIR STEPS
 """
 
@@ -91,6 +91,11 @@ def main() -> None:
         peft_config=lora,
         callbacks=[timer],
     )
+    # TRL casts a quantized model's adapters to bf16; vlmtui keeps them fp32, and so does this
+    # baseline, so both sides do the same arithmetic (bf16 matmuls are slower on most CPUs).
+    for param in trainer.model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
     trainer.train()
     print(json.dumps({"step_times": timer.times}))
 

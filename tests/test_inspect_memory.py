@@ -49,6 +49,11 @@ def test_72b_r1_names_what_would_fit(capsys) -> None:
     )
     assert rc == 0 and "does NOT fit in 44 GiB per GPU" in out
     assert "would fit: with --strategy fsdp over 2 GPUs ≈" in out
+    _, out, _ = run_cli(
+        capsys, "Qwen/Qwen2-VL-72B-Instruct", "--recipe", "r1-llm-only", "--gpu-mem", "44", "--json"
+    )
+    (mem,) = json.loads(out)["memory"]
+    assert mem["fits"] is False and mem["would_fit"][0].startswith("with --strategy fsdp over 2")
 
 
 def test_diff_has_quantization_dtype_and_memory(capsys) -> None:

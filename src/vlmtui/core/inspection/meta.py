@@ -170,7 +170,10 @@ class Inspection:
         out["guard"] = "; ".join(s.guard for s in self.stages) if self.stages else None
         out["stages"] = [s.to_dict() for s in self.stages]
         if assumptions is not None and self.stages:
-            out["memory"] = [m.to_dict() for m in self.memory(assumptions)]
+            out["memory"] = [
+                {**m.to_dict(), "would_fit": s.alternatives(self.dims, assumptions)}
+                for s, m in zip(self.stages, self.memory(assumptions), strict=True)
+            ]
         return out
 
 
