@@ -5,8 +5,8 @@ comes from the very functions the trainer runs (`policy.prepare_trainables`: LoR
 with PEFT, the freeze policy and the pre-flight guard), applied to the real transformers
 model built on the meta device. Quantized recipes get the same bitsandbytes module
 replacement `from_pretrained` performs before loading weights (transformers' quantizer, same
-`BitsAndBytesConfig` and skip list as `loading.py`) and PEFT's
-`prepare_model_for_kbit_training`, so 4-bit modules, dtypes and names match training. The
+`BitsAndBytesConfig` and skip list as `loading.py`) and `loading.prepare_quantized`, so
+4-bit modules, dtypes and names match training. The
 per-parameter results (`ParamInfo`) feed the memory estimate.
 
 The TUI keeps one `ModelInspector` per model; see `modeltree.py` for typical use.
@@ -24,6 +24,7 @@ from vlmtui.core.inspection.memory import (
     MemoryEstimate,
     ModelDims,
     ParamInfo,
+    alternatives,
     dims_from_config,
     estimate_memory,
 )
@@ -69,6 +70,12 @@ class StageResult:
             lora_inputs_per_layer=_per_block(self.marking, "llm", dims.layers),
             vision_lora_inputs_per_block=_per_block(self.marking, "vision", dims.vision_layers),
         )
+
+    def alternatives(self, dims: ModelDims, assumptions: MemoryAssumptions) -> list[str]:
+        """When this stage does not fit: the strategies and sequence lengths that would."""
+        if self.memory(dims, assumptions).fits is not False:
+            return []
+        return alternatives(lambda a: self.memory(dims, a), assumptions)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.summary.to_dict()
@@ -177,7 +184,10 @@ class Inspection:
         out["guard"] = "; ".join(s.guard for s in self.stages) if self.stages else None
         out["stages"] = [s.to_dict() for s in self.stages]
         if assumptions is not None and self.stages:
-            out["memory"] = [m.to_dict() for m in self.memory(assumptions)]
+            out["memory"] = [
+                {**m.to_dict(), "would_fit": s.alternatives(self.dims, assumptions)}
+                for s, m in zip(self.stages, self.memory(assumptions), strict=True)
+            ]
         return out
 
 
@@ -186,13 +196,19 @@ def _quantize_meta(model: Any, recipe: TrainingRecipe, family: Family, dtype: An
     import torch
     from transformers.quantizers import AutoHfQuantizer
 
-    from vlmtui.core.model.loading import prepare_for_kbit_training, quantization_config
+    from vlmtui.core.model.loading import prepare_quantized, quantization_config
 
     quantizer = AutoHfQuantizer.from_config(quantization_config(recipe, dtype), pre_quantized=False)
     with torch.device("meta"):
         quantizer.preprocess_model(model, device_map={"": "cuda:0"}, dtype=dtype)
     quantizer.postprocess_model(model)
-    return prepare_for_kbit_training(model, family, recipe.gradient_checkpointing)
+    # from_pretrained fills the new linears' biases from the checkpoint in the compute dtype;
+    # on meta they keep the float32 the empty modules were built with.
+    for module in model.modules():
+        bias = getattr(module, "bias", None)
+        if type(module).__name__ in QUANT_CLASSES and bias is not None:
+            bias.data = bias.data.to(dtype)
+    return prepare_quantized(model, recipe)
 
 
 def _marking_and_params(

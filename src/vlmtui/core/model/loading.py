@@ -116,30 +116,6 @@ def keep_fp32_params(model: Any, family: Family) -> None:
             param.data = param.data.to(torch.float32)
 
 
-def prepare_for_kbit_training(model: Any, family: Family, gradient_checkpointing: bool) -> Any:
-    """PEFT's `prepare_model_for_kbit_training`, except that fused MoE experts stay in the
-    compute dtype.
-
-    PEFT casts every parameter that is not 4-bit to float32 for stable training of what
-    stays unquantized. bitsandbytes quantizes nn.Linear only, so the fused experts (most of a
-    MoE model's weights) stay unquantized; in float32 they would take twice their bf16 size
-    (~880 GB for Qwen3-VL-235B). They are frozen base weights, so they keep their dtype.
-    """
-    import torch
-
-    model.requires_grad_(False)
-    for name, param in model.named_parameters():
-        if param.dtype not in (torch.float16, torch.bfloat16):
-            continue
-        if type(param).__name__ == "Params4bit" or family.is_expert_param(name):
-            continue
-        param.data = param.data.to(torch.float32)
-    if gradient_checkpointing:
-        model.enable_input_require_grads()
-        model.gradient_checkpointing_enable()
-    return model
-
-
 def quantized_outside_llm(model: Any, family: Family) -> list[str]:
     from vlmtui.core.recipes.policy import is_quantized_module, strip_peft
 
@@ -156,8 +132,8 @@ def load_model_for_recipe(
     """The base model, ready for `policy.prepare_trainables`.
 
     bf16 on GPU, float32 on CPU. A quantized recipe gets its LLM linears in 4-bit NF4 (or
-    8-bit) and `prepare_model_for_kbit_training`; vision, projector and lm_head stay in full
-    precision, which is checked after loading.
+    8-bit); vision, projector and lm_head stay unquantized, which is checked after loading,
+    and in the compute dtype (see `prepare_quantized`).
     """
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)
@@ -174,11 +150,66 @@ def load_model_for_recipe(
                 f"quantization reached {len(wrong)} modules outside the LLM "
                 f"(first: {wrong[0]}); refusing to train a degraded model"
             )
-        model = prepare_for_kbit_training(model, family, recipe.gradient_checkpointing)
-    elif recipe.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        prepare_quantized(model, recipe)
+    if recipe.gradient_checkpointing:
+        enable_checkpointing(model)
     model.config.use_cache = False
     return model
+
+
+def prepare_quantized(model: Any, recipe: TrainingRecipe) -> Any:
+    """What a quantized model needs before LoRA, in place of PEFT's
+    `prepare_model_for_kbit_training`.
+
+    That function casts every parameter that is not 4-bit to fp32. With a bf16 compute dtype
+    this only costs memory (on a 72B model, 6 GiB more for frozen vision, projector, embedding,
+    lm_head and norms): a frozen weight gets no update that bf16 could round away, and the
+    same weights are bf16 in every unquantized recipe. The fp32 cast dates from fp16
+    training, where the loss scaler needs fp32 master weights for what trains. What remains
+    needed of it:
+    - every base parameter frozen (the freeze policy then unfreezes what the recipe trains);
+    - norms in fp32 only when the recipe asks (`upcast_norms`);
+    - input gradients for checkpointing: done by `enable_checkpointing`.
+    LoRA weights come out fp32 from PEFT (`autocast_adapter_dtype`); `keep_adapters_fp32`
+    restores that after TRL casts them.
+    """
+    import torch
+
+    model.requires_grad_(False)
+    if recipe.upcast_norms:
+        for module in model.modules():
+            if type(module).__name__.endswith("Norm"):
+                for p in module.parameters(recurse=False):
+                    p.data = p.data.to(torch.float32)
+    return model
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing on every block (LLM layers and vision blocks).
+
+    Non-reentrant, because reentrant checkpointing drops the gradient of a block whose inputs
+    do not require grad, which is every block above a frozen embedding under LoRA. Input
+    gradients are switched on as well (transformers does that itself for `input_ids`
+    models), so the embedding output carries grad whichever checkpoint flavour a caller
+    (the Trainer enables checkpointing again from its config) picks.
+    """
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if not getattr(model, "_require_grads_hooks", None):
+        model.enable_input_require_grads()
+
+
+def keep_adapters_fp32(model: Any) -> None:
+    """Trainable parameters back to fp32 after TRL's SFTTrainer cast them to bf16.
+
+    TRL casts the trainable parameters of a quantized model to bf16 (the QLoRA paper's
+    choice); vlmtui keeps LoRA weights, their gradients and AdamW states in fp32, as the
+    memory estimate counts them. Same Parameter objects, so the optimizer keeps them.
+    """
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.to(torch.float32)
 
 
 def load_processor(model_path: Path) -> Any:

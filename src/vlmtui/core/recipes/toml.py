@@ -29,6 +29,7 @@ def recipe_to_toml(recipe: TrainingRecipe, name: str) -> str:
     if recipe.max_steps is not None:
         lines.append(f"max_steps = {recipe.max_steps}")
     lines.append(f"gradient_checkpointing = {toml_value(recipe.gradient_checkpointing)}")
+    lines.append(f"upcast_norms = {toml_value(recipe.upcast_norms)}")
     lines.append(f"warmup_ratio = {toml_value(recipe.warmup_ratio)}")
     for area in TRAINABLE_AREAS:
         plan = recipe.area(area)

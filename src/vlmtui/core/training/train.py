@@ -23,6 +23,7 @@ from vlmtui.core.model.loading import (
     Device,
     detect_device,
     family_of_checkpoint,
+    keep_adapters_fp32,
     load_model_for_recipe,
     load_processor,
 )
@@ -223,6 +224,7 @@ def fit(
         bf16=device.is_cuda,
         ddp_backend=("gloo" if not device.is_cuda else "nccl") if distributed else None,
         gradient_checkpointing=recipe.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
@@ -247,6 +249,8 @@ def fit(
         optimizers=(optimizer, None),
         callbacks=[_progress_callback(files, stage, stop)],
     )
+    if recipe.quantized:
+        keep_adapters_fp32(prepared.model)
     for name, param in prepared.model.named_parameters():
         if name in full and param.dtype != full[name]:
             param.data = param.data.to(full[name])
