@@ -12,7 +12,8 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.recipes.recipe import TrainingRecipe, load_recipe_file, user_recipe_dir
+from vlmtui.core.recipes.parse import load_recipe_file
+from vlmtui.core.recipes.recipe import TrainingRecipe, user_recipe_dir
 
 
 def _value(v: Any) -> str:
