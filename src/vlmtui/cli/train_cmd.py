@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def check_request(args: argparse.Namespace) -> TrainRequest:
     """Every check that needs no model weights, then the run directory is created."""
     from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.data.images import validate_images
     from vlmtui.core.model.loading import family_of_checkpoint
     from vlmtui.core.recipes.recipe import get_recipe
     from vlmtui.core.training.outputdir import check_output, make_output
@@ -107,7 +108,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
         raise BadInput(f"--data: {args.data} does not exist")
     check_output(args.output, model=args.model, data=args.data, resume=args.resume)
     gpu = select_gpu(args.gpu)
-    load_split(args.data, "train", allow_normalized=args.allow_normalized)
+    validate_images(load_split(args.data, "train", allow_normalized=args.allow_normalized))
     make_output(args.output)
     return TrainRequest(
         recipe=recipe,

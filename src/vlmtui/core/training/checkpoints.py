@@ -101,11 +101,9 @@ def incomplete_reason(path: Path) -> str | None:
 
 def resume_checkpoint(ckpt_dir: Path, say: Any = print) -> Path | None:
     """The newest complete `checkpoint-N` in ckpt_dir; says which it skipped and which it uses."""
-    if not ckpt_dir.is_dir():
-        return None
     found = [
         p
-        for p in ckpt_dir.iterdir()
+        for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else ())
         if p.is_dir() and p.name.startswith(PREFIX) and p.name.removeprefix(PREFIX).isdigit()
     ]
     for path in sorted(found, key=step_of, reverse=True):
@@ -114,6 +112,7 @@ def resume_checkpoint(ckpt_dir: Path, say: Any = print) -> Path | None:
             say(f"[vlmtui] resuming from {path} (step {step_of(path)})")
             return path
         say(f"[vlmtui] skipping incomplete checkpoint {path} ({reason})")
+    say(f"[vlmtui] no complete checkpoint in {ckpt_dir}: starting from step 0")
     return None
 
 

@@ -288,7 +288,6 @@ def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> d
 def run_training(req: TrainRequest) -> int:
     """Train every stage of the recipe into req.output. Returns the process exit code."""
     from vlmtui.core.data.datasets import load_split, to_trl_dataset
-    from vlmtui.core.data.images import validate_images
 
     stages = stage_recipes(req.recipe, req.recipe_files)
     main = is_main_process()
@@ -324,7 +323,6 @@ def run_training(req: TrainRequest) -> int:
     state = "loading"
     try:
         records = load_split(req.data, "train", allow_normalized=req.allow_normalized)
-        validate_images(records, say=print if main else lambda _: None)
         model_path = req.model
         for i, (recipe, stage_dir) in enumerate(zip(stages, stage_dirs, strict=False), start=1):
             stage_dir.mkdir(parents=True, exist_ok=True)
