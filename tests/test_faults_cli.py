@@ -78,3 +78,37 @@ def test_resume_into_an_empty_directory_is_refused(
             f"vlmtui: --resume: {output} holds no run to resume (no status.json)\n",
         )
         assert not (output / "status.json").exists()
+
+
+@pytest.mark.slow
+def test_eval_of_a_stopped_run_points_to_resume(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    import time
+
+    out = tmp_path / "stopme"
+    argv = [
+        sys.executable, "-m", "vlmtui", "train", "--recipe", "r2-vision-only",
+        "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir),
+        "--output", str(out), "--max-steps", "100000",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = out / "events.jsonl"
+    deadline = time.monotonic() + 180
+    while '"loss"' not in (events.read_text() if events.exists() else ""):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("training never logged a step")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    step = [json.loads(x) for x in events.read_text().splitlines() if '"loss"' in x][-1]["step"]
+
+    result = vlmtui("eval", str(out), "--data", str(shapes_data_dir))
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"vlmtui: {out}: no final weights: the run stopped at step {step}; finish it with "
+        "`vlmtui train --resume` (same recipe, model and data, this directory as --output), "
+        "then evaluate it\n",
+    )
