@@ -188,7 +188,7 @@ def trainer_class() -> type:
             return self._staging or str(super()._get_output_dir(trial))
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            run_dir = Path(self.args.output_dir)
+            run_dir = Path(str(self.args.output_dir))
             name = f"{PREFIX}{self.state.global_step}"
             staging = run_dir / f"{PARTIAL}{name}"
             if self.args.should_save:
@@ -212,7 +212,7 @@ def trainer_class() -> type:
             if self.is_fsdp_enabled:
                 super()._save(output_dir, state_dict)
             elif self.args.should_save:
-                save_trainables(self.model, Path(output_dir or self.args.output_dir))
+                save_trainables(self.model, Path(str(output_dir or self.args.output_dir)))
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             if self.is_fsdp_enabled:

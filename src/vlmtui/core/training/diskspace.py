@@ -65,6 +65,21 @@ def ensure_free(path: Path, need: SpaceNeed) -> None:
         )
 
 
+def need_from_counts(
+    trainable_params: int,
+    total_params: int,
+    *,
+    adapters: bool,
+    bytes_per_param: int = 4,
+    keep_checkpoints: int = 2,
+) -> SpaceNeed:
+    """The SpaceNeed from parameter counts (`vlmtui inspect`'s meta-device figures), for a
+    pre-flight before anything is loaded, such as `launch` checking the host's run folder."""
+    trainable = trainable_params * bytes_per_param
+    final = trainable if adapters else total_params * bytes_per_param
+    return SpaceNeed(trainable, final, keep_checkpoints)
+
+
 def need_for_model(model: Any, keep_checkpoints: int) -> SpaceNeed:
     """The SpaceNeed of training `model`'s trainable parameters (a loaded model)."""
     trainable = total = 0
