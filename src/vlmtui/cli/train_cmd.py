@@ -65,7 +65,7 @@ def record_refusal(output: Path, exc: BadInput) -> None:
     where `runs` and the app look, rather than only "exited with code 2"."""
     from vlmtui.core.training.progress import STATUS, read_status, write_json_atomic
 
-    status = read_status(output) if output.is_dir() else None
+    status = read_status(output) if output.is_dir() and os.environ.get("RANK", "0") == "0" else None
     if status and status.get("state") == "pending":
         status.update(state="failed", exit_code=2, error=str(exc), during="checking")
         write_json_atomic(output / STATUS, status)
@@ -106,9 +106,15 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     family_of_checkpoint(args.model)
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
-    check_output(args.output, model=args.model, data=args.data, resume=args.resume)
+    # Under torchrun only rank 0 checks the run folder and decodes the images: another rank
+    # would race rank 0's first status.json write, and a refusal on rank 0 ends them all.
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        check_output(args.output, model=args.model, data=args.data, resume=args.resume)
     gpu = select_gpu(args.gpu)
-    validate_images(load_split(args.data, "train", allow_normalized=args.allow_normalized))
+    records = load_split(args.data, "train", allow_normalized=args.allow_normalized)
+    if main:
+        validate_images(records)
     make_output(args.output)
     return TrainRequest(
         recipe=recipe,

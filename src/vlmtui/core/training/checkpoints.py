@@ -99,7 +99,12 @@ def incomplete_reason(path: Path) -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
-def resume_checkpoint(ckpt_dir: Path, say: Any = print) -> Path | None:
+def say_on_rank0(line: str) -> None:
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
+
+
+def resume_checkpoint(ckpt_dir: Path, say: Any = say_on_rank0) -> Path | None:
     """The newest complete `checkpoint-N` in ckpt_dir; says which it skipped and which it uses."""
     found = [
         p
@@ -193,6 +198,7 @@ def trainer_class() -> type:
             staging = run_dir / f"{PARTIAL}{name}"
             if self.args.should_save:
                 clear_partials(run_dir)
+            barrier()  # no rank writes into the staging folder before it is cleared
             self._staging = str(staging)
             try:
                 super()._save_checkpoint(model, trial)
