@@ -103,3 +103,28 @@ def test_checkpoint_of_another_trainable_set_is_an_error(
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and status["error"] == last.removeprefix("vlmtui: ")
     assert f"resuming from {ckpt} (step 2)" in proc.stdout
+
+
+def test_two_stage_resume_restores_stage_2_strictly(
+    qwen25_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    """Stage 1 finished, stage 2 checkpointed: resume skips stage 1 and loads stage 2's
+    checkpoint strictly (a key mismatch would fail the run)."""
+    out = tmp_path / "r3"
+    argv = [
+        sys.executable, "-m", "vlmtui", "train", "--recipe", "r3-two-stage",
+        "--model", str(qwen25_vl_dir), "--data", str(shapes_data_dir),
+        "--output", str(out), "--save-steps", "2",
+    ]  # fmt: skip
+    first = subprocess.run([*argv, "--max-steps", "2"], capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for done in (out / "weights.json", out / "stage2" / "weights.json"):
+        done.unlink()  # as if stopped in stage 2, after its checkpoint
+    resumed = subprocess.run(
+        [*argv, "--max-steps", "3", "--resume"], capture_output=True, text=True, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ckpt = out / "stage2" / "checkpoints" / "checkpoint-2"
+    assert f"[vlmtui] resuming from {ckpt} (step 2)" in resumed.stdout
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in events if "loss" in e][-1] == (2, 3)
