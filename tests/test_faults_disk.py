@@ -124,3 +124,19 @@ def test_disk_full_mid_run_gives_the_reason_and_resume_skips_incomplete(
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if "loss" in e][-2:] == [6, 7]
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_torch_save_on_a_full_disk_is_named_as_such(small_disk: Callable[[str], Path]) -> None:
+    """torch.save says only "unexpected pos … vs …" when the disk fills (optimizer.pt)."""
+    import torch
+
+    from vlmtui.core.training.diskspace import disk_full_reason
+
+    disk = small_disk("64k")
+    with pytest.raises(RuntimeError) as err:
+        torch.save({"exp_avg": torch.zeros(100_000)}, disk / "optimizer.pt")
+    reason = disk_full_reason(err.value, disk)
+    assert reason is not None and re.fullmatch(
+        rf"no space left on device \([\d.]+ MiB free at {re.escape(str(disk))}\)", reason
+    )
+    assert disk_full_reason(RuntimeError("shape mismatch"), disk) is None

@@ -91,19 +91,35 @@ def need_for_model(model: Any, keep_checkpoints: int) -> SpaceNeed:
     return SpaceNeed(trainable, trainable if adapters else total, keep_checkpoints)
 
 
-def is_enospc(exc: BaseException) -> bool:
-    """Whether `exc` or anything in its chain is a full disk (libraries re-wrap OSError)."""
-    seen: set[int] = set()
+# torch.save reports a full disk only as a failed stream ("unexpected pos 576 vs 534",
+# "iostream error", "file write failed"): with little space left, that is the cause.
+WRITE_FAILURES = ("unexpected pos", "iostream error", "file write failed")
+LOW_SPACE_BYTES = OVERHEAD_BYTES
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    while current is not None and current not in out:
+        out.append(current)
+        current = current.__cause__ or current.__context__
+    return out
+
+
+def is_enospc(exc: BaseException) -> bool:
+    """Whether `exc` or anything in its chain says the disk is full (libraries re-wrap)."""
+    for current in _chain(exc):
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if "No space left on device" in str(current):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
-def enospc_reason(path: Path) -> str:
-    return f"no space left on device ({mib(free_bytes(path))} MiB free at {path})"
+def disk_full_reason(exc: BaseException, path: Path) -> str | None:
+    """ "no space left on device (N MiB free at PATH)" when that is why `exc` happened."""
+    free = free_bytes(path)
+    failed_write = any(w in str(e) for e in _chain(exc) for w in WRITE_FAILURES)
+    if is_enospc(exc) or (failed_write and free < LOW_SPACE_BYTES):
+        return f"no space left on device ({mib(free)} MiB free at {path})"
+    return None

@@ -29,7 +29,7 @@ from vlmtui.core.model.loading import (
 from vlmtui.core.recipes.policy import TrainableSummary, prepare_trainables, strip_peft
 from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
 from vlmtui.core.training.checkpoints import KEEP_CHECKPOINTS, barrier, staged
-from vlmtui.core.training.diskspace import enospc_reason, ensure_free, is_enospc, need_for_model
+from vlmtui.core.training.diskspace import disk_full_reason, ensure_free, need_for_model
 from vlmtui.core.training.progress import (
     RunFiles,
     package_versions,
@@ -384,8 +384,7 @@ def run_training(req: TrainRequest) -> int:
         raise
     except Exception as exc:
         if files:
-            full = is_enospc(exc)
-            error = enospc_reason(req.output) if full else f"{type(exc).__name__}: {exc}"
+            error = disk_full_reason(exc, req.output) or f"{type(exc).__name__}: {exc}"
             files.set_status("failed", exit_code=1, error=error, during=state)
         raise
     finally:
