@@ -14,7 +14,7 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.training.progress import RUN_JSON, STATUS, read_status
 
 # Kernel filesystems: writable-looking to root, but no place for files.
-VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"))
 
 
 def _inside(path: Path, root: Path) -> bool:
