@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmtui.core.errors import BadInput
+from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.families import Family, family_for_config
 from vlmtui.core.recipes.recipe import TrainingRecipe
-from vlmtui.core.rundir import WEIGHTS_JSON, read_json
+from vlmtui.core.rundir import (
+    WEIGHTS_JSON,
+    last_step_event,
+    read_events,
+    read_json,
+    read_status,
+)
 
 # Module-name prefixes bitsandbytes must leave in full precision (transformers >= 4.52 names).
 QUANT_SKIP_MODULES = ["model.visual", "lm_head"]
@@ -218,6 +224,21 @@ def load_processor(model_path: Path) -> Any:
     return AutoProcessor.from_pretrained(str(model_path))
 
 
+def unfinished_reason(run_dir: Path) -> str:
+    """Why a run has no final weights, and what to do about it."""
+    state = (read_status(run_dir) or {}).get("state")
+    if state is None:
+        return "no finished weights (weights.json missing)"
+    event = last_step_event(read_events(run_dir))
+    at = f" at step {event['step']}" if event else ""
+    if state in ("stopped", "failed"):
+        return (
+            f"no final weights: the run {state}{at}; finish it with `vlmtui train --resume` "
+            "(same recipe, model and data, this directory as --output), then evaluate it"
+        )
+    return f"no final weights yet: the run is {state}{at}; evaluate it when it has finished"
+
+
 def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     """A finished run's model (adapter applied, or full weights), its processor and family.
 
@@ -226,7 +247,7 @@ def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     """
     record = read_json(Path(run_dir) / WEIGHTS_JSON)
     if not record:
-        raise BadInput(f"{run_dir}: no finished weights (weights.json missing)")
+        raise BadInput(f"{run_dir}: {unfinished_reason(Path(run_dir))}")
     device = detect_device()
     import torch
 
@@ -245,7 +266,10 @@ def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
         if full.exists():
             from safetensors.torch import load_file
 
-            model.load_state_dict(load_file(str(full)), strict=False)
+            # A partial state dict (the fully trained areas only): every key must land.
+            unexpected = model.load_state_dict(load_file(str(full)), strict=False).unexpected_keys
+            if unexpected:
+                raise WorkFailed(f"{full}: keys the model does not have: {unexpected[:3]}")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
