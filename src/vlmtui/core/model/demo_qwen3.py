@@ -84,7 +84,7 @@ def build_processor(tokenizer: Any, chat_template: str) -> Any:
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    common = {
+    common: dict[str, Any] = {
         "patch_size": PATCH_SIZE,
         "merge_size": MERGE_SIZE,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
