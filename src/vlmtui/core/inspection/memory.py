@@ -11,7 +11,8 @@ weights
     prepared model: bf16/fp16 2, fp32 4. `compute_dtype = auto` means bf16 (training on a
     GPU). A quantized recipe runs PEFT's `prepare_model_for_kbit_training`, which casts every
     parameter that is not 4-bit to fp32, so vision, projector, embeddings, norms and lm_head
-    count 4 bytes there.
+    count 4 bytes there; fused MoE experts (not nn.Linear, so not 4-bit) stay in the compute
+    dtype (`loading.prepare_for_kbit_training`) and count 2.
     4-bit NF4 linear weight (bitsandbytes, blocksize 64, double quantization):
     ceil(n/2) packed bytes + ceil(n/64) one-byte absmax codes + 4·ceil(n/16384) fp32
     second-level absmax, about 0.516 bytes per parameter (4.13 bits). Without double

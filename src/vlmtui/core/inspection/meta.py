@@ -5,8 +5,8 @@ comes from the very functions the trainer runs (`policy.prepare_trainables`: LoR
 with PEFT, the freeze policy and the pre-flight guard), applied to the real transformers
 model built on the meta device. Quantized recipes get the same bitsandbytes module
 replacement `from_pretrained` performs before loading weights (transformers' quantizer, same
-`BitsAndBytesConfig` and skip list as `loading.py`) and PEFT's
-`prepare_model_for_kbit_training`, so 4-bit modules, dtypes and names match training. The
+`BitsAndBytesConfig` and skip list as `loading.py`) and `loading.prepare_for_kbit_training`,
+so 4-bit modules, dtypes and names match training. The
 per-parameter results (`ParamInfo`) feed the memory estimate.
 
 The TUI keeps one `ModelInspector` per model; see `modeltree.py` for typical use.

@@ -156,8 +156,9 @@ def load_model_for_recipe(
     """The base model, ready for `policy.prepare_trainables`.
 
     bf16 on GPU, float32 on CPU. A quantized recipe gets its LLM linears in 4-bit NF4 (or
-    8-bit) and `prepare_model_for_kbit_training`; vision, projector and lm_head stay in full
-    precision, which is checked after loading.
+    8-bit) and `prepare_for_kbit_training` (PEFT's, with fused MoE experts left in the compute
+    dtype); vision, projector and lm_head stay in full precision, which is checked after
+    loading. A family's float32 parameters (Qwen3.5's A_log, gated norm) load in float32.
     """
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)
