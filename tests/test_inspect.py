@@ -152,10 +152,10 @@ def test_unknown_model_cold_process_one_line() -> None:
 
 
 def test_unsupported_family_one_line(capsys, tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
     rc, _, err = run_cli(capsys, str(tmp_path))
     assert rc == 2 and err.count("\n") == 1
-    assert "qwen3_vl" in err and "not a supported family" in err
+    assert "llava" in err and "not a supported family" in err
 
 
 @pytest.mark.parametrize("extra", [{"hidden_size": "wide"}, {"vision_config": 5}])
