@@ -236,6 +236,8 @@ def _area_table(summary: Any, stage: Any, family: Any) -> Any:
         mode = ""
         if stage is not None:
             mode = stage.recipe.area(area).mode if area in ("vision", "projector", "llm") else ""
+        if area == "lm_head" and summary.tied_head:  # one tensor, counted in the llm row
+            mode = "tied"
         style = STATE_STYLE.get(mode, "")
         table.add_row(
             area,

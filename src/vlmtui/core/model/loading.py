@@ -140,6 +140,7 @@ def load_model_for_recipe(
     bf16 on GPU, float32 on CPU. A quantized recipe gets its LLM linears in 4-bit NF4 (or
     8-bit); vision, projector and lm_head stay unquantized, which is checked after loading,
     and in the compute dtype (see `prepare_quantized`).
+    A family's float32 parameters (Qwen3.5's A_log, gated norm) load in float32.
     """
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)

@@ -182,8 +182,8 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
     for area in TRAINABLE_AREAS:
         plan = recipe.area(area)
         if plan.mode == "lora":
-            for target, rx in family.target_regexes(area, plan.targets).items():
-                compiled = re.compile(rx)
+            for target, target_rx in family.target_regexes(area, plan.targets).items():
+                compiled = re.compile(target_rx)
                 hits = [n for n in module_names if compiled.fullmatch(n)]
                 if not hits:
                     problems.append(f"{area} LoRA target {target!r} matches no module")
@@ -192,21 +192,7 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
                     problems.append(
                         f"{area} LoRA target {target!r} matches outside {area}: {outside[0]}"
                     )
-            if family.expert_targets(area, plan.targets):
-                rx_e = re.compile(family.expert_regex())
-                if not any(rx_e.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
-                    problems.append(f"{area} LoRA target 'experts' matches no parameter")
-                if recipe.lora.dropout:
-                    # PEFT's adapter on a 3-D parameter adds lora_B @ lora_A to the weight, so
-                    # there is no per-input activation to drop (ParamWrapper refuses dropout).
-                    problems.append(
-                        f"{area} LoRA target 'experts' needs lora.dropout = 0, "
-                        f"got {recipe.lora.dropout:g}"
-                    )
-        for part in plan.also_full:
-            rx_p = re.compile(family.full_part_regex(area, part))
-            if not any(rx_p.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
-                problems.append(f"{area}.also_full {part!r} matches no parameter")
+        problems += _parameter_target_problems(model, recipe, family, area)
         for pattern in plan.patterns:
             prx = re.compile(pattern)
             hits = [strip_peft(n) for n, _ in unique_parameters(model) if prx.match(strip_peft(n))]
@@ -215,6 +201,30 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
             outside = [n for n in hits if family.area_of(n) != area]
             if outside:
                 problems.append(f"{area} pattern {pattern!r} matches outside {area}: {outside[0]}")
+    return problems
+
+
+def _parameter_target_problems(
+    model: Any, recipe: TrainingRecipe, family: Family, area: str
+) -> list[str]:
+    """Problems with an area's parameter targets: `experts` (LoRA) and `also_full` parts."""
+    plan = recipe.area(area)
+    names = [strip_peft(n) for n, _ in unique_parameters(model)]
+    problems = []
+    if plan.mode == "lora" and family.expert_targets(area, plan.targets):
+        rx = re.compile(family.expert_regex())
+        if not any(rx.fullmatch(n) for n in names):
+            problems.append(f"{area} LoRA target 'experts' matches no parameter")
+        if recipe.lora.dropout:
+            # PEFT's adapter on a 3-D parameter adds lora_B @ lora_A to the weight, so there
+            # is no per-input activation to drop (its ParamWrapper refuses dropout).
+            problems.append(
+                f"{area} LoRA target 'experts' needs lora.dropout = 0, got {recipe.lora.dropout:g}"
+            )
+    for part in plan.also_full:
+        rx = re.compile(family.full_part_regex(area, part))
+        if not any(rx.fullmatch(n) for n in names):
+            problems.append(f"{area}.also_full {part!r} matches no parameter")
     return problems
 
 
