@@ -52,6 +52,7 @@ def train_command(
     py = host.python_argv()
     args = ["train", "--recipe", req.recipe, "--model", HomePath(req.model)]
     args += ["--data", HomePath(req.data), "--output", HomePath(run_dir)]
+    args += ["--strategy", req.strategy]
     if gpus == (CPU,):
         args += ["--gpu", CPU]
     elif len(gpus) == 1:

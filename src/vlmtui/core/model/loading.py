@@ -70,18 +70,22 @@ def compute_dtype(recipe: TrainingRecipe, device: Device) -> Any:
     return getattr(torch, recipe.compute_dtype)
 
 
-def quantization_config(recipe: TrainingRecipe, dtype: Any) -> Any:
+def quantization_config(recipe: TrainingRecipe, dtype: Any, quant_storage: Any = None) -> Any:
+    """bitsandbytes settings; `quant_storage` is the dtype 4-bit weights are packed in (None:
+    bnb's uint8; FSDP needs a float dtype, see `sharding.quant_storage_dtype`)."""
     if not recipe.quantized:
         return None
     from transformers import BitsAndBytesConfig
 
     if recipe.quantization == "4bit":
+        storage = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             llm_int8_skip_modules=QUANT_SKIP_MODULES,
+            **storage,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
 
@@ -97,7 +101,11 @@ def quantized_outside_llm(model: Any, family: Family) -> list[str]:
 
 
 def load_model_for_recipe(
-    model_path: Path, recipe: TrainingRecipe, device: Device, family: Family | None = None
+    model_path: Path,
+    recipe: TrainingRecipe,
+    device: Device,
+    family: Family | None = None,
+    quant_storage: Any = None,
 ) -> Any:
     """The base model, ready for `policy.prepare_trainables`.
 
@@ -111,7 +119,7 @@ def load_model_for_recipe(
     dtype = compute_dtype(recipe, device)
     model_cls = getattr(transformers, family.model_class)
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device.torch_device}}
-    qconf = quantization_config(recipe, dtype)
+    qconf = quantization_config(recipe, dtype, quant_storage)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
     model = model_cls.from_pretrained(str(model_path), **kwargs)

@@ -21,6 +21,7 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family
 from vlmtui.core.model.loading import (
     Device,
+    compute_dtype,
     detect_device,
     family_of_checkpoint,
     load_model_for_recipe,
@@ -29,6 +30,14 @@ from vlmtui.core.model.loading import (
 from vlmtui.core.recipes.policy import TrainableSummary, prepare_trainables, strip_peft
 from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
 from vlmtui.core.training.progress import RunFiles, read_json, write_json_atomic
+from vlmtui.core.training.sharding import (
+    Strategy,
+    allow_fsdp_on_cpu,
+    gathered_state_dict,
+    is_sharded,
+    quant_storage_dtype,
+    trainer_kwargs,
+)
 
 WEIGHTS_JSON = "weights.json"
 TRAINABLE_JSON = "trainable.json"
@@ -61,6 +70,8 @@ class TrainRequest:
     recipe_files: tuple[Path, ...] = ()
     argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
     gpu: str = ""
+    strategy: Strategy = "ddp"
+    """`ddp`: a whole model per process; `fsdp`: sharded over the processes (sharding.py)."""
 
 
 @dataclass
@@ -89,9 +100,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def prepare_stage(model_path: Path, recipe: TrainingRecipe, device: Device) -> Prepared:
+def prepare_stage(
+    model_path: Path, recipe: TrainingRecipe, device: Device, strategy: Strategy = "ddp"
+) -> Prepared:
     family = family_of_checkpoint(model_path)
-    model = load_model_for_recipe(model_path, recipe, device, family)
+    storage = quant_storage_dtype(strategy, compute_dtype(recipe, device))
+    model = load_model_for_recipe(model_path, recipe, device, family, quant_storage=storage)
     model = prepare_trainables(model, recipe, family)
     from vlmtui.core.recipes.policy import summarize_trainables_by_area
 
@@ -186,6 +200,7 @@ def fit(
     files: RunFiles | None = None,
     stage: int = 1,
     stop: _StopState | None = None,
+    strategy: Strategy = "ddp",
 ) -> Any:
     """Train a prepared model with SFTTrainer; returns the trainer."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -221,6 +236,7 @@ def fit(
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
+        **trainer_kwargs(strategy, prepared.model),
     )
     optimizer, names = build_optimizer(prepared, recipe, config)
     if files is None or is_main_process():
@@ -228,15 +244,21 @@ def fit(
             stage_dir / TRAINABLE_JSON,
             {**prepared.summary.to_dict(), "optimizer_params": names, "recipe": recipe.name},
         )
+    allow_fsdp_on_cpu(strategy, on_cpu=not device.is_cuda)
     trainer = SFTTrainer(
         model=prepared.model,
         args=config,
         train_dataset=rows,
         processing_class=prepared.processor,
         data_collator=AssistantOnlyCollator(prepared.processor, prepared.family),
-        optimizers=(optimizer, None),
+        optimizers=(None, None) if strategy == "fsdp" else (optimizer, None),
         callbacks=[_progress_callback(files, stage, stop)],
     )
+    if strategy == "fsdp":
+        # The Trainer refuses a ready optimizer under FSDP (one built on parameters sharding
+        # replaces), but FSDP2 is prepared together with the optimizer and accelerate maps it
+        # onto the sharded parameters: handed over here, it is used as create_optimizer's.
+        trainer.optimizer = optimizer
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     stop.training = True
     try:
@@ -246,16 +268,29 @@ def fit(
     return trainer
 
 
-def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> dict[str, Any]:
-    """Save what the stage trained; returns its weights.json record."""
+def save_stage(
+    prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe
+) -> dict[str, Any] | None:
+    """Save what the stage trained; returns its weights.json record (None on ranks > 0).
+
+    Every rank calls it: a sharded model is first gathered whole onto rank 0."""
     model = prepared.model
-    if hasattr(model, "peft_config"):
+    is_peft = hasattr(model, "peft_config")
+    state = gathered_state_dict(model, trainable_only=is_peft) if is_sharded(model) else None
+    if not is_main_process():
+        return None
+    if is_peft:
         out = stage_dir / "adapter"
-        model.save_pretrained(str(out))
+        model.save_pretrained(str(out), state_dict=state)
+        trained = (
+            state
+            if state is not None
+            else {n: p for n, p in model.named_parameters() if p.requires_grad}
+        )
         full = {
             strip_peft(n.removeprefix("base_model.model.")): p.detach().cpu().contiguous()
-            for n, p in model.named_parameters()
-            if p.requires_grad and ".lora_" not in n
+            for n, p in trained.items()
+            if ".lora_" not in n
         }
         if full:
             from safetensors.torch import save_file
@@ -264,7 +299,7 @@ def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> d
         kind = "adapter"
     else:
         out = stage_dir / "model"
-        model.save_pretrained(str(out))
+        model.save_pretrained(str(out), state_dict=state)
         kind = "full"
     prepared.processor.save_pretrained(str(out))
     record = {
@@ -326,6 +361,7 @@ def run_training(req: TrainRequest) -> int:
             gpu=req.gpu or os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             device=device.torch_device,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            strategy=req.strategy,
             versions=_versions(),
             started=info.get("started", time.time()),
             pid=os.getpid(),
@@ -347,7 +383,7 @@ def run_training(req: TrainRequest) -> int:
             if files:
                 files.set_status(state := "loading", **tag)
                 files.append_event({"phase": "loading", "stage": i, "time": time.time()})
-            prepared = prepare_stage(model_path, recipe, device)
+            prepared = prepare_stage(model_path, recipe, device, req.strategy)
             records = load_split(req.data, "train")
             rows = to_trl_dataset(records, prepared.family, prepared.processor)
             if files:
@@ -368,14 +404,14 @@ def run_training(req: TrainRequest) -> int:
                 files=files,
                 stage=i,
                 stop=stop,
+                strategy=req.strategy,
             )
             if stop.signum is not None:
                 raise StopRequested(signal.Signals(stop.signum).name)
             if files:
                 files.set_status(state := "saving", **tag)
                 files.append_event({"phase": "saving", "stage": i, "time": time.time()})
-            if main:
-                save_stage(prepared, stage_dir, recipe)
+            save_stage(prepared, stage_dir, recipe)
             _barrier()
             model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
             del prepared
