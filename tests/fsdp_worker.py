@@ -2,9 +2,11 @@
 
 Runs the real `run_training` (every stage, the run directory, the gathered saves) with
 `strategy="fsdp"`, and spies on two of its steps without changing them: after
-`prepare_stage` it keeps a copy of every parameter, and before `save_stage` it gathers the
-trained (sharded) parameters and compares them with that copy. Rank 0 writes what it saw
-per stage to `fsdp_report.json` in the run directory.
+`prepare_stage` rank 0 keeps a copy of every parameter (the other ranks may hold meta
+tensors: rank-0 loading), and before `save_stage` the trained (sharded) parameters are
+gathered and compared with that copy. Rank 0 writes what it saw per stage to
+`fsdp_report.json` in the run directory; each rank writes `meta_rankN.json`, how many
+parameters it held on the meta device after each stage's loading.
 
 usage: python -m torch.distributed.run --standalone --nproc_per_node 2 fsdp_worker.py \
     RECIPE MODEL DATA OUTPUT STEPS
@@ -13,6 +15,7 @@ usage: python -m torch.distributed.run --standalone --nproc_per_node 2 fsdp_work
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from vlmtui.core.recipes.recipe import get_recipe
 from vlmtui.core.training import train
 
 reports: list[dict[str, Any]] = []
+meta_after_load: list[int] = []
+"""Per stage, how many parameters this rank held on the meta device after loading."""
 snapshots: dict[int, tuple[dict[str, torch.Tensor], set[str]]] = {}
 
 
@@ -43,8 +48,11 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def spy_prepare(*args: Any, **kwargs: Any) -> Any:
     prepared = real_prepare(*args, **kwargs)
     params = list(prepared.model.named_parameters())
+    meta_after_load.append(sum(p.is_meta for _, p in params))
     quantized = {n for n, p in params if type(p).__name__ == "Params4bit"}
-    snapshots[id(prepared)] = ({n: full(p) for n, p in params}, quantized)
+    # Under rank-0 loading only rank 0 has the weights (the others build on the meta device).
+    kept = {n: full(p) for n, p in params} if train.is_main_process() else {}
+    snapshots[id(prepared)] = (kept, quantized)
     return prepared
 
 
@@ -53,6 +61,8 @@ def spy_save(prepared: Any, stage_dir: Path, recipe: Any) -> Any:
     params = list(prepared.model.named_parameters())
     trainable = {n for n, p in params if p.requires_grad}
     after = {n: full(p) for n, p in params}
+    if not train.is_main_process():
+        return real_save(prepared, stage_dir, recipe)
     moved = {n for n in after if not same_bits(before[n], after[n])}
     reports.append(
         {
@@ -84,6 +94,8 @@ def main() -> int:
         strategy="fsdp",
     )
     code = train.run_training(request)
+    rank = os.environ["RANK"]
+    (Path(output) / f"meta_rank{rank}.json").write_text(json.dumps(meta_after_load))
     if train.is_main_process():
         (Path(output) / "fsdp_report.json").write_text(json.dumps(reports, indent=1))
     return code

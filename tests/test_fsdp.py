@@ -73,6 +73,11 @@ def test_fsdp_trains_each_recipe_on_two_cpu_processes(
         assert sorted(trained["optimizer_params"]) == sorted(stage.summary.trainable_names)
     if BUILTIN_RECIPES[recipe_name].quantized:
         assert reports[0]["quantized"] > 0
+    # Every rank reads the weights to the CPU (never a whole model onto a device), 4-bit
+    # ones too: none is left on the meta device.
+    for rank in (0, 1):
+        on_meta = json.loads((out / f"meta_rank{rank}.json").read_text())
+        assert on_meta == [0] * len(reports), rank
 
     rc = main(
         ["eval", str(out), "--data", str(shapes_data_dir), "--limit", "1",

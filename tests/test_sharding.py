@@ -13,7 +13,7 @@ from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 from vlmtui.core.training.sharding import (
     check_strategy,
     fsdp_config,
-    quant_storage_dtype,
+    loading_kwargs,
     trainer_kwargs,
     wrap_class_names,
 )
@@ -51,14 +51,14 @@ def test_a_model_without_blocks_is_refused():
 
 
 def test_fsdp_config_is_full_shard_fsdp2_with_whole_checkpoints():
-    config = fsdp_config(("Qwen2VLDecoderLayer", "Qwen2VLVisionBlock"))
+    config = fsdp_config(("Qwen2VLDecoderLayer", "Qwen2VLVisionBlock"), rank0_loading=True)
     assert config == {
         "version": 2,
         "reshard_after_forward": True,
         "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "transformer_layer_cls_to_wrap": ["Qwen2VLDecoderLayer", "Qwen2VLVisionBlock"],
         "state_dict_type": "FULL_STATE_DICT",
-        "cpu_ram_efficient_loading": False,
+        "cpu_ram_efficient_loading": True,
         "activation_checkpointing": False,
     }
 
@@ -66,25 +66,33 @@ def test_fsdp_config_is_full_shard_fsdp2_with_whole_checkpoints():
 def test_trainer_kwargs_become_accelerates_fsdp2_plugin(tmp_path: Path):
     from trl import SFTConfig
 
+    r1 = BUILTIN_RECIPES["r1-llm-only"]
     model = meta_stage("Qwen/Qwen2.5-VL-3B-Instruct", "r1-llm-only")
-    assert trainer_kwargs("ddp", model) == {}
-    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, **trainer_kwargs("fsdp", model))
+    assert trainer_kwargs("ddp", model, r1) == {}
+    kwargs = trainer_kwargs("fsdp", model, r1)
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, **kwargs)
     plugin = config.fsdp_plugin_args
     assert plugin["fsdp_version"] == 2 and plugin["reshard_after_forward"] is True
     assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     assert plugin["transformer_cls_names_to_wrap"] == "Qwen2_5_VLDecoderLayer,Qwen2_5_VLVisionBlock"
     assert plugin["state_dict_type"] == "FULL_STATE_DICT"
     assert plugin["activation_checkpointing"] is False and "cpu_offload" not in plugin
+    # bitsandbytes weights are loaded by every rank; unquantized models by rank 0 alone.
+    assert plugin["cpu_ram_efficient_loading"] is False
+    r4 = BUILTIN_RECIPES["r4-joint"]
+    r4_model = meta_stage("Qwen/Qwen2.5-VL-3B-Instruct", "r4-joint")
+    assert trainer_kwargs("fsdp", r4_model, r4)["fsdp_config"]["cpu_ram_efficient_loading"]
 
 
 def test_quant_storage_is_the_compute_dtype_only_under_fsdp():
     import torch
 
-    from vlmtui.core.model.loading import quantization_config
+    from vlmtui.core.model.loading import Device, quantization_config
 
     r1 = BUILTIN_RECIPES["r1-llm-only"]
-    assert quant_storage_dtype("ddp", torch.bfloat16) is None
-    storage = quant_storage_dtype("fsdp", torch.bfloat16)
+    gpu = Device("cuda")
+    assert loading_kwargs("ddp", r1, gpu) == {}
+    storage = loading_kwargs("fsdp", r1, gpu)["quant_storage"]
     assert storage is torch.bfloat16
     assert quantization_config(r1, torch.bfloat16, storage).bnb_4bit_quant_storage == storage
     assert quantization_config(r1, torch.bfloat16).bnb_4bit_quant_storage == torch.uint8

@@ -106,6 +106,7 @@ def load_model_for_recipe(
     device: Device,
     family: Family | None = None,
     quant_storage: Any = None,
+    placement: str | None = None,
 ) -> Any:
     """The base model, ready for `policy.prepare_trainables`.
 
@@ -118,7 +119,10 @@ def load_model_for_recipe(
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)
     model_cls = getattr(transformers, family.model_class)
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device.torch_device}}
+    # `placement`: where the weights are read to, when not onto the training device (an fsdp
+    # run reads them to the CPU and shards them onto the devices).
+    where = placement or device.torch_device
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": where}}
     qconf = quantization_config(recipe, dtype, quant_storage)
     if qconf is not None:
         kwargs["quantization_config"] = qconf

@@ -11,11 +11,16 @@ stage load them like any unsharded run's.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.families import BLOCK_PREFIX, PEFT_PREFIX
+
+if TYPE_CHECKING:
+    from vlmtui.core.model.loading import Device
+    from vlmtui.core.recipes.recipe import TrainingRecipe
 
 Strategy = Literal["ddp", "fsdp"]
 STRATEGIES: tuple[Strategy, ...] = ("ddp", "fsdp")
@@ -45,8 +50,9 @@ def wrap_class_names(model: Any) -> tuple[str, ...]:
     return tuple(sorted(found.values()))
 
 
-def fsdp_config(wrap_classes: tuple[str, ...]) -> dict[str, Any]:
-    """The Trainer's `fsdp_config` for FSDP2 over the given block classes."""
+def fsdp_config(wrap_classes: tuple[str, ...], rank0_loading: bool = False) -> dict[str, Any]:
+    """The Trainer's `fsdp_config` for FSDP2 over the given block classes; `rank0_loading`:
+    the model was loaded on rank 0 only (see `loading_kwargs`) and is broadcast shard-wise."""
     return {
         "version": 2,
         # True is FSDP2's full shard: parameters are freed again after each unit's forward.
@@ -55,20 +61,48 @@ def fsdp_config(wrap_classes: tuple[str, ...]) -> dict[str, Any]:
         "transformer_layer_cls_to_wrap": list(wrap_classes),
         # Gathered on rank 0 at every save: a checkpoint is a plain whole-model checkpoint.
         "state_dict_type": "FULL_STATE_DICT",
-        # Every rank loads the checkpoint itself; rank-0 loading with broadcast is not used
-        # because accelerate skips it for bitsandbytes models.
-        "cpu_ram_efficient_loading": False,
+        "cpu_ram_efficient_loading": rank0_loading,
         # The recipe's gradient_checkpointing (transformers, non-reentrant) stays in charge,
         # so a recipe means the same under ddp and fsdp.
         "activation_checkpointing": False,
     }
 
 
-def trainer_kwargs(strategy: Strategy, model: Any) -> dict[str, Any]:
+def trainer_kwargs(strategy: Strategy, model: Any, recipe: TrainingRecipe) -> dict[str, Any]:
     """Extra `TrainingArguments` for `strategy` (none for ddp)."""
     if strategy == "ddp":
         return {}
-    return {"fsdp": True, "fsdp_config": fsdp_config(wrap_class_names(model))}
+    config = fsdp_config(wrap_class_names(model), rank0_loading=not recipe.quantized)
+    return {"fsdp": True, "fsdp_config": config}
+
+
+def loading_kwargs(strategy: Strategy, recipe: TrainingRecipe, device: Device) -> dict[str, Any]:
+    """Extra `load_model_for_recipe` arguments for `strategy` (none for ddp).
+
+    fsdp, unquantized: every rank reads the checkpoint into CPU memory (not onto its GPU);
+    accelerate (`cpu_ram_efficient_loading`) then moves the model to the meta device, shards
+    it and sends each rank its shards of rank 0's weights, so no GPU ever holds a whole
+    model. Each process does hold a whole copy in host memory while loading: building the
+    other ranks on the meta device instead made the Trainer's final save fail (a gloo
+    collective size mismatch, torch 2.14 / accelerate 1.15), so that is not done.
+    fsdp, 4-bit: every rank loads (quantizing happens on the GPU as the weights arrive, and
+    accelerate does not broadcast bitsandbytes weights), with the 4-bit weights packed in the
+    compute dtype, as in the QLoRA-FSDP recipe, because `fully_shard` only shards floating
+    tensors (accelerate leaves uint8-packed weights whole on every rank)."""
+    from vlmtui.core.model.loading import compute_dtype
+
+    if strategy != "fsdp":
+        return {}
+    if recipe.quantized:
+        return {"quant_storage": compute_dtype(recipe, device)}
+    import torch.distributed as dist
+
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+    if not dist.is_initialized():
+        # What accelerate would start later; started now so that loading can see the ranks.
+        dist.init_process_group("cuda:nccl,cpu:gloo" if device.is_cuda else "gloo")
+    return {"placement": "cpu"}
 
 
 def allow_fsdp_on_cpu(strategy: Strategy, on_cpu: bool) -> None:
@@ -98,13 +132,6 @@ def allow_fsdp_on_cpu(strategy: Strategy, on_cpu: bool) -> None:
 
     init._vlmtui_cpu_fsdp = True  # type: ignore[attr-defined]
     AcceleratorState.__init__ = init  # type: ignore[method-assign]
-
-
-def quant_storage_dtype(strategy: Strategy, compute_dtype: Any) -> Any:
-    """bitsandbytes 4-bit storage dtype: under fsdp the compute dtype, as in the QLoRA-FSDP
-    recipe, because `fully_shard` can only shard floating-point tensors (accelerate leaves
-    uint8-packed 4-bit weights unsharded on every rank); under ddp None (bnb's uint8)."""
-    return compute_dtype if strategy == "fsdp" else None
 
 
 def is_sharded(model: Any) -> bool:

@@ -21,7 +21,6 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family
 from vlmtui.core.model.loading import (
     Device,
-    compute_dtype,
     detect_device,
     family_of_checkpoint,
     load_model_for_recipe,
@@ -35,7 +34,7 @@ from vlmtui.core.training.sharding import (
     allow_fsdp_on_cpu,
     gathered_state_dict,
     is_sharded,
-    quant_storage_dtype,
+    loading_kwargs,
     trainer_kwargs,
 )
 
@@ -104,8 +103,8 @@ def prepare_stage(
     model_path: Path, recipe: TrainingRecipe, device: Device, strategy: Strategy = "ddp"
 ) -> Prepared:
     family = family_of_checkpoint(model_path)
-    storage = quant_storage_dtype(strategy, compute_dtype(recipe, device))
-    model = load_model_for_recipe(model_path, recipe, device, family, quant_storage=storage)
+    extra = loading_kwargs(strategy, recipe, device)
+    model = load_model_for_recipe(model_path, recipe, device, family, **extra)
     model = prepare_trainables(model, recipe, family)
     from vlmtui.core.recipes.policy import summarize_trainables_by_area
 
@@ -236,7 +235,7 @@ def fit(
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
-        **trainer_kwargs(strategy, prepared.model),
+        **trainer_kwargs(strategy, prepared.model, recipe),
     )
     optimizer, names = build_optimizer(prepared, recipe, config)
     if files is None or is_main_process():
