@@ -167,16 +167,26 @@ def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: A
 
     recipe = get_recipe(recipe_name)
     cuda = device.is_cuda
+    baseline = 0
     if cuda:
         release()
         torch.cuda.reset_peak_memory_stats()
+        # Whatever an earlier recipe left allocated is not this one's.
+        baseline = torch.cuda.memory_allocated()
+        if baseline > GIB // 10:
+            print(f"# {baseline / GIB:.2f} GiB still allocated before {recipe_name}")
     start = time.perf_counter()
     prepared = prepare_stage(model_dir, recipe, device)
     rows = to_trl_dataset(load_split(data, "train"), prepared.family, prepared.processor)
     with tempfile.TemporaryDirectory() as out:
         trainer = fit(prepared, recipe, rows, Path(out), device, max_steps=steps)
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()) if cuda else None
+    peak = None
+    if cuda:
+        used = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
+        peak = tuple(n - baseline for n in used)
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = None
     del trainer, prepared
     release()
     return (*(peak or (None, None)), seconds)
