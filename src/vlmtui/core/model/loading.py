@@ -72,7 +72,7 @@ def compute_dtype(recipe: TrainingRecipe, device: Device) -> Any:
 
 def quantization_config(recipe: TrainingRecipe, dtype: Any, quant_storage: Any = None) -> Any:
     """bitsandbytes settings; `quant_storage` is the dtype 4-bit weights are packed in (None:
-    bnb's uint8; FSDP needs a float dtype, see `sharding.quant_storage_dtype`)."""
+    bnb's uint8; FSDP needs a float dtype, see `sharding.loading_kwargs`)."""
     if not recipe.quantized:
         return None
     from transformers import BitsAndBytesConfig
