@@ -1,13 +1,22 @@
 """The dispatch dialog's device choice: "next free" stands alone, GPUs may be several, and
-only the chosen options show a mark (also in a plain-text capture)."""
+only the chosen options show a mark (also in a plain-text capture); the fsdp strategy gives
+each recipe a group of GPUs, and the pre-flight suggests it when a whole model does not fit."""
 
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Select
 from tui_fakes import fake_sources, local_cpu_host, wait_for
 
 from vlmtui.tui.app import VlmtuiApp
-from vlmtui.tui.screens.dispatch import AUTO, CPU, DeviceList, DispatchScreen, exclusive
+from vlmtui.tui.screens.dispatch import (
+    AUTO,
+    CPU,
+    DeviceList,
+    DispatchScreen,
+    assign_sharded,
+    exclusive,
+)
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 
@@ -75,3 +84,44 @@ async def test_several_gpus_drop_next_free_and_make_the_plan() -> None:
         assert [m == "▐X▌" for m in marks(sl)].count(True) == 1
         app.screen.submit()
         assert plans[-1].devices == (AUTO, AUTO)
+
+
+def test_fsdp_splits_the_chosen_gpus_into_a_group_per_recipe() -> None:
+    assert assign_sharded(["r2"], ["0", "3"]) == ("0,3",)
+    assert assign_sharded(["r2", "r3"], ["0", "1", "2", "3"]) == ("0,1", "2,3")
+    assert assign_sharded(["r2", "r3"], ["0", "1", "2", "3", "5"]) == ("0,1", "2,3")
+    assert assign_sharded(["r2", "r3"], ["0", "3", CPU]) is None  # one GPU each: no sharding
+    assert assign_sharded(["r2"], [AUTO]) is None
+
+
+async def test_fsdp_choice_makes_a_sharded_plan_or_says_what_is_missing() -> None:
+    plans = []
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(120, 40)) as pilot:
+        sl = await open_dialog(app, pilot)  # r2 and r3 are marked
+        app.screen.dismiss = plans.append
+        app.screen.query_one("#dispatch-strategy", Select).value = "fsdp"
+        await toggle(pilot, sl, "0")
+        await toggle(pilot, sl, "3")
+        app.screen.submit()
+        assert plans == []  # two recipes need four GPUs
+        await wait_for(
+            pilot, lambda: any("choose at least 4 GPUs" in n.message for n in app._notifications)
+        )
+        await toggle(pilot, sl, "1")
+        await toggle(pilot, sl, "2")
+        app.screen.submit()
+        assert (plans[-1].devices, plans[-1].strategy) == (("0,3", "1,2"), "fsdp")
+
+
+def test_preflight_suggests_fsdp_when_a_whole_model_does_not_fit() -> None:
+    from vlmtui.tui.app import preflight_table
+    from vlmtui.tui.messages import Preflight
+
+    def memory_cell(**kw) -> str:
+        check = Preflight(recipe="r4-joint", device="0", memory_gib=150.0, **kw)
+        return str(preflight_table([check]).columns[-1]._cells[0])
+
+    assert memory_cell(gpu_mem_gib=80.0) == "≈150.0 / 80 GiB TOO BIG (try fsdp)"
+    assert memory_cell(gpu_mem_gib=160.0) == "≈150.0 / 160 GiB fits"
+    assert memory_cell(gpu_mem_gib=80.0, strategy="fsdp") == "≈150.0 GiB unsharded"

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", default="auto", help="auto (default), cpu, N, or N,M,... (torchrun)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--nproc", type=int, default=None, help="processes for a CPU run (torchrun)")
+    p.add_argument(
+        "--strategy", default="ddp", help="ddp (default) or fsdp: shard over the run's processes"
+    )
     p.add_argument("--force", action="store_true", help="use the GPU even if busy or reserved")
     p.add_argument("--json", action="store_true", help="print JSON instead of the bare id")
     p.set_defaults(func=run_launch)
@@ -58,6 +61,7 @@ def run_launch(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             force=args.force,
             nproc=args.nproc,
+            strategy=args.strategy,
         )
     )
     if args.json:

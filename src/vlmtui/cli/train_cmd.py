@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="GPU index, or 'cpu' (default: the first GPU, else CPU). "
         "Several GPUs run through `vlmtui launch --gpu 0,1`",
     )
+    p.add_argument(
+        "--strategy",
+        default="ddp",
+        help="ddp (default: a whole model per process) or fsdp (sharded over the processes "
+        "of a torchrun launch, e.g. `vlmtui launch --gpu 0,1 --strategy fsdp`)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's steps")
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps")
     p.add_argument("--seed", type=int, default=0)
@@ -98,9 +104,16 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     from vlmtui.core.model.loading import family_of_checkpoint
     from vlmtui.core.recipes.recipe import get_recipe
     from vlmtui.core.training.outputdir import check_output, make_output
+    from vlmtui.core.training.sharding import check_strategy
     from vlmtui.core.training.train import TrainRequest
 
     recipe = get_recipe(args.recipe, args.recipes)
+    strategy = check_strategy(args.strategy)
+    if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise BadInput(
+            "--strategy fsdp: shards over 2 or more processes; start it with "
+            "`vlmtui launch --gpu 0,1 --strategy fsdp` (or under torchrun)"
+        )
     if args.max_steps is not None and args.max_steps < 1:
         raise BadInput(f"--max-steps: must be at least 1, got {args.max_steps}")
     family_of_checkpoint(args.model)
@@ -128,4 +141,5 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
         recipe_files=tuple(args.recipes),
         gpu=gpu,
         allow_normalized=args.allow_normalized,
+        strategy=strategy,
     )

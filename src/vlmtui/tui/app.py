@@ -75,12 +75,18 @@ def preflight_table(checks: list[Any]) -> Table:
         mem: Text
         if c.memory_gib is None:
             mem = Text("?")
+        elif c.strategy == "fsdp":
+            # The estimate holds a whole model per GPU; sharded, each GPU needs less.
+            mem = Text(f"≈{c.memory_gib:.1f} GiB unsharded")
         elif c.gpu_mem_gib is None:
             mem = Text(f"≈{c.memory_gib:.1f} GiB")
         else:
             fits = c.memory_gib <= c.gpu_mem_gib
+            # A whole model per GPU does not fit: sharding it over several GPUs might.
+            hint = "" if fits else " (try fsdp)"
             mem = Text(
-                f"≈{c.memory_gib:.1f} / {c.gpu_mem_gib:.0f} GiB {'fits' if fits else 'TOO BIG'}",
+                f"≈{c.memory_gib:.1f} / {c.gpu_mem_gib:.0f} GiB "
+                f"{'fits' if fits else 'TOO BIG'}{hint}",
                 style="green" if fits else "bold red",
             )
         table.add_row(c.recipe, c.device, *cells, human(c.trainable_params), mem)
@@ -370,11 +376,13 @@ class VlmtuiApp(WorkersMixin, App[None]):
                         model=plan.model,
                         data=plan.data,
                         max_steps=plan.max_steps,
+                        strategy=plan.strategy,
                     )
                 )
 
         label = f"Launch {len(ok)}" if ok else "Nothing to launch"
         title = f"Launch on {plan.host}" + (f", {plan.max_steps} steps" if plan.max_steps else "")
+        title += ", sharded (fsdp)" if plan.strategy == "fsdp" else ""
         self.push_screen(ConfirmScreen(title, preflight_table(checks), label), answer)
 
     def on_launched(self, event: Launched) -> None:

@@ -87,7 +87,9 @@ def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
     )
 
 
-def preflight(model: str, recipe: Any, device: str, gpu_mem_mib: float | None) -> Preflight:
+def preflight(
+    model: str, recipe: Any, device: str, gpu_mem_mib: float | None, strategy: str = "ddp"
+) -> Preflight:
     """Trainable per area and the memory estimate vs the GPU's memory for one recipe."""
     gpu_gib = gpu_mem_mib / 1024 if gpu_mem_mib else None
     try:
@@ -96,7 +98,10 @@ def preflight(model: str, recipe: Any, device: str, gpu_mem_mib: float | None) -
             data = result.to_dict()
             est = _memory(result, gpu_gib)
     except BadInput as exc:
-        return Preflight(recipe=recipe.name, device=device, problem=str(exc), gpu_mem_gib=gpu_gib)
+        return Preflight(
+            recipe=recipe.name, device=device, problem=str(exc), gpu_mem_gib=gpu_gib,
+            strategy=strategy,
+        )  # fmt: skip
     areas = {a: (data["areas"][a]["trainable"], data["areas"][a]["params"]) for a in AREAS}
     return Preflight(
         recipe=recipe.name,
@@ -106,4 +111,5 @@ def preflight(model: str, recipe: Any, device: str, gpu_mem_mib: float | None) -
         trainable_params=data["trainable_params"],
         memory_gib=est.total / 1024**3 if est else None,
         gpu_mem_gib=gpu_gib,
+        strategy=strategy,
     )

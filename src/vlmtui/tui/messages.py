@@ -32,10 +32,13 @@ class DispatchPlan:
     recipes: tuple[str, ...]
     host: str
     devices: tuple[str, ...]
-    """One entry per recipe: `auto` (next free GPU, else the CPU), `cpu` or a GPU index."""
+    """One entry per recipe: `auto` (next free GPU, else the CPU), `cpu`, a GPU index, or
+    several (`0,1`: one torchrun job over them)."""
     model: str
     data: str
     max_steps: int | None = None
+    strategy: str = "ddp"
+    """`ddp` or `fsdp` (sharded over each recipe's GPUs)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Preflight:
     """Memory of the chosen GPU; None for the CPU or `auto` without a free GPU."""
     problem: str | None = None
     """Why the recipe cannot run on this model (the guard's message), if it cannot."""
+    strategy: str = "ddp"
 
 
 class GpusRefreshed(Message):

@@ -137,7 +137,7 @@ class WorkersMixin(_Base):
     @work(thread=True, group="dispatch", exit_on_error=False, description="pre-flight check")
     def run_preflight(self, plan: DispatchPlan, gpu_mem: dict[str, float | None]) -> None:
         checks = [
-            inspection.preflight(plan.model, self.recipes[r], d, gpu_mem.get(d))
+            inspection.preflight(plan.model, self.recipes[r], d, gpu_mem.get(d), plan.strategy)
             for r, d in zip(plan.recipes, plan.devices, strict=True)
         ]
         self.post_message(PreflightReady(plan, checks))
@@ -151,7 +151,7 @@ class WorkersMixin(_Base):
         for recipe, device in zip(plan.recipes, plan.devices, strict=True):
             req = LaunchRequest(
                 recipe=recipe, model=plan.model, data=plan.data, host=plan.host,
-                gpu=device, max_steps=plan.max_steps,
+                gpu=device, max_steps=plan.max_steps, strategy=plan.strategy,
             )  # fmt: skip
             try:
                 results.append(self.sources.launch(req))

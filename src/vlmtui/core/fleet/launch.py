@@ -56,6 +56,8 @@ class LaunchRequest:
     """Use the named GPUs even when they are busy or reserved."""
     nproc: int | None = None
     """Processes of a CPU run (torchrun when > 1); GPU runs use one per GPU."""
+    strategy: str = "ddp"
+    """`ddp` (a whole model per process) or `fsdp` (sharded; needs 2 or more processes)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,21 @@ def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
     return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
 
 
+def _check_strategy(req: LaunchRequest, spec: str | tuple[int, ...]) -> None:
+    """fsdp shards over the run's processes: refuse it before any GPU is reserved when the
+    run would have only one."""
+    from vlmtui.core.training.sharding import check_strategy
+
+    if check_strategy(req.strategy) != "fsdp":
+        return
+    procs = len(spec) if isinstance(spec, tuple) else (req.nproc or 1) if spec == CPU else 1
+    if procs < 2:
+        raise BadInput(
+            "--strategy fsdp: shards over 2 or more processes; "
+            "give --gpu with several GPUs (0,1) or --gpu cpu --nproc 2"
+        )
+
+
 def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
     """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
     start = time.perf_counter()
@@ -196,6 +213,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
                 raise BadInput(f"host {host.name} has no GPU {missing[0]} (GPUs: {have})")
     if spec != CPU and req.nproc not in (None, len(spec) if isinstance(spec, tuple) else 1):
         raise BadInput("--nproc applies to CPU runs; GPU runs use one process per GPU")
+    _check_strategy(req, spec)
     recipe_files = recipe_files_for(host, req.recipe)
 
     for _attempt in range(5):
@@ -222,7 +240,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
     nproc = (req.nproc or 1) if gpus == (CPU,) else len(gpus)
     args = TrainArgs(
         recipe=req.recipe, model=model, data=data, run_dir=run_dir, gpus=gpus, nproc=nproc,
-        max_steps=req.max_steps,
+        max_steps=req.max_steps, strategy=req.strategy,
         recipe_files=tuple(f"{run_dir}/recipes/{name}" for name, _ in recipe_files),
     )  # fmt: skip
     command = train_command(host.python_argv(), args)

@@ -31,6 +31,8 @@ class TrainArgs:
     nproc: int = 1
     """Processes; torchrun when > 1."""
     max_steps: int | None = None
+    strategy: str = "ddp"
+    """`ddp` (each process a whole model) or `fsdp` (sharded over the processes)."""
     recipe_files: tuple[str, ...] = ()
     """Recipe files copied into the run directory, passed as `--recipes`."""
 
@@ -40,6 +42,7 @@ def train_command(python_argv: Sequence[str], args: TrainArgs) -> list[str]:
     py = list(python_argv)
     argv = ["train", "--recipe", args.recipe, "--model", HomePath(args.model)]
     argv += ["--data", HomePath(args.data), "--output", HomePath(args.run_dir)]
+    argv += ["--strategy", args.strategy]
     if args.gpus == (CPU,):
         argv += ["--gpu", CPU]
     elif len(args.gpus) == 1:

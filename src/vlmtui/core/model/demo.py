@@ -195,8 +195,11 @@ def build_tokenizer() -> Any:
     return tok
 
 
-def build_processor(family: str = QWEN2_VL.name) -> Any:
-    """The family's processor: small-resolution image/video processors, tokenizer, template."""
+def build_processor(
+    family: str = QWEN2_VL.name, pixels: tuple[int, int] = (MIN_PIXELS, MAX_PIXELS)
+) -> Any:
+    """The family's processor: image/video processors resizing into `pixels` (min, max; small
+    by default), tokenizer, template."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
@@ -205,7 +208,7 @@ def build_processor(family: str = QWEN2_VL.name) -> Any:
     if demo_qwen3.is_qwen3(fam):
         return demo_qwen3.build_processor(tokenizer, CHAT_TEMPLATE)
     # Plain keyword dicts: transformers' processor signatures type each keyword differently.
-    sizes: dict[str, Any] = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
+    sizes: dict[str, Any] = {"min_pixels": pixels[0], "max_pixels": pixels[1]}
     common: dict[str, Any] = {
         "patch_size": PATCH_SIZE,
         "merge_size": MERGE_SIZE,

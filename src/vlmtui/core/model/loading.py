@@ -77,18 +77,22 @@ def compute_dtype(recipe: TrainingRecipe, device: Device) -> Any:
     return getattr(torch, recipe.compute_dtype)
 
 
-def quantization_config(recipe: TrainingRecipe, dtype: Any) -> Any:
+def quantization_config(recipe: TrainingRecipe, dtype: Any, quant_storage: Any = None) -> Any:
+    """bitsandbytes settings; `quant_storage` is the dtype 4-bit weights are packed in (None:
+    bnb's uint8; FSDP needs a float dtype, see `sharding.loading_kwargs`)."""
     if not recipe.quantized:
         return None
     from transformers import BitsAndBytesConfig
 
     if recipe.quantization == "4bit":
+        storage = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             llm_int8_skip_modules=QUANT_SKIP_MODULES,
+            **storage,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
 
@@ -133,7 +137,12 @@ def quantized_outside_llm(model: Any, family: Family) -> list[str]:
 
 
 def load_model_for_recipe(
-    model_path: Path, recipe: TrainingRecipe, device: Device, family: Family | None = None
+    model_path: Path,
+    recipe: TrainingRecipe,
+    device: Device,
+    family: Family | None = None,
+    quant_storage: Any = None,
+    placement: str | None = None,
 ) -> Any:
     """The base model, ready for `policy.prepare_trainables`.
 
@@ -145,8 +154,11 @@ def load_model_for_recipe(
     family = family or family_of_checkpoint(model_path)
     dtype = compute_dtype(recipe, device)
     model_cls = model_class(family)
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device.torch_device}}
-    qconf = quantization_config(recipe, dtype)
+    # `placement`: where the weights are read to, when not onto the training device (an fsdp
+    # run reads them to the CPU and shards them onto the devices).
+    where = placement or device.torch_device
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": where}}
+    qconf = quantization_config(recipe, dtype, quant_storage)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
     model = model_cls.from_pretrained(str(model_path), **kwargs)

@@ -39,6 +39,14 @@ from vlmtui.core.rundir import (
 from vlmtui.core.training.checkpoints import KEEP_CHECKPOINTS, barrier, staged
 from vlmtui.core.training.diskspace import disk_full_reason, ensure_free, need_for_model
 from vlmtui.core.training.progress import RunFiles, package_versions
+from vlmtui.core.training.sharding import (
+    Strategy,
+    allow_fsdp_on_cpu,
+    gathered_state_dict,
+    is_sharded,
+    loading_kwargs,
+    trainer_kwargs,
+)
 
 
 class StopRequested(BaseException):
@@ -70,6 +78,8 @@ class TrainRequest:
     gpu: str = ""
     allow_normalized: bool = False
     """Boxes all within [0, 1] are normalised coordinates: scale them to pixels."""
+    strategy: Strategy = "ddp"
+    """`ddp`: a whole model per process; `fsdp`: sharded over the processes (sharding.py)."""
 
 
 @dataclass
@@ -98,9 +108,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def prepare_stage(model_path: Path, recipe: TrainingRecipe, device: Device) -> Prepared:
+def prepare_stage(
+    model_path: Path, recipe: TrainingRecipe, device: Device, strategy: Strategy = "ddp"
+) -> Prepared:
     family = family_of_checkpoint(model_path)
-    model = load_model_for_recipe(model_path, recipe, device, family)
+    extra = loading_kwargs(strategy, recipe, device)
+    model = load_model_for_recipe(model_path, recipe, device, family, **extra)
     model = prepare_trainables(model, recipe, family)
     from vlmtui.core.recipes.policy import summarize_trainables_by_area
 
@@ -197,6 +210,7 @@ def fit(
     stage: int = 1,
     stop: _StopState | None = None,
     callbacks: tuple[Any, ...] = (),
+    strategy: Strategy = "ddp",
 ) -> Any:
     """Train a prepared model with SFTTrainer (plus extra TrainerCallbacks); returns the trainer."""
     from trl import SFTConfig
@@ -233,6 +247,7 @@ def fit(
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
+        **trainer_kwargs(strategy, prepared.model, recipe),
     )
     optimizer, names = build_optimizer(prepared, recipe, config)
     if files is None or is_main_process():
@@ -245,15 +260,21 @@ def fit(
     # activations directly, so it keeps its dtype.
     full = {n: p.dtype for n, p in prepared.model.named_parameters() if p.requires_grad}
     full = {n: d for n, d in full.items() if ".lora_" not in n}
+    allow_fsdp_on_cpu(strategy, on_cpu=not device.is_cuda)
     trainer = trainer_class()(
         model=prepared.model,
         args=config,
         train_dataset=rows,
         processing_class=prepared.processor,
         data_collator=AssistantOnlyCollator(prepared.processor, prepared.family),
-        optimizers=(optimizer, None),
+        optimizers=(None, None) if strategy == "fsdp" else (optimizer, None),
         callbacks=[_progress_callback(files, stage, stop), *callbacks],
     )
+    if strategy == "fsdp":
+        # The Trainer refuses a ready optimizer under FSDP (one built on parameters sharding
+        # replaces), but FSDP2 is prepared together with the optimizer and accelerate maps it
+        # onto the sharded parameters: handed over here, it is used as create_optimizer's.
+        trainer.optimizer = optimizer
     if recipe.quantized:
         keep_adapters_fp32(prepared.model)
     for name, param in prepared.model.named_parameters():
@@ -268,17 +289,30 @@ def fit(
     return trainer
 
 
-def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> dict[str, Any]:
-    """Save what the stage trained; returns its weights.json record."""
+def save_stage(
+    prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe
+) -> dict[str, Any] | None:
+    """Save what the stage trained; returns its weights.json record (None on ranks > 0).
+
+    Every rank calls it: a sharded model is first gathered whole onto rank 0."""
     model = prepared.model
-    kind = "adapter" if hasattr(model, "peft_config") else "full"
-    out = stage_dir / ("adapter" if kind == "adapter" else "model")
+    is_peft = hasattr(model, "peft_config")
+    state = gathered_state_dict(model, trainable_only=is_peft) if is_sharded(model) else None
+    if not is_main_process():
+        return None
+    kind = "adapter" if is_peft else "full"
+    out = stage_dir / ("adapter" if is_peft else "model")
     with staged(out) as tmp:  # a full disk mid-save leaves no half-written weights
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=state)
+        trained = (
+            state
+            if state is not None
+            else {n: p for n, p in model.named_parameters() if p.requires_grad}
+        )
         full = {
             strip_peft(n.removeprefix("base_model.model.")): p.detach().cpu().contiguous()
-            for n, p in model.named_parameters()
-            if kind == "adapter" and p.requires_grad and ".lora_" not in n
+            for n, p in trained.items()
+            if is_peft and ".lora_" not in n
         }
         if full:
             from safetensors.torch import save_file
@@ -324,6 +358,7 @@ def run_training(req: TrainRequest) -> int:
             gpu=req.gpu or os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             device=device.torch_device,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            strategy=req.strategy,
             versions=package_versions(),
             started=info.get("started", time.time()),
             pid=os.getpid(),
@@ -346,7 +381,7 @@ def run_training(req: TrainRequest) -> int:
             if files:
                 files.set_status(state := "loading", **tag)
                 files.append_event({"phase": "loading", "stage": i, "time": time.time()})
-            prepared = prepare_stage(model_path, recipe, device)
+            prepared = prepare_stage(model_path, recipe, device, req.strategy)
             if main:
                 ensure_free(stage_dir, need_for_model(prepared.model, KEEP_CHECKPOINTS))
             rows = to_trl_dataset(records, prepared.family, prepared.processor)
@@ -368,14 +403,14 @@ def run_training(req: TrainRequest) -> int:
                 files=files,
                 stage=i,
                 stop=stop,
+                strategy=req.strategy,
             )
             if stop.signum is not None:
                 raise StopRequested(signal.Signals(stop.signum).name)
             if files:
                 files.set_status(state := "saving", **tag)
                 files.append_event({"phase": "saving", "stage": i, "time": time.time()})
-            if main:
-                save_stage(prepared, stage_dir, recipe)
+            save_stage(prepared, stage_dir, recipe)  # every rank: a sharded model is gathered
             barrier()  # the other ranks wait for rank 0 to finish saving the stage
             model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
             del prepared

@@ -3,6 +3,8 @@
 It only collects choices from the latest GPU snapshot; the pre-flight and the launch run in
 the app's workers after it closes. Devices: "next free" excludes every other choice; one or
 more GPUs (one per recipe, in order) may be chosen, with the CPU for the recipes left over.
+Under the `fsdp` strategy each recipe is sharded over its own group of the chosen GPUs
+(split evenly, at least two each).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vlmtui.tui.messages import DispatchPlan
 
 AUTO = "auto"
 CPU = "cpu"
+STRATEGIES = (("ddp (whole model)", "ddp"), ("fsdp (sharded)", "fsdp"))
 
 
 def device_options(host: Any) -> list[tuple[str, str]]:
@@ -49,6 +52,16 @@ def assign(recipes: list[str], devices: list[str]) -> tuple[str, ...]:
     for i, _ in enumerate(recipes):
         out.append(gpus[i] if i < len(gpus) else (CPU if CPU in devices else AUTO))
     return tuple(out)
+
+
+def assign_sharded(recipes: list[str], devices: list[str]) -> tuple[str, ...] | None:
+    """fsdp: the chosen GPUs split into equal groups in order, one per recipe (`0,1`); None
+    when that leaves a recipe fewer than two GPUs (nothing to shard over)."""
+    gpus = [d for d in devices if d not in (AUTO, CPU)]
+    per = len(gpus) // max(1, len(recipes))
+    if per < 2:
+        return None
+    return tuple(",".join(gpus[i * per : (i + 1) * per]) for i in range(len(recipes)))
 
 
 def exclusive(selected: list[str], toggled: str) -> list[str]:
@@ -111,6 +124,9 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
             with Horizontal(classes="dialog--row"):
                 yield Label("max steps")
                 yield Input(placeholder="recipe default", id="dispatch-steps", type="integer")
+                yield Select(
+                    STRATEGIES, value="ddp", allow_blank=False, id="dispatch-strategy"
+                )  # fmt: skip
             with Horizontal(classes="dialog--buttons"):
                 yield Button("Next: check", variant="primary", id="next")
                 yield Button("Cancel", id="cancel")
@@ -131,7 +147,7 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
         sl.choose(exclusive(list(sl.selected), str(event.selection.value)))
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str):
+        if event.select.id == "dispatch-host" and isinstance(event.value, str):
             self._fill_devices(event.value)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -151,14 +167,28 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
             return
         host = self.query_one("#dispatch-host", Select).value
         devices = list(self.query_one("#dispatch-devices", DeviceList).selected)
+        strategy = str(self.query_one("#dispatch-strategy", Select).value)
+        assigned = (
+            assign_sharded(self.recipes, devices)
+            if strategy == "fsdp"
+            else assign(self.recipes, devices)
+        )
+        if assigned is None:
+            self.notify(
+                f"fsdp shards each recipe over 2 or more GPUs: choose at least "
+                f"{2 * len(self.recipes)} GPUs",
+                severity="error",
+            )
+            return
         self.dismiss(
             DispatchPlan(
                 recipes=tuple(self.recipes),
                 host=str(host),
-                devices=assign(self.recipes, devices),
+                devices=assigned,
                 model=self.model,
                 data=self.data,
                 max_steps=steps,
+                strategy=strategy,
             )
         )
 
