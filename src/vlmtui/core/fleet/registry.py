@@ -5,12 +5,19 @@ the last conclusively known state. The TUI and several CLI processes may write a
 write is a short `BEGIN IMMEDIATE` transaction with a busy timeout, retried on "database is
 locked". What a row says about a run's state is only a cache: `runs.py` reconciles it with
 the run directory on the host.
+
+The run directories are the truth and this file only their index: a corrupt file is moved
+aside (`runs.sqlite.corrupt-<time>`, one warning line) and a missing one recreated, and both
+are rebuilt from the run directories of every configured host (`rebuild.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +27,13 @@ from typing import Any, TypeVar
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import data_dir
-from vlmtui.core.rundir import ACTIVE_STATES
+from vlmtui.core.rundir import ACTIVE_STATES, RunState
 
 T = TypeVar("T")
+
+RESERVING_STATES: tuple[str, ...] = (*ACTIVE_STATES, RunState.UNKNOWN.value)
+"""Rows that hold their GPUs: the active ones, and `unknown` (a launch whose reply was lost
+may be running)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -81,6 +92,13 @@ class RunRecord:
         return () if self.gpus == "cpu" else tuple(int(g) for g in self.gpus.split(","))
 
 
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return False  # locked, busy, I/O: not the file's content
+    msg = str(exc)
+    return "not a database" in msg or "malformed" in msg
+
+
 def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
     for i in range(attempts):
         try:
@@ -103,6 +121,7 @@ class Registry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        missing = not self._ready and not self.path.exists()
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 30000")
@@ -111,8 +130,72 @@ class Registry:
                 _retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
                 _retry(lambda: con.executescript(_SCHEMA))
                 self._ready = True
+            if missing and self.rebuild_when_missing:
+                self._rebuild("missing")
         con.execute("PRAGMA synchronous = NORMAL")
         return con
+
+    rebuild_when_missing = True
+    """A missing file is rebuilt from the hosts' run directories (`rebuild.py`) on first use."""
+
+    def _rebuild(self, why: str) -> None:
+        from vlmtui.core.fleet.rebuild import rebuild
+
+        result = rebuild(self)
+        if result.added or why != "missing":
+            print(f"vlmtui: {result.summary()}", file=sys.stderr)
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """`fn`, and once more after a corrupt file was moved aside and rebuilt."""
+        try:
+            return _retry(fn)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            self._move_aside(str(exc))
+        return _retry(fn)
+
+    def _move_aside(self, why: str) -> None:
+        """Move the corrupt file away (under a lock: of several processes that find it, one
+        moves it and the others see the new file) and rebuild the registry."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._still_corrupt():
+                aside = self.path.with_name(
+                    f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+                )
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.rename(aside)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.with_name(self.path.name + suffix).rename(
+                            aside.with_name(aside.name + suffix)
+                        )
+                print(
+                    f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
+                    f"moved it to {aside.name} and rebuilt it from the run directories",
+                    file=sys.stderr,
+                )
+                self._ready = False
+                keep, self.rebuild_when_missing = self.rebuild_when_missing, False
+                try:
+                    self._connect().close()
+                finally:
+                    self.rebuild_when_missing = keep
+                self._rebuild("corrupt")
+
+    def _still_corrupt(self) -> bool:
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                con.execute("PRAGMA quick_check").fetchall()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            return _is_corrupt(exc)
+        return False
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn inside one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
@@ -131,7 +214,7 @@ class Registry:
             finally:
                 con.close()
 
-        return _retry(attempt)
+        return self._guarded(attempt)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[RunRecord]:
         def attempt() -> list[RunRecord]:
@@ -141,7 +224,7 @@ class Registry:
             finally:
                 con.close()
 
-        return _retry(attempt)
+        return self._guarded(attempt)
 
     def all(self) -> list[RunRecord]:
         """Every run, newest first."""
@@ -164,24 +247,28 @@ class Registry:
         self,
         record: RunRecord,
         check: Callable[[list[RunRecord]], RunRecord] | None = None,
+        *,
+        replace: bool = False,
     ) -> RunRecord:
         """Insert `record` atomically. `check` sees the host's active runs inside the same
         transaction and returns the record to insert (or raises): that is how two launches
-        at once never take the same GPU."""
+        at once never take the same GPU. `replace` overwrites the row with the same id (a
+        resumed run)."""
 
         def txn(con: sqlite3.Connection) -> RunRecord:
             rec = record
             if check is not None:
-                marks = ",".join("?" * len(ACTIVE_STATES))
+                marks = ",".join("?" * len(RESERVING_STATES))
                 rows = con.execute(
-                    f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})",
-                    (record.host, *ACTIVE_STATES),
+                    f"SELECT * FROM runs WHERE host = ? AND id != ? AND state IN ({marks})",
+                    (record.host, record.id, *RESERVING_STATES),
                 )
                 rec = check([RunRecord(**dict(r)) for r in rows])
             values = {f.name: getattr(rec, f.name) for f in fields(rec)}
             cols = ",".join(values)
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
             con.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(values))})",
+                f"{verb} INTO runs ({cols}) VALUES ({','.join('?' * len(values))})",
                 tuple(values.values()),
             )
             return rec
@@ -203,14 +290,33 @@ class Registry:
         )
 
     def delete(self, run_id: str) -> None:
+        """Only for a launch the host refused outright: the run certainly did not start."""
         self._write(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
 
+    def add_missing(self, records: Sequence[RunRecord]) -> int:
+        """Insert the records whose id is not in the registry yet; how many were new."""
+
+        def txn(con: sqlite3.Connection) -> int:
+            added = 0
+            for rec in records:
+                values = {f.name: getattr(rec, f.name) for f in fields(rec)}
+                cur = con.execute(
+                    f"INSERT OR IGNORE INTO runs ({','.join(values)}) "
+                    f"VALUES ({','.join('?' * len(values))})",
+                    tuple(values.values()),
+                )
+                added += cur.rowcount
+            return added
+
+        return self._write(txn) if records else 0
+
     def active(self, host: str | None = None) -> list[RunRecord]:
-        marks = ",".join("?" * len(ACTIVE_STATES))
+        """Rows that hold their GPUs (`RESERVING_STATES`), of one host or all."""
+        marks = ",".join("?" * len(RESERVING_STATES))
         if host is None:
-            return self._read(f"SELECT * FROM runs WHERE state IN ({marks})", ACTIVE_STATES)
+            return self._read(f"SELECT * FROM runs WHERE state IN ({marks})", RESERVING_STATES)
         return self._read(
-            f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})", (host, *ACTIVE_STATES)
+            f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})", (host, *RESERVING_STATES)
         )
 
     def reservations(self) -> dict[str, dict[int, str]]:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from vlmtui.core.fleet.hosts import Host, all_hosts, get_host
 from vlmtui.core.fleet.registry import Registry
+from vlmtui.core.fleet.runs import reconcile_hosts
 from vlmtui.core.fleet.snapshot import HostGpus
 
 
@@ -48,7 +49,13 @@ def with_reservations(status: HostGpus, reserved: Mapping[int, str]) -> HostGpus
 
 def gpu_status(names: Sequence[str] | None = None, timeout: float | None = None) -> list[HostGpus]:
     """The `vlmtui gpus` view: named hosts (default all), queried in parallel, with the
-    registry's reservations applied."""
+    registry's reservations applied — read after the reserving rows of those hosts were
+    settled (concurrently with the GPU query), so a run that ended no longer holds its GPU."""
     hosts = [get_host(n) for n in names] if names else all_hosts()
-    reserved = Registry().reservations()
-    return [with_reservations(s, reserved.get(s.name, {})) for s in query_hosts(hosts, timeout)]
+    registry = Registry()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmtui-settle") as pool:
+        settled = pool.submit(reconcile_hosts, [h.name for h in hosts], registry)
+        statuses = query_hosts(hosts, timeout)
+        settled.result()
+    reserved = registry.reservations()
+    return [with_reservations(s, reserved.get(s.name, {})) for s in statuses]
