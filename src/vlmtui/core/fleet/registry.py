@@ -23,11 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import data_dir
 from vlmtui.core.rundir import ACTIVE_STATES, RunState
+
+if TYPE_CHECKING:
+    from vlmtui.core.fleet.rebuild import RebuildResult
 
 T = TypeVar("T")
 
@@ -131,19 +134,21 @@ class Registry:
                 _retry(lambda: con.executescript(_SCHEMA))
                 self._ready = True
             if missing and self.rebuild_when_missing:
-                self._rebuild("missing")
+                result = self._rebuild()
+                if result.added or result.unreachable:
+                    print(
+                        f"vlmtui: the run registry was missing; {result.summary()}", file=sys.stderr
+                    )
         con.execute("PRAGMA synchronous = NORMAL")
         return con
 
     rebuild_when_missing = True
     """A missing file is rebuilt from the hosts' run directories (`rebuild.py`) on first use."""
 
-    def _rebuild(self, why: str) -> None:
+    def _rebuild(self) -> RebuildResult:
         from vlmtui.core.fleet.rebuild import rebuild
 
-        result = rebuild(self)
-        if result.added or why != "missing":
-            print(f"vlmtui: {result.summary()}", file=sys.stderr)
+        return rebuild(self)
 
     def _guarded(self, fn: Callable[[], T]) -> T:
         """`fn`, and once more after a corrupt file was moved aside and rebuilt."""
@@ -172,18 +177,17 @@ class Registry:
                         self.path.with_name(self.path.name + suffix).rename(
                             aside.with_name(aside.name + suffix)
                         )
-                print(
-                    f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
-                    f"moved it to {aside.name} and rebuilt it from the run directories",
-                    file=sys.stderr,
-                )
                 self._ready = False
                 keep, self.rebuild_when_missing = self.rebuild_when_missing, False
                 try:
                     self._connect().close()
                 finally:
                     self.rebuild_when_missing = keep
-                self._rebuild("corrupt")
+                print(
+                    f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
+                    f"moved it to {aside.name}; {self._rebuild().summary()}",
+                    file=sys.stderr,
+                )
 
     def _still_corrupt(self) -> bool:
         try:
