@@ -7,7 +7,9 @@ and SQLite what the fault does in the field, so the code under test meets the re
 - `pretend_rebooted(run_dir)`: supervisor.json's boot id is another boot's;
 - `LostReplyHost`: an SSH host whose `run` executes the script on the host and then loses the
   reply (`drop`), or loses it and runs the script again (`rerun`, a client's retry);
-- `corrupt(path, how)`: garbage in place of the registry (`header`) or torn pages (`pages`).
+- `corrupt(path, how)`: garbage in place of the registry (`header`) or torn pages (`pages`);
+- `KILLED_LAUNCHER`: a `launch` process that SIGKILLs itself once the start script ran,
+  before the row learns the pid (argv: stand-in script, model, data).
 """
 
 from __future__ import annotations
@@ -121,3 +123,26 @@ def corrupt(path: Path, how: str) -> None:
     for i in range(100, len(data)):
         data[i] = (data[i] * 7 + 13) % 256
     path.write_bytes(bytes(data))
+
+
+KILLED_LAUNCHER = r"""
+import os, signal, sys
+from vlmtui.core.fleet import launch as launch_mod
+from vlmtui.core.fleet.registry import Registry
+from vlmtui.core.fleet.shell import HomePath
+
+standin, model, data = sys.argv[1:4]
+
+def command(python_argv, targs):
+    return [*python_argv, standin, HomePath(targs.run_dir), "ok", "500", "0.1"]
+
+def update(self, run_id, **changes):
+    if "pid" in changes:  # the start script ran; die before the row learns the pid
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, run_id, **changes)
+
+launch_mod.train_command = command
+original, Registry.update = Registry.update, update
+launch_mod.launch(launch_mod.LaunchRequest(recipe="r1-llm-only", model=model, data=data,
+                                           gpu="cpu"))
+"""

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from faultkit import (
+    KILLED_LAUNCHER,
     LostReplyHost,
     alive,
     kill_group,
@@ -190,28 +191,6 @@ def test_start_is_idempotent_per_launch(standin_train, paths, ssh_host, lost_rep
 
 
 # --- 6: the launcher killed mid-launch ------------------------------------------------------
-
-KILLED_LAUNCHER = r"""
-import os, signal, sys
-from vlmtui.core.fleet import launch as launch_mod
-from vlmtui.core.fleet.registry import Registry
-from vlmtui.core.fleet.shell import HomePath
-
-standin, model, data = sys.argv[1:4]
-
-def command(python_argv, targs):
-    return [*python_argv, standin, HomePath(targs.run_dir), "ok", "500", "0.1"]
-
-def update(self, run_id, **changes):
-    if "pid" in changes:  # the start script ran; die before the row learns the pid
-        os.kill(os.getpid(), signal.SIGKILL)
-    original(self, run_id, **changes)
-
-launch_mod.train_command = command
-original, Registry.update = Registry.update, update
-launch_mod.launch(launch_mod.LaunchRequest(recipe="r1-llm-only", model=model, data=data,
-                                           gpu="cpu"))
-"""
 
 
 def test_killed_launcher_row_gets_its_pid_and_stop_works(_standin_script, paths):

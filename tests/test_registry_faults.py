@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from faultkit import corrupt, poll
 
+from faultkit import corrupt, poll
 from vlmtui.cli import main
 from vlmtui.core.fleet.launch import LaunchRequest, launch
 from vlmtui.core.fleet.registry import Registry
@@ -44,8 +44,7 @@ COMMANDS = {
     "gpus": lambda ids: ["gpus"],
     "stop": lambda ids: ["stop", ids[0]],
     "logs": lambda ids: ["logs", ids[0]],
-    "launch": lambda ids: ["launch", "--recipe", RECIPE, "--model", ".", "--data", ".",
-                           "--gpu", "cpu"],  # fmt: skip
+    "launch": lambda ids: ["launch", "--recipe", RECIPE, "--model", ".", "--data", "."],
 }
 
 
