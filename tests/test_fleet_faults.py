@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,13 +70,21 @@ def go(paths, **kw) -> launch_mod.LaunchResult:
 # --- 2: a pid reused by a stranger; a restarted host ----------------------------------------
 
 
+@pytest.fixture(params=["local", "ssh"])
+def host(request, fake_local_gpus) -> str:
+    """`local`, or `loop` (the loopback sshd): the probe then runs over SSH."""
+    if request.param == "ssh":
+        return request.getfixturevalue("ssh_host").name
+    fake_local_gpus("a100x4")
+    return "local"
+
+
 @pytest.mark.parametrize("copy_starttime", [False, True], ids=["own-starttime", "same-starttime"])
 def test_reused_pid_is_not_the_run_and_is_never_signalled(
-    standin_train, paths, fake_local_gpus, copy_starttime
+    standin_train, paths, host, copy_starttime
 ):
-    fake_local_gpus("a100x4")
     standin_train("ok", steps=500, step_s=0.1)
-    run = go(paths, gpu="0")
+    run = go(paths, gpu="0", host=host)
     wait_state(run.run_id, "training")
     kill_group(run.pid)  # the run dies without a word (SIGKILL to the whole group)
     poll(lambda: not processes_of(run.run_id, marker=b""))
@@ -87,8 +96,8 @@ def test_reused_pid_is_not_the_run_and_is_never_signalled(
         view = get_run(run.run_id)
         assert view.state == "failed", view
         assert "without a final state" in (view.error or "")
-        (local,) = gpu_status(["local"])
-        assert local.gpus[0].reserved_by is None  # its GPU is free again
+        (gpus,) = gpu_status([host])
+        assert gpus.gpus[0].reserved_by is None  # its GPU is free again
         result = stop_run(run.run_id, grace_s=1)
         assert not result.was_running and result.state == "failed"
         assert alive(other.pid) and other.poll() is None  # the stranger got no signal
@@ -111,9 +120,9 @@ def test_group_without_its_leader_is_still_the_run(standin_train, paths):
     assert not processes_of(run.run_id, marker=b"")
 
 
-def test_restarted_host_fails_runs_and_stop_signals_nothing(standin_train, paths):
+def test_restarted_host_fails_runs_and_stop_signals_nothing(standin_train, paths, host):
     standin_train("ok", steps=500, step_s=0.1)
-    run = go(paths, gpu="cpu")
+    run = go(paths, gpu="cpu", host=host)
     wait_state(run.run_id, "training")
     pretend_rebooted(run.run_dir)  # another boot id: this pid is not the run's any more
     view = get_run(run.run_id)
@@ -266,3 +275,12 @@ def test_launch_resume_relaunches_in_the_same_run_dir(standin_train, paths, caps
     assert view.run_dir == run.run_dir and len(Registry().all()) == 1
     log = Path(run.run_dir, "output.log").read_text()
     assert log.count("stand-in training in") == 2  # the first run's output is kept
+
+
+def test_resume_reaches_the_train_command():
+    from vlmtui.core.fleet.launchscript import TrainArgs, train_command
+
+    args = TrainArgs(recipe=RECIPE, model="/m", data="/d", run_dir="/r", gpus=("cpu",))
+    assert "--resume" not in train_command(["python"], args)
+    resumed = train_command(["python"], replace(args, resume=True))
+    assert resumed[resumed.index("train") :].count("--resume") == 1

@@ -8,6 +8,13 @@ its own session and process group, output to RUN_DIR/output.log. It returns the 
 soon as the process exists. The run does not depend on the launching process or the SSH
 connection: both may die.
 
+The row is written before the host is asked, and never deleted unless the host refused the
+start outright: when the reply is lost the outcome is unknown, the row says `unknown` (its
+GPUs stay reserved) and the next reconciliation settles it from the run directory. The start
+script is idempotent per launch token, so running it again cannot start a second copy.
+`resume_run` (`launch --resume RUN`) starts a stopped or failed run again in its own run
+directory, under the same row.
+
 Several GPUs (`0,1`), or `nproc > 1` on the CPU, run one data-parallel job through
 `python -m torch.distributed.run --standalone`, which rendezvouses on a free port of its own,
 so two such jobs on one host do not collide.
@@ -268,7 +275,9 @@ def resume_run(
     )  # fmt: skip
     t = _validate(req)
     workdir = t.host.launch_paths(req.model, req.data, rec.id)[0]
-    base = replace(rec, state="launching", pid=None, error=None, max_steps=req.max_steps)
+    base = replace(
+        rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()
+    )
     record = _reserve(req, t, registry, base, replace=True)
     return _start(req, t, registry, record, workdir, start, previous=rec)
 

@@ -37,7 +37,8 @@ RESUMABLE = (RunState.STOPPED.value, RunState.FAILED.value)
 """Final states that `train --resume` may lift again: their rows are re-checked."""
 
 LAUNCH_GRACE_S = 120.0
-"""A row still without a pid after this long is a launch that never completed."""
+"""A row still without a pid this long after it was created (or, resumed, last written) is a
+launch that never completed."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     if state in FINAL_STATES:
         return _view(rec, state, error=status.get("error"), **kw)
     proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
-    young = now - rec.created < LAUNCH_GRACE_S
+    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
     if proof == ALIVE:
         return _view(rec, state or "pending", error=None, **kw)
     if proof == RESTARTED:
