@@ -255,9 +255,20 @@ def test_foreground_resume_updates_the_stopped_row(standin_train, _standin_scrip
     assert stop_run(run.run_id, grace_s=5).state == "stopped"
     assert get_run(run.run_id).state == "stopped"
     # What `train --resume --output RUN_DIR` does to the run directory, in the foreground.
-    subprocess.run([sys.executable, str(_standin_script), run.run_dir, "ok", "3", "0"], check=True)
-    view = get_run(run.run_id)
-    assert (view.state, view.step, view.max_steps) == ("finished", 3, 3)
+    resumed = subprocess.Popen(
+        [sys.executable, str(_standin_script), run.run_dir, "ok", "8", "0.25"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_state(run.run_id, "training").error is None  # not "stopped", not "failed"
+        with pytest.raises(WorkFailed, match="runs in the foreground"):
+            stop_run(run.run_id, grace_s=1)  # its start time is known to a second only
+        assert resumed.poll() is None
+        view = wait_state(run.run_id, "finished")
+        assert (view.step, view.max_steps) == (8, 8)
+    finally:
+        resumed.kill()
+        resumed.wait()
 
 
 def test_launch_resume_relaunches_in_the_same_run_dir(standin_train, paths, capsys):

@@ -29,7 +29,14 @@ from typing import Any
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet.hosts import HostUnreachable, get_host
 from vlmtui.core.fleet.onhost import hostprobe
-from vlmtui.core.fleet.onhost.hostprobe import ALIVE, RESTARTED, STARTING, UNPROVEN, UNSTARTED
+from vlmtui.core.fleet.onhost.hostprobe import (
+    ALIVE,
+    FOREGROUND,
+    RESTARTED,
+    STARTING,
+    UNPROVEN,
+    UNSTARTED,
+)
 from vlmtui.core.fleet.registry import Registry, RunRecord
 from vlmtui.core.rundir import FINAL_STATES, RunState
 
@@ -111,7 +118,7 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
         return _view(rec, state, error=status.get("error"), **kw)
     proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
     young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
-    if proof == ALIVE:
+    if proof in (ALIVE, FOREGROUND):  # foreground: a `train --resume` in the run dir
         return _view(rec, state or "pending", error=None, **kw)
     if proof == RESTARTED:
         return _view(rec, "failed", error=hostprobe.HOST_RESTARTED, **kw)
@@ -238,6 +245,8 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
     except HostUnreachable as exc:
         raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {exc.why}") from None
     proof = result.get("proof")
+    if proof == FOREGROUND:
+        raise WorkFailed(f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}")
     if proof in (UNPROVEN, STARTING) and not result.get("was_running"):
         raise WorkFailed(
             f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}; "

@@ -132,7 +132,7 @@ RUN_ID_ENV = "VLMTUI_RUN_ID"
 HOST_RESTARTED = "host restarted"
 # What `identify` concludes about a run's processes.
 ALIVE, GONE, RESTARTED, UNPROVEN = "alive", "gone", "restarted", "unproven"
-STARTING, UNSTARTED = "starting", "unstarted"
+STARTING, UNSTARTED, FOREGROUND = "starting", "unstarted", "foreground"
 
 
 def boot_id() -> str | None:
@@ -205,6 +205,34 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
     return {"proof": GONE, "pid": pid, "why": None}
 
 
+def _start_epoch(ticks: str) -> float | None:
+    """A process's start as epoch seconds (to within a second: btime is whole seconds)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        btime = next(int(ln.split()[1]) for ln in lines if ln.startswith("btime "))
+        return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def foreground_pid(status: dict[str, Any] | None) -> int | None:
+    """The process that wrote a non-final status.json and still runs — a foreground
+    `train --resume` in the run directory: it started before it wrote the file, which a later
+    process given the same pid cannot have. Good for showing the run alive, not for signals
+    (the start time is known to a second only)."""
+    status = status or {}
+    pid, updated = status.get("pid"), status.get("updated")
+    if not isinstance(pid, int) or not isinstance(updated, (int, float)) or pid <= 0:
+        return None
+    if status.get("state") in FINAL:
+        return None
+    f = _stat_fields(pid)
+    if f is None or f[0] in ("Z", "X") or len(f) <= 19:
+        return None
+    started = _start_epoch(f[19])
+    return pid if started is not None and started <= updated else None
+
+
 def probe_run(
     run_dir: str, id: str = "", pid: int | None = None, known_state: str | None = None
 ) -> dict[str, Any]:
@@ -218,6 +246,8 @@ def probe_run(
     if known_state is not None and (status or {}).get("state") == known_state:
         return {"unchanged": True}
     ident = identify(d, id, pid)
+    if ident["proof"] in (GONE, UNSTARTED) and foreground_pid(status):
+        ident = {**ident, "proof": FOREGROUND, "why": f"pid {foreground_pid(status)}"}
     out: dict[str, Any] = {
         "found": d.is_dir(),
         "run_dir": str(d.resolve()) if d.is_dir() else str(d),
@@ -230,7 +260,7 @@ def probe_run(
         "last": last_step(d),
         "log_tail": None,
     }
-    if ident["proof"] != ALIVE and (status or {}).get("state") not in FINAL:
+    if ident["proof"] not in (ALIVE, FOREGROUND) and (status or {}).get("state") not in FINAL:
         out["log_tail"] = tail_bytes(d / OUTPUT_LOG).decode("utf-8", errors="replace")
     return out
 
@@ -277,6 +307,9 @@ def stop(
     ident = _proven(d, id, pid)
     status = read_json(d / STATUS)
     status = status if isinstance(status, dict) else {}
+    if ident["proof"] in (GONE, UNSTARTED) and foreground_pid(status):
+        why = f"it runs in the foreground (pid {foreground_pid(status)}): stop it there"
+        ident = {**ident, "proof": FOREGROUND, "why": why}
     result = {"was_running": False, "killed": False, "proof": ident["proof"], "why": ident["why"]}
     if ident["proof"] != ALIVE:
         return {**result, "status": status, "last": last_step(d)}
