@@ -102,3 +102,29 @@ def test_runs_rebuild_adds_what_the_registry_lost(finished_runs, capsys):
     out = capsys.readouterr()
     assert "2 run(s) found on 1 host(s), 1 added" in out.err
     assert sorted(r["id"] for r in json.loads(out.out)) == sorted(finished_runs)
+
+
+def test_processes_finding_the_corrupt_file_at_once_move_it_once(finished_runs):
+    import os
+    import subprocess
+    import sys
+
+    path = Registry().path
+    corrupt(path, "header")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vlmtui", "runs", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    for (out, err), rc in results:
+        assert rc == 0 and "Traceback" not in err, err
+        assert sorted(r["id"] for r in json.loads(out)) == sorted(finished_runs)
+    assert len(list(path.parent.glob("runs.sqlite.corrupt-*"))) == 1
+    warned = [err for (_, err), _ in results if "was corrupt" in err]
+    assert len(warned) == 1, warned

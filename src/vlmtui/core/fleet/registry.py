@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import random
+import shutil
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -124,7 +126,8 @@ class Registry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        missing = not self._ready and not self.path.exists()
+        if not self._ready and self.rebuild_when_missing and not self.path.exists():
+            self._create_rebuilt()
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 30000")
@@ -133,22 +136,41 @@ class Registry:
                 _retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
                 _retry(lambda: con.executescript(_SCHEMA))
                 self._ready = True
-            if missing and self.rebuild_when_missing:
-                result = self._rebuild()
-                if result.added or result.unreachable:
-                    print(
-                        f"vlmtui: the run registry was missing; {result.summary()}", file=sys.stderr
-                    )
         con.execute("PRAGMA synchronous = NORMAL")
         return con
 
     rebuild_when_missing = True
     """A missing file is rebuilt from the hosts' run directories (`rebuild.py`) on first use."""
 
-    def _rebuild(self) -> RebuildResult:
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Across processes: one at a time replaces the file (the others then find it)."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _build_beside(self) -> tuple[Path, RebuildResult]:
+        """A registry rebuilt from the hosts' run directories, in a scratch file beside this
+        one: it takes the registry's place complete, in one rename, so no reader ever sees
+        it empty or half-filled."""
         from vlmtui.core.fleet.rebuild import rebuild
 
-        return rebuild(self)
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}.rebuild")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+        building = Registry(scratch)
+        building.rebuild_when_missing = False
+        building._connect().close()
+        return scratch, rebuild(building)
+
+    def _create_rebuilt(self) -> None:
+        with self._exclusive():
+            if self.path.exists():
+                return
+            scratch, result = self._build_beside()
+            os.replace(scratch, self.path)
+        if result.added or result.unreachable:
+            print(f"vlmtui: the run registry was missing; {result.summary()}", file=sys.stderr)
 
     def _guarded(self, fn: Callable[[], T]) -> T:
         """`fn`, and once more after a corrupt file was moved aside and rebuilt."""
@@ -161,35 +183,39 @@ class Registry:
         return _retry(fn)
 
     def _move_aside(self, why: str) -> None:
-        """Move the corrupt file away (under a lock: of several processes that find it, one
-        moves it and the others see the new file) and rebuild the registry."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self._still_corrupt():
-                aside = self.path.with_name(
-                    f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
-                )
+        """Keep the corrupt file as runs.sqlite.corrupt-<time> and put a rebuilt registry in
+        its place (of several processes that find it corrupt, one does, once)."""
+        with self._exclusive():
+            if not self._still_corrupt():
+                return
+            scratch, result = self._build_beside()
+            aside = self._aside_name()
+            try:
+                os.link(self.path, aside)
+            except OSError:  # no hard links on this file system
+                shutil.copyfile(self.path, aside)
+            for suffix in ("-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
-                    self.path.rename(aside)
-                for suffix in ("-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.with_name(self.path.name + suffix).rename(
-                            aside.with_name(aside.name + suffix)
-                        )
-                self._ready = False
-                keep, self.rebuild_when_missing = self.rebuild_when_missing, False
-                try:
-                    self._connect().close()
-                finally:
-                    self.rebuild_when_missing = keep
-                print(
-                    f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
-                    f"moved it to {aside.name}; {self._rebuild().summary()}",
-                    file=sys.stderr,
-                )
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            os.replace(scratch, self.path)
+            self._ready = False
+        print(
+            f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
+            f"moved it to {aside.name}; {result.summary()}",
+            file=sys.stderr,
+        )
+
+    def _aside_name(self) -> Path:
+        stem = f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside, n = self.path.with_name(stem), 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{stem}-{n}")
+        return aside
 
     def _still_corrupt(self) -> bool:
+        if not self.path.exists():
+            return False
         try:
             con = sqlite3.connect(self.path, timeout=30.0)
             try:
