@@ -86,9 +86,9 @@ def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
     )
 
 
-def scan_host(host: Host) -> list[RunRecord]:
+def scan_host(host: Host, timeout: float | None = None) -> list[RunRecord]:
     """Rows for every launched run directory on `host` (one round trip); HostUnreachable."""
-    facts = host.call_probe("scan", {"runs_dirs": [runs_dir_of(host)]})
+    facts = host.call_probe("scan", {"runs_dirs": [runs_dir_of(host)]}, timeout=timeout)
     return [record_from_scan(host.name, f) for f in facts["runs"]]
 
 
@@ -100,14 +100,17 @@ def _configured_hosts() -> list[Host]:
         return [LocalHost(HostConfig(name=LOCAL))]
 
 
-def rebuild(registry: Registry, hosts: Sequence[Host] | None = None) -> RebuildResult:
-    """Add a row for every run directory on `hosts` (default: all configured) that has none."""
+def rebuild(
+    registry: Registry, hosts: Sequence[Host] | None = None, timeout: float | None = None
+) -> RebuildResult:
+    """Add a row for every run directory on `hosts` (default: all configured) that has none;
+    each host is given `timeout` seconds (default: its own timeout)."""
     hosts = list(hosts) if hosts is not None else _configured_hosts()
     result = RebuildResult()
 
     def scan(host: Host) -> list[RunRecord] | str:
         try:
-            return scan_host(host)
+            return scan_host(host, timeout)
         except WorkFailed as exc:  # HostUnreachable included
             return f"{host.name}: {getattr(exc, 'why', exc)}"
 

@@ -31,6 +31,10 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import data_dir
 from vlmtui.core.rundir import ACTIVE_STATES, RunState
 
+REBUILD_TIMEOUT_S = 6.0
+"""How long a rebuild that a command did on its own waits for each host (`runs --rebuild`
+waits each host's own timeout)."""
+
 if TYPE_CHECKING:
     from vlmtui.core.fleet.rebuild import RebuildResult
 
@@ -161,7 +165,7 @@ class Registry:
         building = Registry(scratch)
         building.rebuild_when_missing = False
         building._connect().close()
-        return scratch, rebuild(building)
+        return scratch, rebuild(building, timeout=REBUILD_TIMEOUT_S)
 
     def _create_rebuilt(self) -> None:
         with self._exclusive():
