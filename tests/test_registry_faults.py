@@ -118,7 +118,7 @@ def test_processes_finding_the_corrupt_file_at_once_move_it_once(finished_runs):
             stderr=subprocess.PIPE,
             text=True,
             env=os.environ.copy(),
-        )  # fmt: skip
+        )
         for _ in range(4)
     ]
     results = [(p.communicate(timeout=120), p.returncode) for p in procs]
