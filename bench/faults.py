@@ -51,6 +51,8 @@ class Outcome:
     must_live: list[Callable[[], bool]] = field(default_factory=list)
     """One check per process that nothing may signal."""
     strangers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    """Process groups of the runs, killed at the end."""
 
 
 @dataclass
@@ -94,10 +96,6 @@ def wait_states(ids: list[str], states: tuple[str, ...], timeout: float = 60.0) 
 
 def _lives(proc: subprocess.Popen[bytes]) -> bool:
     return proc.poll() is None
-
-
-def _run_lives(run_id: str) -> bool:
-    return bool(faultkit.processes_of(run_id))
 
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -166,8 +164,8 @@ def killed_launcher(b: Bench, out: Outcome) -> None:
         )  # fmt: skip
     for rec in Registry().all():
         faultkit.poll(lambda r=rec: Path(r.run_dir, "supervisor.json").exists())
-        stop_run(rec.id, grace_s=5)
         out.expected[rec.id] = "stopped"
+        stop_run(rec.id, grace_s=5)
 
 
 def reboot(b: Bench, out: Outcome) -> None:
@@ -177,8 +175,9 @@ def reboot(b: Bench, out: Outcome) -> None:
     wait_states([r.run_id for r in runs], ("training",))
     for run in runs:
         faultkit.pretend_rebooted(run.run_dir)
+        out.groups.append(run.pid)
         out.expected[run.run_id] = "failed"
-        out.must_live.append(functools.partial(_run_lives, run.run_id))
+        out.must_live.append(functools.partial(faultkit.alive, run.pid))
     list_runs()
     for run in runs:
         stop_run(run.run_id, grace_s=1)
@@ -213,9 +212,15 @@ def measure(out: Outcome, timeout: float = 60.0) -> tuple[int, int, int, int]:
 
 
 def cleanup(out: Outcome) -> None:
-    for rec in Registry().all():
+    try:
+        records = Registry().all()
+    except Exception:  # a registry the fault broke: the recorded groups still get killed
+        records = []
+    for rec in records:
         for pid in faultkit.processes_of(rec.id, marker=b""):
             faultkit.kill_group(pid)
+    for pid in out.groups:
+        faultkit.kill_group(pid)
     for other in out.strangers:
         other.kill()
         other.wait()
