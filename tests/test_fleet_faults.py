@@ -153,6 +153,27 @@ def test_stop_of_an_unprovable_process_says_so_and_marks_nothing(standin_train, 
         other.wait()
 
 
+def test_identity_of_a_run_started_before_run_ids(tmp_path):
+    """supervisor.json without a run id (older vlmtui): pid and start time decide."""
+    from vlmtui.core.fleet.onhost import hostprobe
+
+    proc = stranger()
+    try:
+        start = hostprobe.proc_starttime(proc.pid)
+        info = {"pid": proc.pid, "pgid": proc.pid, "starttime": start}
+        hostprobe.write_json_atomic(tmp_path / "supervisor.json", info)
+        assert hostprobe.probe_run(str(tmp_path), "r1")["proof"] == "alive"
+        info["starttime"] = str(int(start) - 1)
+        hostprobe.write_json_atomic(tmp_path / "supervisor.json", info)
+        assert hostprobe.probe_run(str(tmp_path), "r1")["proof"] == "gone"
+        info.update(starttime=start, run_id="r1")  # a run id it does not carry
+        hostprobe.write_json_atomic(tmp_path / "supervisor.json", info)
+        assert hostprobe.probe_run(str(tmp_path), "r1")["proof"] == "gone"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # --- 3: the launch reply lost on the link ---------------------------------------------------
 
 

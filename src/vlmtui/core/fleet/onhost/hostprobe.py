@@ -189,7 +189,8 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
         return {"proof": UNPROVEN, "pid": pid, "why": "this host has no /proc"}
     f = _stat_fields(pid)
     if f is not None and f[0] not in ("Z", "X") and (start is None or f[19] == start):
-        legacy = sup is not None and "run_id" not in sup and start is not None
+        # A supervisor.json from before run ids were passed on: the start time is all there is.
+        legacy = sup is not None and not sup.get("run_id") and start is not None
         carries = True if legacy else carries_run_id(pid, run_id)
         if carries:
             return {"proof": ALIVE, "pid": pid, "why": None}
