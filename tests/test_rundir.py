@@ -12,7 +12,15 @@ from vlmtui.core.fleet.onhost import hostprobe
 
 
 def test_hostprobe_copy_of_the_contract_equals_rundir() -> None:
-    for name in ("STATUS", "EXIT_JSON", "SUPERVISOR_JSON", "EVENTS", "OUTPUT_LOG"):
+    for name in (
+        "STATUS",
+        "EXIT_JSON",
+        "SUPERVISOR_JSON",
+        "EVENTS",
+        "OUTPUT_LOG",
+        "LAUNCH_JSON",
+        "RUN_JSON",
+    ):
         assert getattr(hostprobe, name) == getattr(rundir, name), name
     assert set(hostprobe.FINAL) == set(rundir.FINAL_STATES)
     for fn in ("read_json", "write_json_atomic"):

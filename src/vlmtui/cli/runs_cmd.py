@@ -10,11 +10,16 @@ import time
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="start a detached training run; prints its id")
-    p.add_argument("--recipe", required=True, help="recipe name (see `vlmtui recipes`)")
-    p.add_argument("--model", required=True, help="checkpoint dir on the host")
-    p.add_argument("--data", required=True, help="dataset path on the host")
+    p.add_argument("--recipe", help="recipe name (see `vlmtui recipes`)")
+    p.add_argument("--model", help="checkpoint dir on the host")
+    p.add_argument("--data", help="dataset path on the host")
     p.add_argument("--host", default="local", help="host name (see `vlmtui hosts`)")
-    p.add_argument("--gpu", default="auto", help="auto (default), cpu, N, or N,M,... (torchrun)")
+    p.add_argument("--gpu", default=None, help="auto (default), cpu, N, or N,M,... (torchrun)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="start a stopped or failed run again in its own run dir (train --resume)",
+    )
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--nproc", type=int, default=None, help="processes for a CPU run (torchrun)")
     p.add_argument(
@@ -26,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("runs", help="the run registry, reconciled with the hosts")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--rebuild", action="store_true", help="first re-add every run dir found on the hosts"
+    )
     p.set_defaults(func=run_runs)
 
     p = sub.add_parser("logs", help="a run's output (only new bytes with --follow)")
@@ -48,22 +56,32 @@ def _warn_hosts() -> None:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from vlmtui.core.fleet.launch import LaunchRequest, launch
+    from vlmtui.core.errors import BadInput
+    from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
 
     _warn_hosts()
-    result = launch(
-        LaunchRequest(
-            recipe=args.recipe,
-            model=args.model,
-            data=args.data,
-            host=args.host,
-            gpu=args.gpu,
-            max_steps=args.max_steps,
-            force=args.force,
-            nproc=args.nproc,
-            strategy=args.strategy,
+    if args.resume:
+        given = [f"--{n}" for n in ("recipe", "model", "data", "nproc") if getattr(args, n)]
+        if given:
+            raise BadInput(f"--resume: {given[0]} comes from the run; leave it out")
+        result = resume_run(args.resume, args.gpu, args.max_steps, args.force)
+    else:
+        missing = [f"--{n}" for n in ("recipe", "model", "data") if not getattr(args, n)]
+        if missing:
+            raise BadInput(f"launch: {', '.join(missing)} required (or --resume RUN)")
+        result = launch(
+            LaunchRequest(
+                recipe=args.recipe,
+                model=args.model,
+                data=args.data,
+                host=args.host,
+                gpu=args.gpu or "auto",
+                max_steps=args.max_steps,
+                force=args.force,
+                nproc=args.nproc,
+                strategy=args.strategy,
+            )
         )
-    )
     if args.json:
         out = {
             "id": result.run_id,
@@ -86,10 +104,16 @@ def _age(created: float) -> str:
 
 
 def run_runs(args: argparse.Namespace) -> int:
+    from vlmtui.core.fleet.registry import Registry
     from vlmtui.core.fleet.runs import list_runs
 
     _warn_hosts()
-    views = list_runs()
+    registry = Registry()
+    if args.rebuild:
+        from vlmtui.core.fleet.rebuild import rebuild
+
+        print(rebuild(registry).summary(), file=sys.stderr)
+    views = list_runs(registry)
     if args.json:
         print(json.dumps([v.to_json() for v in views], indent=1))
         return 0

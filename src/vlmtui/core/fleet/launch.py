@@ -8,6 +8,13 @@ its own session and process group, output to RUN_DIR/output.log. It returns the 
 soon as the process exists. The run does not depend on the launching process or the SSH
 connection: both may die.
 
+The row is written before the host is asked, and never deleted unless the host refused the
+start outright: when the reply is lost the outcome is unknown, the row says `unknown` (its
+GPUs stay reserved) and the next reconciliation settles it from the run directory. The start
+script is idempotent per launch token, so running it again cannot start a second copy.
+`resume_run` (`launch --resume RUN`) starts a stopped or failed run again in its own run
+directory, under the same row.
+
 Several GPUs (`0,1`), or `nproc > 1` on the CPU, run one data-parallel job through
 `python -m torch.distributed.run --standalone`, which rendezvouses on a free port of its own,
 so two such jobs on one host do not collide.
@@ -183,10 +190,17 @@ def _check_strategy(req: LaunchRequest, spec: str | tuple[int, ...]) -> None:
         )
 
 
-def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
-    """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
-    start = time.perf_counter()
-    registry = registry or Registry()
+@dataclass(frozen=True)
+class _Target:
+    """A validated request: the host, the GPU spec and what the host needs."""
+
+    host: Host
+    spec: str | tuple[int, ...]
+    status: HostGpus | None
+    recipe_files: list[tuple[str, str]]
+
+
+def _validate(req: LaunchRequest) -> _Target:
     check_name("recipe", req.recipe)
     check_path("model", req.model)
     check_path("data", req.data)
@@ -214,70 +228,154 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
     if spec != CPU and req.nproc not in (None, len(spec) if isinstance(spec, tuple) else 1):
         raise BadInput("--nproc applies to CPU runs; GPU runs use one process per GPU")
     _check_strategy(req, spec)
-    recipe_files = recipe_files_for(host, req.recipe)
+    return _Target(host, spec, status, recipe_files_for(host, req.recipe))
 
+
+def _reserve(
+    req: LaunchRequest, t: _Target, registry: Registry, base: RunRecord, *, replace: bool
+) -> RunRecord:
+    """Insert (or, resuming, replace) the row with its GPUs chosen in the same transaction,
+    after settling the host's reserving rows: a finished run must not block the choice."""
+    if t.spec == CPU:
+        return registry.add(base, replace=replace)
+    from vlmtui.core.fleet.runs import reconcile_hosts
+
+    reconcile_hosts([t.host.name], registry)
+    assert t.status is not None
+    check = _reserving(base, _chooser(t.spec, t.status, t.host.name, req.force))
+    return registry.add(base, check, replace=replace)
+
+
+def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
+    """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
+    start = time.perf_counter()
+    registry = registry or Registry()
+    t = _validate(req)
     for _attempt in range(5):
         run_id = new_run_id()
-        workdir, model, data, run_dir = host.launch_paths(req.model, req.data, run_id)
+        workdir, model, data, run_dir = t.host.launch_paths(req.model, req.data, run_id)
         base = RunRecord(
-            id=run_id, recipe=req.recipe, host=host.name, gpus=CPU, run_dir=run_dir,
+            id=run_id, recipe=req.recipe, host=t.host.name, gpus=CPU, run_dir=run_dir,
             created=time.time(), state="launching", model=model, data=data,
             max_steps=req.max_steps,
         )  # fmt: skip
-        check = None
-        if spec != CPU:
-            assert status is not None
-            check = _reserving(base, _chooser(spec, status, host.name, req.force))
-
         try:
-            record = registry.add(base, check)
+            record = _reserve(req, t, registry, base, replace=False)
             break
         except sqlite3.IntegrityError:
             continue  # two launches in the same second drew the same id
     else:
         raise WorkFailed("could not allocate a run id")
+    return _start(req, t, registry, record, workdir, start, previous=None)
+
+
+def resume_run(
+    run_id: str,
+    gpu: str | None = None,
+    max_steps: int | None = None,
+    force: bool = False,
+    registry: Registry | None = None,
+) -> LaunchResult:
+    """`launch --resume RUN`: start a stopped or failed run again in its own run directory,
+    with `train --resume` (it continues from its last checkpoint); same row, same id."""
+    from vlmtui.core.fleet.runs import get_run
+
+    start = time.perf_counter()
+    registry = registry or Registry()
+    view = get_run(run_id, registry)
+    if view.state not in ("stopped", "failed"):
+        raise BadInput(f"run {view.id} is {view.state}; only a stopped or failed run can resume")
+    rec = registry.get(view.id)
+    req = LaunchRequest(
+        recipe=rec.recipe, model=rec.model, data=rec.data, host=rec.host,
+        gpu=gpu or rec.gpus, max_steps=max_steps or rec.max_steps, force=force,
+        nproc=rec.nproc if rec.gpus == CPU else None,
+    )  # fmt: skip
+    t = _validate(req)
+    workdir = t.host.launch_paths(req.model, req.data, rec.id)[0]
+    base = replace(
+        rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()
+    )
+    record = _reserve(req, t, registry, base, replace=True)
+    return _start(req, t, registry, record, workdir, start, previous=rec)
+
+
+def _plan(
+    req: LaunchRequest, t: _Target, record: RunRecord, workdir: str, resume: bool
+) -> LaunchPlan:
     gpus = tuple(record.gpus.split(","))
     nproc = (req.nproc or 1) if gpus == (CPU,) else len(gpus)
+    run_dir = record.run_dir
     args = TrainArgs(
-        recipe=req.recipe, model=model, data=data, run_dir=run_dir, gpus=gpus, nproc=nproc,
-        max_steps=req.max_steps, strategy=req.strategy,
-        recipe_files=tuple(f"{run_dir}/recipes/{name}" for name, _ in recipe_files),
+        recipe=req.recipe, model=record.model, data=record.data, run_dir=run_dir, gpus=gpus,
+        nproc=nproc, max_steps=req.max_steps, resume=resume, strategy=req.strategy,
+        recipe_files=tuple(f"{run_dir}/recipes/{name}" for name, _ in t.recipe_files),
     )  # fmt: skip
-    command = train_command(host.python_argv(), args)
+    command = train_command(t.host.python_argv(), args)
     env = {"PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     env["CUDA_VISIBLE_DEVICES"] = "" if gpus == (CPU,) else ",".join(gpus)
-    plan = LaunchPlan(
-        python_argv=tuple(host.python_argv()), workdir=workdir, model=model, data=data,
-        run_dir=run_dir, run_id=run_id, command=tuple(command), env=tuple(env.items()),
-        recipe_files=tuple(recipe_files),
-        check_python=status is None or status.source != "vlmtui",
+    token = f"{record.id}-{secrets.token_hex(4)}"
+    info = {
+        "id": record.id, "token": token, "recipe": record.recipe, "host": record.host,
+        "gpus": record.gpus, "nproc": nproc, "model": record.model, "data": record.data,
+        "max_steps": req.max_steps, "created": record.created, "command": command,
+        "resume": resume,
+    }  # fmt: skip
+    return LaunchPlan(
+        python_argv=tuple(t.host.python_argv()), workdir=workdir, model=record.model,
+        data=record.data, run_dir=run_dir, run_id=record.id, command=tuple(command),
+        env=tuple(env.items()), recipe_files=tuple(t.recipe_files),
+        check_python=t.status is None or t.status.source != "vlmtui",
+        token=token, launch_info=json.dumps(info), resume=resume,
     )  # fmt: skip
+
+
+def _start(
+    req: LaunchRequest,
+    t: _Target,
+    registry: Registry,
+    record: RunRecord,
+    workdir: str,
+    start: float,
+    previous: RunRecord | None,
+) -> LaunchResult:
+    """Run the start script; the row learns the pid, or why it did not start, or (the reply
+    was lost) becomes `unknown` for the next reconciliation to settle — never deleted then."""
+    host = t.host
+    plan = _plan(req, t, record, workdir, resume=previous is not None)
     res = host.run(launch_script(plan))
     out = res.stdout
-    if res.transport_error or "@@ok " not in out:
-        registry.delete(run_id)
-        if res.transport_error:
-            raise WorkFailed(f"host {host.name} is unreachable: {res.transport_error}")
-        code = out.split("@@error ", 1)[1].split()[0] if "@@error " in out else ""
-        template = SCRIPT_ERRORS.get(code)
-        if template is None:
-            raise WorkFailed(f"launch on {host.name} failed: {(out + res.stderr).strip()[-300:]}")
+    code = out.split("@@error ", 1)[1].split()[0] if "@@error " in out else ""
+    if code and not res.transport_error:
+        if previous is None:
+            registry.delete(record.id)  # the host refused: nothing started
+        else:
+            registry.add(previous, replace=True)
         raise BadInput(
-            template.format(
-                host=host.name, workdir=workdir, model=model, data=data,
-                python=host.config.python, run_dir=run_dir,
+            SCRIPT_ERRORS.get(code, "launch on {host} failed").format(
+                host=host.name, workdir=workdir, model=plan.model, data=plan.data,
+                python=host.config.python, run_dir=plan.run_dir,
             )
         )  # fmt: skip
+    if res.transport_error or "@@ok " not in out:
+        why = res.transport_error or (out + res.stderr).strip()[-300:] or "no reply"
+        registry.update(record.id, state="unknown", error=f"start not confirmed: {why}")
+        raise WorkFailed(
+            f"host {host.name} did not confirm the start of run {record.id} ({why}); "
+            "it stays in the registry as `unknown` until `vlmtui runs` can settle it"
+        )
     pid_text, _, abs_dir = out.split("@@ok ", 1)[1].strip().partition(" ")
-    pid = int(pid_text)
-    abs_dir = abs_dir.strip() or run_dir
-    registry.update(run_id, pid=pid, run_dir=abs_dir, state="pending", command=json.dumps(command))
+    pid = int(pid_text) or None  # 0: started before, supervisor.json not written yet
+    abs_dir = abs_dir.strip() or plan.run_dir
+    registry.update(
+        record.id, pid=pid, run_dir=abs_dir, state="pending", command=json.dumps(plan.command)
+    )
     return LaunchResult(
-        run_id=run_id,
+        run_id=record.id,
         host=host.name,
         gpu=record.gpus,
         run_dir=abs_dir,
-        pid=pid,
+        pid=pid or 0,
         elapsed_s=time.perf_counter() - start,
-        command=tuple(command),
+        command=plan.command,
     )

@@ -1,9 +1,13 @@
 """The command lines and the shell script that start a run on its host (see `launch.py`).
 
 The script, run in one round trip, checks the working directory, the model and data paths
-and the host's Python, refuses an existing run directory, writes a `pending` status.json,
-and starts the supervisor with `nohup` in the background, printing its pid. Every value in
-it is quoted (`sshcmd.join` / `quote_path`), so a path with shell metacharacters stays data.
+and the host's Python, refuses an existing run directory, writes a `pending` status.json and
+launch.json (the registry row, for a rebuild), and starts the supervisor with `nohup` in the
+background, with VLMTUI_RUN_ID in its environment, printing its pid. It is idempotent per
+launch token: run again (the reply was lost), it reports the run it already started instead
+of starting another. With `resume` it reuses the run's own directory (its status.json must
+name the run). Every value in it is quoted (`sshcmd.join` / `quote_path`), so a path with
+shell metacharacters stays data.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vlmtui.core.fleet.onhost.hostprobe import RUN_ID_ENV
 from vlmtui.core.fleet.shell import HomePath, join, quote_path
 from vlmtui.core.fleet.snapshot import CPU
-from vlmtui.core.rundir import OUTPUT_LOG, STATUS
+from vlmtui.core.rundir import EXIT_JSON, LAUNCH_JSON, OUTPUT_LOG, STATUS, SUPERVISOR_JSON
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class TrainArgs:
     """`ddp` (each process a whole model) or `fsdp` (sharded over the processes)."""
     recipe_files: tuple[str, ...] = ()
     """Recipe files copied into the run directory, passed as `--recipes`."""
+    resume: bool = False
+    """Continue from the run directory's last checkpoint (`train --resume`)."""
 
 
 def train_command(python_argv: Sequence[str], args: TrainArgs) -> list[str]:
@@ -49,6 +56,8 @@ def train_command(python_argv: Sequence[str], args: TrainArgs) -> list[str]:
         argv += ["--gpu", args.gpus[0]]
     if args.max_steps is not None:
         argv += ["--max-steps", str(args.max_steps)]
+    if args.resume:
+        argv += ["--resume"]
     for path in args.recipe_files:
         argv += ["--recipes", HomePath(path)]
     if args.nproc > 1:
@@ -73,6 +82,38 @@ class LaunchPlan:
     """(file name, TOML text) written into RUN_DIR/recipes/."""
     check_python: bool = True
     """False skips the import check of vlmtui (the GPU query just ran it there)."""
+    token: str = ""
+    """Names this start: a second run of the script with it reports the first start."""
+    launch_info: str = "{}"
+    """JSON written to RUN_DIR/launch.json (it must hold `"token": TOKEN`)."""
+    resume: bool = False
+    """Start in the run's existing directory instead of a fresh one."""
+
+
+def _already_started(plan: LaunchPlan, rd: str) -> list[str]:
+    """Lines that report the start this token made, if the script ran before, and end it."""
+    token = join([json.dumps({"token": plan.token})[1:-1]])
+    pid = f"sed -n 's/^ *\"pid\": \\([0-9][0-9]*\\).*/\\1/p' {rd}/{SUPERVISOR_JSON}"
+    return [
+        f"if grep -qF -- {token} {rd}/{LAUNCH_JSON} 2>/dev/null; then",
+        f"  pid=$({pid} 2>/dev/null | head -n 1)",
+        f'  echo "@@ok ${{pid:-0}} $(cd -- {rd} && pwd -P)"; exit 0',
+        "fi",
+    ]
+
+
+def _claim_dir(plan: LaunchPlan, rd: str) -> list[str]:
+    """A fresh run directory, or (resume) the run's own, cleared of the last start's files."""
+    if not plan.resume:
+        return [
+            f"[ ! -e {rd} ] || {{ echo '@@error exists'; exit 3; }}",
+            f"mkdir -p -- {rd} || {{ echo '@@error rundir'; exit 3; }}",
+        ]
+    mine = join([json.dumps({"run_id": plan.run_id})[1:-1]])
+    return [
+        f"grep -qF -- {mine} {rd}/{STATUS} 2>/dev/null || {{ echo '@@error notrun'; exit 3; }}",
+        f"rm -f -- {rd}/{EXIT_JSON} {rd}/{SUPERVISOR_JSON}",
+    ]
 
 
 def launch_script(plan: LaunchPlan) -> str:
@@ -87,8 +128,8 @@ def launch_script(plan: LaunchPlan) -> str:
         f"mkdir -p -- {wd} 2>/dev/null; cd -- {wd} || {{ echo '@@error workdir'; exit 3; }}",
         f"[ -e {quote_path(model)} ] || {{ echo '@@error model'; exit 3; }}",
         f"[ -e {quote_path(data)} ] || {{ echo '@@error data'; exit 3; }}",
-        f"[ ! -e {rd} ] || {{ echo '@@error exists'; exit 3; }}",
-        f"mkdir -p -- {rd} || {{ echo '@@error rundir'; exit 3; }}",
+        *_already_started(plan, rd),
+        *_claim_dir(plan, rd),
         f"printf '%s\\n' {join([pending])} > {rd}/.{STATUS}.tmp",
         f"mv -f -- {rd}/.{STATUS}.tmp {rd}/{STATUS}",
     ]
@@ -100,10 +141,12 @@ def launch_script(plan: LaunchPlan) -> str:
         lines.append(f"mkdir -p -- {rd}/recipes")
         for name, text in plan.recipe_files:
             lines.append(f"printf '%s' {join([text])} > {rd}/recipes/{join([name])}")
-    envs = [f"{k}={v}" for k, v in plan.env]
+    envs = [f"{k}={v}" for k, v in (*plan.env, (RUN_ID_ENV, run_id))]
     sup = join(["env", *envs, *plan.python_argv, "-m", "vlmtui.core.supervise"])
     lines += [
-        f"nohup {sup} {rd} -- {join(plan.command)} > {rd}/{OUTPUT_LOG} 2>&1 < /dev/null &",
+        f"printf '%s\\n' {join([plan.launch_info])} > {rd}/{LAUNCH_JSON}",
+        f"nohup {sup} {rd} -- {join(plan.command)} {'>>' if plan.resume else '>'} {rd}/{OUTPUT_LOG}"
+        " 2>&1 < /dev/null &",
         f'echo "@@ok $! $(cd -- {rd} && pwd -P)"',
     ]
     return "\n".join(lines) + "\n"
@@ -115,5 +158,6 @@ SCRIPT_ERRORS = {
     "data": "data path {data!r} does not exist on {host}",
     "python": "{python!r} on {host} cannot import vlmtui (set `python` in hosts.toml)",
     "exists": "run directory {run_dir!r} already exists on {host}",
+    "notrun": "{run_dir!r} on {host} does not hold this run (its status.json names another)",
     "rundir": "cannot create the run directory {run_dir!r} on {host}",
 }

@@ -5,24 +5,44 @@ the last conclusively known state. The TUI and several CLI processes may write a
 write is a short `BEGIN IMMEDIATE` transaction with a busy timeout, retried on "database is
 locked". What a row says about a run's state is only a cache: `runs.py` reconciles it with
 the run directory on the host.
+
+The run directories are the truth and this file only their index: a corrupt file is moved
+aside (`runs.sqlite.corrupt-<time>`, one warning line) and a missing one recreated, and both
+are rebuilt from the run directories of every configured host (`rebuild.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import random
+import shutil
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import data_dir
-from vlmtui.core.rundir import ACTIVE_STATES
+from vlmtui.core.rundir import ACTIVE_STATES, RunState
+
+REBUILD_TIMEOUT_S = 6.0
+"""How long a rebuild that a command did on its own waits for each host (`runs --rebuild`
+waits each host's own timeout)."""
+
+if TYPE_CHECKING:
+    from vlmtui.core.fleet.rebuild import RebuildResult
 
 T = TypeVar("T")
+
+RESERVING_STATES: tuple[str, ...] = (*ACTIVE_STATES, RunState.UNKNOWN.value)
+"""Rows that hold their GPUs: the active ones, and `unknown` (a launch whose reply was lost
+may be running)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -81,6 +101,13 @@ class RunRecord:
         return () if self.gpus == "cpu" else tuple(int(g) for g in self.gpus.split(","))
 
 
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return False  # locked, busy, I/O: not the file's content
+    msg = str(exc)
+    return "not a database" in msg or "malformed" in msg
+
+
 def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
     for i in range(attempts):
         try:
@@ -103,6 +130,8 @@ class Registry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._ready and self.rebuild_when_missing and not self.path.exists():
+            self._create_rebuilt()
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 30000")
@@ -113,6 +142,94 @@ class Registry:
                 self._ready = True
         con.execute("PRAGMA synchronous = NORMAL")
         return con
+
+    rebuild_when_missing = True
+    """A missing file is rebuilt from the hosts' run directories (`rebuild.py`) on first use."""
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Across processes: one at a time replaces the file (the others then find it)."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _build_beside(self) -> tuple[Path, RebuildResult]:
+        """A registry rebuilt from the hosts' run directories, in a scratch file beside this
+        one: it takes the registry's place complete, in one rename, so no reader ever sees
+        it empty or half-filled."""
+        from vlmtui.core.fleet.rebuild import rebuild
+
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}.rebuild")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+        building = Registry(scratch)
+        building.rebuild_when_missing = False
+        building._connect().close()
+        return scratch, rebuild(building, timeout=REBUILD_TIMEOUT_S)
+
+    def _create_rebuilt(self) -> None:
+        with self._exclusive():
+            if self.path.exists():
+                return
+            scratch, result = self._build_beside()
+            os.replace(scratch, self.path)
+        if result.added or result.unreachable:
+            print(f"vlmtui: the run registry was missing; {result.summary()}", file=sys.stderr)
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """`fn`, and once more after a corrupt file was moved aside and rebuilt."""
+        try:
+            return _retry(fn)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            self._move_aside(str(exc))
+        return _retry(fn)
+
+    def _move_aside(self, why: str) -> None:
+        """Keep the corrupt file as runs.sqlite.corrupt-<time> and put a rebuilt registry in
+        its place (of several processes that find it corrupt, one does, once)."""
+        with self._exclusive():
+            if not self._still_corrupt():
+                return
+            scratch, result = self._build_beside()
+            aside = self._aside_name()
+            try:
+                os.link(self.path, aside)
+            except OSError:  # no hard links on this file system
+                shutil.copyfile(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            os.replace(scratch, self.path)
+            self._ready = False
+        print(
+            f"vlmtui: warning: the run registry {self.path} was corrupt ({why}); "
+            f"moved it to {aside.name}; {result.summary()}",
+            file=sys.stderr,
+        )
+
+    def _aside_name(self) -> Path:
+        stem = f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside, n = self.path.with_name(stem), 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{stem}-{n}")
+        return aside
+
+    def _still_corrupt(self) -> bool:
+        if not self.path.exists():
+            return False
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                con.execute("PRAGMA quick_check").fetchall()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            return _is_corrupt(exc)
+        return False
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn inside one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
@@ -131,7 +248,7 @@ class Registry:
             finally:
                 con.close()
 
-        return _retry(attempt)
+        return self._guarded(attempt)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[RunRecord]:
         def attempt() -> list[RunRecord]:
@@ -141,7 +258,7 @@ class Registry:
             finally:
                 con.close()
 
-        return _retry(attempt)
+        return self._guarded(attempt)
 
     def all(self) -> list[RunRecord]:
         """Every run, newest first."""
@@ -164,24 +281,28 @@ class Registry:
         self,
         record: RunRecord,
         check: Callable[[list[RunRecord]], RunRecord] | None = None,
+        *,
+        replace: bool = False,
     ) -> RunRecord:
         """Insert `record` atomically. `check` sees the host's active runs inside the same
         transaction and returns the record to insert (or raises): that is how two launches
-        at once never take the same GPU."""
+        at once never take the same GPU. `replace` overwrites the row with the same id (a
+        resumed run)."""
 
         def txn(con: sqlite3.Connection) -> RunRecord:
             rec = record
             if check is not None:
-                marks = ",".join("?" * len(ACTIVE_STATES))
+                marks = ",".join("?" * len(RESERVING_STATES))
                 rows = con.execute(
-                    f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})",
-                    (record.host, *ACTIVE_STATES),
+                    f"SELECT * FROM runs WHERE host = ? AND id != ? AND state IN ({marks})",
+                    (record.host, record.id, *RESERVING_STATES),
                 )
                 rec = check([RunRecord(**dict(r)) for r in rows])
             values = {f.name: getattr(rec, f.name) for f in fields(rec)}
             cols = ",".join(values)
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
             con.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(values))})",
+                f"{verb} INTO runs ({cols}) VALUES ({','.join('?' * len(values))})",
                 tuple(values.values()),
             )
             return rec
@@ -203,14 +324,33 @@ class Registry:
         )
 
     def delete(self, run_id: str) -> None:
+        """Only for a launch the host refused outright: the run certainly did not start."""
         self._write(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
 
+    def add_missing(self, records: Sequence[RunRecord]) -> int:
+        """Insert the records whose id is not in the registry yet; how many were new."""
+
+        def txn(con: sqlite3.Connection) -> int:
+            added = 0
+            for rec in records:
+                values = {f.name: getattr(rec, f.name) for f in fields(rec)}
+                cur = con.execute(
+                    f"INSERT OR IGNORE INTO runs ({','.join(values)}) "
+                    f"VALUES ({','.join('?' * len(values))})",
+                    tuple(values.values()),
+                )
+                added += cur.rowcount
+            return added
+
+        return self._write(txn) if records else 0
+
     def active(self, host: str | None = None) -> list[RunRecord]:
-        marks = ",".join("?" * len(ACTIVE_STATES))
+        """Rows that hold their GPUs (`RESERVING_STATES`), of one host or all."""
+        marks = ",".join("?" * len(RESERVING_STATES))
         if host is None:
-            return self._read(f"SELECT * FROM runs WHERE state IN ({marks})", ACTIVE_STATES)
+            return self._read(f"SELECT * FROM runs WHERE state IN ({marks})", RESERVING_STATES)
         return self._read(
-            f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})", (host, *ACTIVE_STATES)
+            f"SELECT * FROM runs WHERE host = ? AND state IN ({marks})", (host, *RESERVING_STATES)
         )
 
     def reservations(self) -> dict[str, dict[int, str]]:

@@ -1,16 +1,21 @@
 """Reconciling the registry with the hosts: the state of each run, and stopping one.
 
 The run's state is never trusted from the registry row alone: `list_runs` asks each host (in
-parallel, one round trip per host) for the run's status.json and whether its process group is
-alive, and derives the state:
+parallel, one round trip per host) for the run's status.json and whether its processes are
+alive — provably the run's: pid, start time, boot id and run id agree (`hostprobe.identify`)
+— and derives the state:
 
 - status.json has a final state (finished / failed / stopped) → that state;
 - the process is alive → the state status.json gives (pending / loading / training / saving);
+- the host restarted since the run started → `failed`, "host restarted";
 - the process is gone without a final state → `failed`, with the reason (signal, exit code,
   "CUDA out of memory" found in the log tail);
+- a process holds the pid that cannot be proven the run's or not → `unknown`, with why;
 - the host cannot be reached → `unknown` (not failed: the run may be fine).
 
-Conclusive results are cached in the row, so finished runs are not probed again.
+Conclusive results are cached in the row — the pid too, once supervisor.json gives it (a
+launcher killed mid-launch never wrote it) — so finished runs are not probed again. Stopped
+and failed rows are, cheaply (status.json only), because `train --resume` brings them back.
 """
 
 from __future__ import annotations
@@ -24,11 +29,23 @@ from typing import Any
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet.hosts import HostUnreachable, get_host
 from vlmtui.core.fleet.onhost import hostprobe
+from vlmtui.core.fleet.onhost.hostprobe import (
+    ALIVE,
+    FOREGROUND,
+    RESTARTED,
+    STARTING,
+    UNPROVEN,
+    UNSTARTED,
+)
 from vlmtui.core.fleet.registry import Registry, RunRecord
-from vlmtui.core.rundir import FINAL_STATES
+from vlmtui.core.rundir import FINAL_STATES, RunState
+
+RESUMABLE = (RunState.STOPPED.value, RunState.FAILED.value)
+"""Final states that `train --resume` may lift again: their rows are re-checked."""
 
 LAUNCH_GRACE_S = 120.0
-"""A row still without a pid after this long is a launch that never completed."""
+"""A row still without a pid this long after it was created (or, resumed, last written) is a
+launch that never completed."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,7 @@ def _view(rec: RunRecord, state: str, *, reachable: bool = True, **kw: Any) -> R
         loss=kw.get("loss", rec.loss),
         run_dir=kw.get("run_dir", rec.run_dir),
         error=kw.get("error", rec.error),
-        pid=rec.pid,
+        pid=kw.get("pid", rec.pid),
         created=rec.created,
         model=rec.model,
         data=rec.data,
@@ -85,25 +102,36 @@ def _view(rec: RunRecord, state: str, *, reachable: bool = True, **kw: Any) -> R
 
 def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> RunView:
     """The state of one run from its host's probe facts (see `hostprobe.probe_run`)."""
+    if facts.get("unchanged"):
+        return _view(rec, rec.state)
     now = time.time() if now is None else now
     status = facts.get("status") or {}
     last = facts.get("last") or {}
     state = status.get("state")
     kw: dict[str, Any] = {"run_dir": facts.get("run_dir") or rec.run_dir}
+    kw["pid"] = facts.get("pid") or rec.pid
     if last:
         kw.update(step=last.get("step"), loss=last.get("loss"))
         if last.get("max_steps"):
             kw["max_steps"] = last["max_steps"]
     if state in FINAL_STATES:
         return _view(rec, state, error=status.get("error"), **kw)
-    if facts.get("alive"):
+    proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
+    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
+    if proof in (ALIVE, FOREGROUND):  # foreground: a `train --resume` in the run dir
         return _view(rec, state or "pending", error=None, **kw)
-    if not facts.get("found") and now - rec.created < LAUNCH_GRACE_S:
-        return _view(rec, "pending", **kw)
+    if proof == RESTARTED:
+        return _view(rec, "failed", error=hostprobe.HOST_RESTARTED, **kw)
+    if proof == UNPROVEN:
+        return _view(rec, "unknown", error=f"cannot prove the run's process: {facts['why']}", **kw)
     if not facts.get("found"):
+        if young:
+            return _view(rec, "pending", **kw)
         return _view(rec, "failed", error=f"run directory {rec.run_dir} is missing", **kw)
-    if facts.get("pid") is None and now - rec.created < LAUNCH_GRACE_S:
+    if proof in (STARTING, UNSTARTED) and young:
         return _view(rec, "pending", **kw)
+    if proof == STARTING:
+        return _view(rec, "failed", error=f"never started ({facts['why']})", **kw)
     reason = hostprobe.failure_reason(facts.get("exit"), facts.get("log_tail") or "")
     return _view(rec, "failed", error=reason, **kw)
 
@@ -114,14 +142,28 @@ def _probe_host(host_name: str, recs: list[RunRecord]) -> dict[str, RunView]:
         host = get_host(host_name)
     except BadInput as exc:
         return {r.id: _view(r, "unknown", reachable=False, error=str(exc)) for r in recs}
-    args = [{"id": r.id, "run_dir": r.run_dir, "pid": r.pid} for r in recs]
+    args = [
+        {
+            "id": r.id,
+            "run_dir": r.run_dir,
+            "pid": r.pid,
+            "known_state": r.state if r.state in FINAL_STATES else None,
+        }
+        for r in recs
+    ]
     try:
         facts = host.call_probe("probe", {"runs": args})
-    except HostUnreachable as exc:
-        return {r.id: _view(r, "unknown", reachable=False, error=exc.why) for r in recs}
-    except WorkFailed as exc:
-        return {r.id: _view(r, "unknown", reachable=False, error=str(exc)) for r in recs}
+    except WorkFailed as exc:  # HostUnreachable included
+        why = getattr(exc, "why", str(exc))
+        return {r.id: _unasked(r, why) for r in recs}
     return {r.id: judge(r, facts["runs"].get(r.id, {})) for r in recs}
+
+
+def _unasked(rec: RunRecord, why: str) -> RunView:
+    """A run whose host could not be asked: `unknown`, unless it had already ended."""
+    if rec.state in FINAL_STATES:
+        return _view(rec, rec.state, reachable=False)
+    return _view(rec, "unknown", reachable=False, error=why)
 
 
 def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) -> list[RunView]:
@@ -132,7 +174,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
     views: dict[str, RunView] = {}
     by_host: dict[str, list[RunRecord]] = {}
     for rec in records:
-        if rec.state in FINAL_STATES:
+        if rec.state in FINAL_STATES and rec.state not in RESUMABLE:
             views[rec.id] = _view(rec, rec.state)
         else:
             by_host.setdefault(rec.host, []).append(rec)
@@ -143,8 +185,8 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
     now = time.time()
     for rec in records:
         v = views[rec.id]
-        if v.reachable and (v.state, v.step, v.loss, v.error, v.run_dir) != (
-            rec.state, rec.step, rec.loss, rec.error, rec.run_dir,
+        if v.reachable and (v.state, v.step, v.loss, v.error, v.run_dir, v.pid) != (
+            rec.state, rec.step, rec.loss, rec.error, rec.run_dir, rec.pid,
         ):  # fmt: skip
             registry.update(
                 rec.id,
@@ -154,6 +196,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
                 error=v.error,
                 max_steps=v.max_steps,
                 run_dir=v.run_dir,
+                pid=v.pid,
                 checked=now,
             )
     return [views[r.id] for r in records]
@@ -163,6 +206,14 @@ def list_runs(registry: Registry | None = None) -> list[RunView]:
     """Every run, newest first, reconciled with its host (`vlmtui runs`)."""
     registry = registry or Registry()
     return reconcile(registry.all(), registry)
+
+
+def reconcile_hosts(hosts: Iterable[str], registry: Registry | None = None) -> None:
+    """Settle the rows that hold GPUs on `hosts` (one round trip per host with any), so that
+    reservations are read from current states (`gpus`, `launch --gpu auto`)."""
+    registry = registry or Registry()
+    wanted = set(hosts)
+    reconcile([r for r in registry.active() if r.host in wanted], registry)
 
 
 def get_run(run_id: str, registry: Registry | None = None) -> RunView:
@@ -185,17 +236,29 @@ class StopResult:
 
 
 def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = None) -> StopResult:
-    """SIGTERM to the run's process group; SIGKILL after `grace_s`; the run ends `stopped`."""
+    """SIGTERM to the run's process group; SIGKILL after `grace_s`; the run ends `stopped`.
+    Nothing is signalled unless the host proves the processes are the run's."""
     registry = registry or Registry()
     rec = registry.get(run_id)
     host = get_host(rec.host)
-    if rec.pid is None:
-        raise WorkFailed(f"run {rec.id} has no process yet (still launching); try again")
-    payload = {"run_dir": rec.run_dir, "pid": rec.pid, "grace_s": grace_s}
+    payload = {"run_dir": rec.run_dir, "id": rec.id, "pid": rec.pid, "grace_s": grace_s}
     try:
         result = host.call_probe("stop", payload, timeout=grace_s + host.config.timeout + 15)
     except HostUnreachable as exc:
         raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {exc.why}") from None
+    proof = result.get("proof")
+    if proof == FOREGROUND:
+        raise WorkFailed(f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}")
+    if proof in (UNPROVEN, STARTING) and not result.get("was_running"):
+        raise WorkFailed(
+            f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}; "
+            "its process cannot be proven to be this run's"
+        )
+    if not result.get("was_running"):
+        view = reconcile([registry.get(rec.id)], registry)[0]
+        if proof == UNSTARTED and view.state not in FINAL_STATES:
+            raise WorkFailed(f"run {rec.id} has no process yet (still launching); try again")
+        return StopResult(rec.id, False, False, view.state, view.error)
     status = result.get("status") or {}
     state = status.get("state") or rec.state
     changes = {"state": state, "error": status.get("error"), "checked": time.time()}
@@ -203,11 +266,4 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
         changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
     if state in FINAL_STATES:
         registry.update(rec.id, **changes)
-    was_running, killed = bool(result.get("was_running")), bool(result.get("killed"))
-    error = status.get("error")
-    if not was_running and state not in FINAL_STATES:
-        # Nothing ran, yet status.json names a live state: the run died without saying so.
-        # Reconciling gives it the state and reason `runs` shows, not a stale "training".
-        view = reconcile([registry.get(rec.id)], registry)[0]
-        state, error = view.state, view.error
-    return StopResult(rec.id, was_running, killed, state, error)
+    return StopResult(rec.id, True, bool(result.get("killed")), state)

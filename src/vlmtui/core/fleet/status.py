@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from vlmtui.core.fleet.hosts import Host, all_hosts, get_host
 from vlmtui.core.fleet.registry import Registry
+from vlmtui.core.fleet.runs import reconcile_hosts
 from vlmtui.core.fleet.snapshot import HostGpus
 from vlmtui.core.fleet.watch import GpuWatch
 
@@ -62,11 +63,18 @@ def iter_gpu_status(
     names: Sequence[str] | None = None, timeout: float | None = None
 ) -> Iterator[HostGpus]:
     """The `vlmtui gpus` view, one host at a time as each answers: named hosts (default all)
-    with the registry's reservations applied."""
+    with the registry's reservations applied. A host's reserving rows are settled while its
+    GPUs are queried, so a run that ended no longer holds its GPU, and a slow host holds
+    back no other."""
     hosts = [get_host(n) for n in names] if names else all_hosts()
-    reserved = Registry().reservations()
-    for s in iter_hosts(hosts, timeout):
-        yield with_reservations(s, reserved.get(s.name, {}))
+    registry = Registry()
+    with ThreadPoolExecutor(
+        max_workers=max(1, len(hosts)), thread_name_prefix="vlmtui-settle"
+    ) as pool:
+        settled = {h.name: pool.submit(reconcile_hosts, [h.name], registry) for h in hosts}
+        for status in iter_hosts(hosts, timeout):
+            settled[status.name].result()
+            yield with_reservations(status, registry.reservations().get(status.name, {}))
 
 
 def gpu_status(names: Sequence[str] | None = None, timeout: float | None = None) -> list[HostGpus]:

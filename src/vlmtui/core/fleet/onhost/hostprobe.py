@@ -6,7 +6,11 @@ runs of that host; for `local` the same functions are called in-process. It read
 directory's files and /proc, and prints one JSON object.
 
 A run's process group is led by its supervisor (`supervise.py`), whose `supervisor.json`
-gives its pid and kernel start time; the start time guards against a reused pid.
+gives its pid, kernel start time and the host's boot id; the supervisor and everything it
+starts carry VLMTUI_RUN_ID=<run id> in their environment. A process counts as the run's only
+when all of these agree (see `identify`): a reused pid (another start time, no run id in its
+environment) or a restarted host (another boot id) is never taken for the run, and `stop`
+signals nothing it cannot prove.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 STATUS = "status.json"
 EXIT_JSON = "exit.json"
 SUPERVISOR_JSON = "supervisor.json"
+LAUNCH_JSON = "launch.json"
+RUN_JSON = "run.json"
 EVENTS = "events.jsonl"
 OUTPUT_LOG = "output.log"
 FINAL = ("finished", "failed", "stopped")
@@ -91,27 +97,6 @@ def pid_alive(pid: int, starttime: str | None = None) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is in process group `pgid`."""
-    if pgid <= 0:
-        return False
-    proc = Path("/proc")
-    if not (proc / "self/stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            f = _stat_fields(int(entry.name))
-            if f and len(f) > 2 and f[2] == str(pgid) and f[0] not in ("Z", "X"):
-                return True
-    return False
-
-
 def last_step(run_dir: Path) -> dict[str, Any] | None:
     """The newest events.jsonl entry with a step and a loss (read from the file's end)."""
     text = tail_bytes(run_dir / EVENTS, 65536).decode("utf-8", errors="replace")
@@ -143,89 +128,254 @@ def failure_reason(exit_info: dict[str, Any] | None, log_tail: str) -> str:
     return "; ".join(parts)
 
 
-def _identity(run_dir: Path, pid: int | None) -> tuple[int | None, str | None]:
-    sup = read_json(run_dir / SUPERVISOR_JSON) or {}
-    return (sup.get("pid") or pid), sup.get("starttime")
+RUN_ID_ENV = "VLMTUI_RUN_ID"
+HOST_RESTARTED = "host restarted"
+# What `identify` concludes about a run's processes.
+ALIVE, GONE, RESTARTED, UNPROVEN = "alive", "gone", "restarted", "unproven"
+STARTING, UNSTARTED, FOREGROUND = "starting", "unstarted", "foreground"
 
 
-def probe_run(run_dir: str, pid: int | None = None) -> dict[str, Any]:
-    """State facts of one run: status.json, exit.json, liveness, last step, log tail."""
+def boot_id() -> str | None:
+    """This boot of the host (changes at every restart); None without /proc."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def carries_run_id(pid: int, run_id: str) -> bool | None:
+    """Whether process `pid` was started with VLMTUI_RUN_ID=run_id; None when unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:  # another user's process, or no /proc
+        return None
+    return f"{RUN_ID_ENV}={run_id}".encode() in raw.split(b"\0")
+
+
+def _group_members(pgid: int, run_id: str, since: str | None) -> list[int]:
+    """Live processes of group `pgid` that carry the run id and started no earlier than the
+    leader did (a pid cannot be reused while its group still has members)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        f = _stat_fields(int(entry.name))
+        if not f or len(f) <= 19 or f[2] != str(pgid) or f[0] in ("Z", "X"):
+            continue
+        if since is not None and int(f[19]) < int(since):
+            continue
+        if carries_run_id(int(entry.name), run_id):
+            found.append(int(entry.name))
+    return found
+
+
+def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
+    """Whether the run's processes live, as far as it can be proven: {"proof", "pid", "why"}.
+
+    `pid` (the registry's, from the launch) is used only until supervisor.json exists."""
+    sup = read_json(run_dir / SUPERVISOR_JSON)
+    sup = sup if isinstance(sup, dict) and sup.get("pid") else None
+    start = None
+    if sup is not None:
+        pid, start = int(sup["pid"]), sup.get("starttime")
+        now_boot = boot_id()
+        if sup.get("boot_id") and now_boot and sup["boot_id"] != now_boot:
+            return {"proof": RESTARTED, "pid": pid, "why": HOST_RESTARTED}
+    if pid is None or pid <= 0:
+        return {"proof": UNSTARTED, "pid": None, "why": "no process recorded yet"}
+    if not Path("/proc/self/stat").exists():
+        return {"proof": UNPROVEN, "pid": pid, "why": "this host has no /proc"}
+    f = _stat_fields(pid)
+    if f is not None and f[0] not in ("Z", "X") and (start is None or f[19] == start):
+        # A supervisor.json from before run ids were passed on: the start time is all there is.
+        legacy = sup is not None and not sup.get("run_id") and start is not None
+        carries = True if legacy else carries_run_id(pid, run_id)
+        if carries:
+            return {"proof": ALIVE, "pid": pid, "why": None}
+        if carries is None:
+            why = f"cannot read the environment of process {pid}"
+            return {"proof": UNPROVEN, "pid": pid, "why": why}
+    if sup is not None and _group_members(pid, run_id, start):
+        return {"proof": ALIVE, "pid": pid, "why": None}
+    if sup is None and f is not None and f[0] not in ("Z", "X"):
+        # The launch's own pid before supervisor.json exists: `nohup`/`env` have not yet
+        # exec'd the supervisor (which carries the run id), or the pid is a stranger's.
+        return {"proof": STARTING, "pid": pid, "why": f"process {pid} is not (yet) the run's"}
+    return {"proof": GONE, "pid": pid, "why": None}
+
+
+def _start_epoch(ticks: str) -> float | None:
+    """A process's start as epoch seconds (to within a second: btime is whole seconds)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        btime = next(int(ln.split()[1]) for ln in lines if ln.startswith("btime "))
+        return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def foreground_pid(status: dict[str, Any] | None) -> int | None:
+    """The process that wrote a non-final status.json and still runs — a foreground
+    `train --resume` in the run directory: it started before it wrote the file, which a later
+    process given the same pid cannot have. Good for showing the run alive, not for signals
+    (the start time is known to a second only)."""
+    status = status or {}
+    pid, updated = status.get("pid"), status.get("updated")
+    if not isinstance(pid, int) or not isinstance(updated, (int, float)) or pid <= 0:
+        return None
+    if status.get("state") in FINAL:
+        return None
+    f = _stat_fields(pid)
+    if f is None or f[0] in ("Z", "X") or len(f) <= 19:
+        return None
+    started = _start_epoch(f[19])
+    return pid if started is not None and started <= updated else None
+
+
+def probe_run(
+    run_dir: str, id: str = "", pid: int | None = None, known_state: str | None = None
+) -> dict[str, Any]:
+    """State facts of one run: status.json, exit.json, proven liveness, last step, log tail.
+
+    With `known_state` (a final state the registry holds), only status.json is read while it
+    still says so: {"unchanged": true}. That is how a resumed run is noticed cheaply."""
     d = Path(os.path.expanduser(run_dir))
-    pid, start = _identity(d, pid)
-    alive = pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
     status = read_json(d / STATUS)
+    status = status if isinstance(status, dict) else None
+    if known_state is not None and (status or {}).get("state") == known_state:
+        return {"unchanged": True}
+    ident = identify(d, id, pid)
+    if ident["proof"] in (GONE, UNSTARTED) and foreground_pid(status):
+        ident = {**ident, "proof": FOREGROUND, "why": f"pid {foreground_pid(status)}"}
     out: dict[str, Any] = {
         "found": d.is_dir(),
         "run_dir": str(d.resolve()) if d.is_dir() else str(d),
-        "pid": pid,
-        "alive": alive,
-        "status": status if isinstance(status, dict) else None,
+        "pid": ident["pid"],
+        "proof": ident["proof"],
+        "why": ident["why"],
+        "alive": ident["proof"] == ALIVE,
+        "status": status,
         "exit": read_json(d / EXIT_JSON),
         "last": last_step(d),
         "log_tail": None,
     }
-    state = (out["status"] or {}).get("state")
-    if not alive and state not in FINAL:
+    if ident["proof"] not in (ALIVE, FOREGROUND) and (status or {}).get("state") not in FINAL:
         out["log_tail"] = tail_bytes(d / OUTPUT_LOG).decode("utf-8", errors="replace")
     return out
 
 
 def probe(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """`probe_run` for each {"id", "run_dir", "pid"}; keyed by id."""
+    """`probe_run` for each {"id", "run_dir", "pid", "known_state"}; keyed by id."""
     return {
-        "runs": {r["id"]: probe_run(r["run_dir"], r.get("pid")) for r in runs},
+        "runs": {
+            r["id"]: probe_run(r["run_dir"], r["id"], r.get("pid"), r.get("known_state"))
+            for r in runs
+        },
         "time": time.time(),
+        "boot_id": boot_id(),
     }
 
 
 def _signal_run(pid: int, sig: int) -> None:
-    """Signal the run's group; right after launch the supervisor may not lead one yet."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        f = _stat_fields(pid)
-        if f is None or f[0] in ("Z", "X") or (len(f) > 2 and f[2] == str(pid)):
-            break  # gone, or leads its group (no /proc: assume it does)
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)  # still starting: it has no child yet, signal it alone
-            return
-        time.sleep(0.02)
+    """Signal the run's group; a supervisor that does not lead one yet has no child: it alone."""
+    f = _stat_fields(pid)
+    leads = f is None or (len(f) > 2 and f[2] == str(pid))
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
+        if leads:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
-def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[str, Any]:
-    """SIGTERM to the run's process group, SIGKILL after `grace_s`; the run ends `stopped`."""
+def _proven(d: Path, run_id: str, pid: int | None) -> dict[str, Any]:
+    """`identify`, waiting up to 3 s for a run that is still starting to prove itself."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        ident = identify(d, run_id, pid)
+        if ident["proof"] != STARTING or time.monotonic() > deadline:
+            return ident
+        time.sleep(0.05)
+
+
+def stop(
+    run_dir: str, id: str = "", pid: int | None = None, grace_s: float = 30.0
+) -> dict[str, Any]:
+    """SIGTERM to the run's process group, SIGKILL after `grace_s`; the run ends `stopped`.
+    Nothing is signalled unless `identify` proves the processes are this run's."""
     d = Path(os.path.expanduser(run_dir))
-    pid, start = _identity(d, pid)
-
-    def alive() -> bool:
-        return pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
-
-    running = alive()
-    killed = False
-    if running and pid is not None:
-        _signal_run(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if alive():
-            killed = True
-            _signal_run(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+    ident = _proven(d, id, pid)
     status = read_json(d / STATUS)
     status = status if isinstance(status, dict) else {}
-    if running and status.get("state") not in FINAL:
+    if ident["proof"] in (GONE, UNSTARTED) and foreground_pid(status):
+        why = f"it runs in the foreground (pid {foreground_pid(status)}): stop it there"
+        ident = {**ident, "proof": FOREGROUND, "why": why}
+    result = {"was_running": False, "killed": False, "proof": ident["proof"], "why": ident["why"]}
+    if ident["proof"] != ALIVE:
+        return {**result, "status": status, "last": last_step(d)}
+    lead = int(ident["pid"])
+
+    def alive() -> bool:
+        return bool(identify(d, id, lead)["proof"] == ALIVE)
+
+    _signal_run(lead, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = alive()
+    if killed:
+        _signal_run(lead, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    status = read_json(d / STATUS)
+    status = status if isinstance(status, dict) else {}
+    if status.get("state") not in FINAL:
         how = f"killed with SIGKILL after {grace_s:g} s" if killed else "stopped by SIGTERM"
         status.update(state="stopped", error=how, updated=time.time())
         if d.is_dir():
             write_json_atomic(d / STATUS, status)
-    return {"was_running": running, "killed": killed, "status": status, "last": last_step(d)}
+    result.update(was_running=True, killed=killed)
+    return {**result, "status": status, "last": last_step(d)}
 
 
-OPS: dict[str, Callable[..., dict[str, Any]]] = {"probe": probe, "stop": stop}
+def _scan_dir(d: Path) -> dict[str, Any] | None:
+    launch = read_json(d / LAUNCH_JSON)
+    status = read_json(d / STATUS)
+    launched = isinstance(launch, dict) and launch.get("id") == d.name
+    if not launched and not (isinstance(status, dict) and status.get("run_id") == d.name):
+        return None  # not a run `launch` started (a foreground `train --output`, or other)
+    info = read_json(d / RUN_JSON)
+    info = info if isinstance(info, dict) else {}
+    return {
+        "id": d.name,
+        "run_dir": str(d.resolve()),
+        "launch": launch if launched else None,
+        "status": status if isinstance(status, dict) else None,
+        "run": {k: info.get(k) for k in ("recipe", "model", "data", "gpu", "started")},
+        "supervisor": read_json(d / SUPERVISOR_JSON),
+        "last": last_step(d),
+        "mtime": d.stat().st_mtime,
+    }
+
+
+def scan(runs_dirs: list[str]) -> dict[str, Any]:
+    """The facts of every launched run directory under `runs_dirs` (to rebuild a registry)."""
+    found = []
+    for base in runs_dirs:
+        root = Path(os.path.expanduser(base))
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if d.is_dir():
+                facts = _scan_dir(d)
+                if facts is not None:
+                    found.append(facts)
+    return {"runs": found, "time": time.time()}
+
+
+OPS: dict[str, Callable[..., dict[str, Any]]] = {"probe": probe, "stop": stop, "scan": scan}
 
 if __name__ == "__main__":
     print(json.dumps(OPS[sys.argv[1]](**json.loads(sys.argv[2]))))

@@ -4,8 +4,10 @@
 and stderr already sent to RUN_DIR/output.log. This process makes itself a session and
 process-group leader (so `stop` can signal the whole tree, torchrun workers included),
 ignores SIGHUP (the SSH connection may drop), writes `supervisor.json` (pid, kernel start
-time), runs the command as its child and waits. When the child ends it writes `exit.json`
-(return code or signal) and, if the command left no final state in status.json, writes one:
+time, the host's boot id, and the run id it was given in VLMTUI_RUN_ID, which every process
+of the run inherits: together they prove a process is the run's, see hostprobe), runs the
+command as its child and waits. When the child ends it writes `exit.json` (return code or
+signal) and, if the command left no final state in status.json, writes one:
 `stopped` when a SIGTERM/SIGINT reached the group, else `failed` with the reason (signal,
 exit code, CUDA out of memory found in the log). If the whole group is SIGKILLed nothing is
 written here; the registry then reports `failed` from liveness.
@@ -25,8 +27,10 @@ from vlmtui.core.fleet.onhost.hostprobe import (
     EXIT_JSON,
     FINAL,
     OUTPUT_LOG,
+    RUN_ID_ENV,
     STATUS,
     SUPERVISOR_JSON,
+    boot_id,
     failure_reason,
     proc_starttime,
     read_json,
@@ -57,6 +61,8 @@ def main(argv: list[str]) -> int:
             "pid": os.getpid(),
             "pgid": os.getpgrp(),
             "starttime": proc_starttime(os.getpid()),
+            "boot_id": boot_id(),
+            "run_id": os.environ.get(RUN_ID_ENV),
             "argv": command,
             "started": time.time(),
         },

@@ -1,0 +1,128 @@
+"""Rebuilding the run registry from the run directories of every configured host.
+
+The run directories are the truth and the registry their index, so a lost or corrupt
+registry loses nothing: each host's runs dir is listed in one round trip (`hostprobe.scan`),
+and every run `launch` started there (it holds launch.json, or a status.json naming the
+directory's run id) becomes a row again: recipe, host, GPUs, pid and created time come from
+launch.json, run.json and supervisor.json. A row that already exists is kept. The states are
+then settled by the usual reconciliation (`runs.py`), as for any row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet.hosts import Host, LocalHost, all_hosts
+from vlmtui.core.fleet.hostsconfig import LOCAL, HostConfig
+from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.rundir import RunState
+
+
+@dataclass
+class RebuildResult:
+    found: int = 0
+    """Run directories found on the hosts that answered."""
+    added: int = 0
+    """Of those, rows that were missing from the registry."""
+    hosts: int = 0
+    unreachable: list[str] = field(default_factory=list)
+    """`host: why` for each host that could not be listed (its runs are not back yet)."""
+
+    def summary(self) -> str:
+        text = (
+            f"registry rebuilt: {self.found} run(s) found on {self.hosts} host(s), "
+            f"{self.added} added"
+        )
+        if self.unreachable:
+            text += f"; not listed: {'; '.join(self.unreachable)}"
+        return text
+
+
+def runs_dir_of(host: Host) -> str:
+    """The directory `launch` puts this host's run directories in."""
+    return os.path.dirname(host.launch_paths(".", ".", "x")[3])
+
+
+def _recipe_from_argv(argv: Any) -> str:
+    if isinstance(argv, list) and "--recipe" in argv[:-1]:
+        return str(argv[argv.index("--recipe") + 1])
+    return "?"
+
+
+def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
+    """A registry row from one run directory's facts (see `hostprobe.scan`)."""
+    launch = facts.get("launch") or {}
+    status = facts.get("status") or {}
+    info = facts.get("run") or {}
+    sup = facts.get("supervisor") or {}
+    last = facts.get("last") or {}
+    state = status.get("state") or RunState.UNKNOWN.value
+    gpus = launch.get("gpus") or info.get("gpu") or "cpu"
+    created = launch.get("created") or info.get("started") or sup.get("started") or facts["mtime"]
+    command = launch.get("command") or sup.get("argv") or []
+    return RunRecord(
+        id=facts["id"],
+        recipe=launch.get("recipe") or info.get("recipe") or _recipe_from_argv(command),
+        host=host,
+        gpus=str(gpus),
+        run_dir=facts["run_dir"],
+        created=float(created),
+        state=state,
+        nproc=int(launch.get("nproc") or 1),
+        model=str(launch.get("model") or info.get("model") or ""),
+        data=str(launch.get("data") or info.get("data") or ""),
+        max_steps=launch.get("max_steps") or last.get("max_steps"),
+        pid=sup.get("pid"),
+        step=last.get("step"),
+        loss=last.get("loss"),
+        error=status.get("error"),
+        command=json.dumps(command),
+    )
+
+
+def scan_host(host: Host, timeout: float | None = None) -> list[RunRecord]:
+    """Rows for every launched run directory on `host` (one round trip); HostUnreachable."""
+    facts = host.call_probe("scan", {"runs_dirs": [runs_dir_of(host)]}, timeout=timeout)
+    return [record_from_scan(host.name, f) for f in facts["runs"]]
+
+
+def _configured_hosts() -> list[Host]:
+    try:
+        return all_hosts()
+    except BadInput:
+        # A broken hosts.toml still leaves this machine's runs to rebuild.
+        return [LocalHost(HostConfig(name=LOCAL))]
+
+
+def rebuild(
+    registry: Registry, hosts: Sequence[Host] | None = None, timeout: float | None = None
+) -> RebuildResult:
+    """Add a row for every run directory on `hosts` (default: all configured) that has none;
+    each host is given `timeout` seconds (default: its own timeout)."""
+    hosts = list(hosts) if hosts is not None else _configured_hosts()
+    result = RebuildResult()
+
+    def scan(host: Host) -> list[RunRecord] | str:
+        try:
+            return scan_host(host, timeout)
+        except WorkFailed as exc:  # HostUnreachable included
+            return f"{host.name}: {getattr(exc, 'why', exc)}"
+
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        answers = list(pool.map(scan, hosts))
+    records: list[RunRecord] = []
+    for answer in answers:
+        if isinstance(answer, str):
+            result.unreachable.append(answer)
+        else:
+            result.hosts += 1
+            records.extend(answer)
+    result.found = len(records)
+    result.added = registry.add_missing(records)
+    return result
