@@ -123,15 +123,20 @@ def test_launch_puts_the_strategy_in_the_command_and_refuses_one_process(
     tmp_path: Path, fake_local_gpus
 ):
     from vlmtui.core.fleet.hosts import get_host
-    from vlmtui.core.fleet.launch import LaunchRequest, launch, train_command
+    from vlmtui.core.fleet.launch import LaunchRequest, launch
+    from vlmtui.core.fleet.launchscript import TrainArgs, train_command
 
-    host = get_host("local")
-    req = LaunchRequest(recipe="r1-llm-only", model="/m", data="/d", gpu="0,1", strategy="fsdp")
-    cmd = train_command(host, req, "/r", ("0", "1"), 2)
+    py = get_host("local").python_argv()
+    fsdp = TrainArgs(
+        recipe="r1-llm-only", model="/m", data="/d", run_dir="/r", gpus=("0", "1"), nproc=2,
+        strategy="fsdp",
+    )  # fmt: skip
+    cmd = train_command(py, fsdp)
     assert cmd[cmd.index("--strategy") + 1] == "fsdp"
     assert "torch.distributed.run" in cmd
-    plain = train_command(host, LaunchRequest(recipe="r1-llm-only", model="/m", data="/d"),
-                          "/r", ("cpu",), 1)  # fmt: skip
+    plain = train_command(
+        py, TrainArgs(recipe="r1-llm-only", model="/m", data="/d", run_dir="/r", gpus=("cpu",))
+    )
     assert plain[plain.index("--strategy") + 1] == "ddp"
 
     fake_local_gpus("a100x4")
