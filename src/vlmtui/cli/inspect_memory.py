@@ -34,7 +34,8 @@ def add_memory_args(p: argparse.ArgumentParser) -> None:
         choices=STRATEGIES,
         default="ddp",
         help="ddp: every GPU holds the model (default); fsdp: sharded over the GPUs; "
-        "split: layers divided over the GPUs (device_map)",
+        "split: layers divided over the GPUs (device_map, as other frameworks run a 72B "
+        "LoRA; for comparison, vlmtui train runs ddp or fsdp)",
     )
 
 

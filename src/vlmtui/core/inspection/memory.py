@@ -346,19 +346,19 @@ def _notes(
 def alternatives(
     estimate: Callable[[MemoryAssumptions], MemoryEstimate], a: MemoryAssumptions
 ) -> list[str]:
-    """What would fit the GPU size when `a` does not: other strategies, shorter sequences."""
-    gpu = a.gpu_mem_gib
-    if gpu is None:
+    """What would fit the GPU size when `a` does not: fsdp over more GPUs, checkpointing,
+    shorter sequences. Only what `vlmtui train` runs (not `split`, a device_map layout that
+    other frameworks use and the estimate offers for comparison)."""
+    if a.gpu_mem_gib is None:
         return []
     found: list[str] = []
-    for strategy in ("fsdp", "split"):
-        for n in (2, 4, 8):
-            if (strategy, n) == (a.strategy, a.gpus):
-                continue
-            m = estimate(replace(a, strategy=strategy, gpus=n))
-            if m.fits:
-                found.append(f"with --strategy {strategy} over {n} GPUs ≈ {gib(m.total)} GiB")
-                break
+    for n in (2, 4, 8):
+        if a.strategy == "fsdp" and n <= a.gpus:
+            continue
+        m = estimate(replace(a, strategy="fsdp", gpus=n))
+        if m.fits:
+            found.append(f"with --strategy fsdp over {n} GPUs ≈ {gib(m.total)} GiB")
+            break
     if not a.gradient_checkpointing:
         m = estimate(replace(a, gradient_checkpointing=True))
         if m.fits:
