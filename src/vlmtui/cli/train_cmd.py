@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="train only stage N of a multi-stage recipe (the earlier stages must be done)",
+    )
     add_recipes_file_arg(p)
     p.set_defaults(func=run)
 
@@ -56,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     from vlmtui.core.recipes.recipe import get_recipe
 
     recipe = get_recipe(args.recipe, args.recipes)
+    if args.stage is not None and not 1 <= args.stage <= max(1, len(recipe.stages)):
+        raise BadInput(
+            f"--stage: recipe {recipe.name} has {max(1, len(recipe.stages))} stage(s), "
+            f"got {args.stage}"
+        )
     if args.max_steps is not None and args.max_steps < 1:
         raise BadInput(f"--max-steps: must be at least 1, got {args.max_steps}")
     family_of_checkpoint(args.model)
@@ -84,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         recipe_files=tuple(args.recipes),
         gpu=gpu,
+        stage=args.stage,
     )
     from vlmtui.core.training.progress import output_log
 

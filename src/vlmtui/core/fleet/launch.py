@@ -56,6 +56,16 @@ class LaunchRequest:
     """Use the named GPUs even when they are busy or reserved."""
     nproc: int | None = None
     """Processes of a CPU run (torchrun when > 1); GPU runs use one per GPU."""
+    gpus: int | None = None
+    """Cluster hosts: GPUs per node to ask Slurm for (default 1)."""
+    nodes: int | None = None
+    """Cluster hosts: nodes (default 1; several run `srun` torchrun)."""
+    time: str | None = None
+    """Cluster hosts: the job's time limit (else the host's `time`)."""
+    partition: str | None = None
+    """Cluster hosts: partition (else the host's `partition`)."""
+    requeue: bool = False
+    """Cluster hosts: let Slurm requeue the job; it resumes from its last checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +76,14 @@ class LaunchResult:
     """The device(s) the run got: `0`, `0,1` or `cpu`."""
     run_dir: str
     """Absolute run directory on the host."""
-    pid: int
-    """Supervisor pid = the run's process group id on its host."""
+    pid: int | None
+    """Supervisor pid = the run's process group id on its host (None on a cluster)."""
     elapsed_s: float
     """From the call to the run id, in seconds."""
     command: tuple[str, ...]
-    """The training command line the supervisor runs."""
+    """The training command line the supervisor runs (a cluster: the sbatch command)."""
+    job: str | None = None
+    """Slurm job ids, one per stage, of a run submitted to a cluster."""
 
 
 def parse_gpu_spec(spec: str) -> str | tuple[int, ...]:
@@ -181,6 +193,16 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
 
     get_recipe(req.recipe)
     host = get_host(req.host)
+    if host.kind == "slurm":
+        from vlmtui.core.fleet.slurmhost import require_slurm
+        from vlmtui.core.fleet.slurmlaunch import submit_run
+
+        return submit_run(req, require_slurm(host), registry)
+    if (req.gpus, req.nodes, req.time, req.partition, req.requeue) != (None,) * 4 + (False,):
+        raise BadInput(
+            f"--gpus/--nodes/--time/--partition/--requeue are for Slurm hosts; {host.name} "
+            "is not one (use --gpu)"
+        )
     spec = parse_gpu_spec(req.gpu)
     status = None
     if spec != CPU:

@@ -62,6 +62,9 @@ class TrainRequest:
     recipe_files: tuple[Path, ...] = ()
     argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
     gpu: str = ""
+    stage: int | None = None
+    """Train only this stage (1-based; the earlier ones must be done): a cluster runs a
+    multi-stage recipe as one job per stage."""
 
 
 @dataclass
@@ -341,6 +344,13 @@ def run_training(req: TrainRequest) -> int:
         for i, (recipe, stage_dir) in enumerate(zip(stages, stage_dirs, strict=False), start=1):
             stage_dir.mkdir(parents=True, exist_ok=True)
             done = read_json(stage_dir / WEIGHTS_JSON)
+            if req.stage is not None and i > req.stage:
+                break
+            if req.stage is not None and i < req.stage:
+                if not done:
+                    raise BadInput(f"--stage {req.stage}: stage {i} has not finished")
+                model_path = Path(done["path"])
+                continue
             if req.resume and done and len(stages) > 1:
                 model_path = Path(done["path"])
                 continue
@@ -380,6 +390,10 @@ def run_training(req: TrainRequest) -> int:
             _barrier()
             model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
             del prepared
+        if files and req.stage is not None and req.stage < len(stages):
+            # The next stage runs as a job of its own; until it starts the run waits.
+            files.set_status("pending", stage=req.stage, stages=len(stages), stage_done=True)
+            return 0
         if files:
             final = read_json(stage_dirs[len(stages) - 1] / WEIGHTS_JSON)
             write_json_atomic(req.output / WEIGHTS_JSON, final)

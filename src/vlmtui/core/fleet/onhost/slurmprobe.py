@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,16 @@ def _text(path: Path, limit: int = 4096) -> str | None:
 
 
 def submit(
-    run_dir: str, workdir: str, model: str, data: str, run_id: str, jobs: list[dict[str, Any]]
+    run_dir: str,
+    workdir: str,
+    model: str,
+    data: str,
+    run_id: str,
+    jobs: list[dict[str, Any]],
+    recipe_files: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """Check paths, create the run directory, write the job scripts, sbatch them in order
+    """Check paths, create the run directory (with the user recipe files the job needs in
+    `recipes/`), write the job scripts, sbatch them in order
     (each `after_previous` one with afterok on the one before). {"jobs": [...]} or
     {"error": code, "detail": ...}; the jobs already submitted are listed either way."""
     wd = Path(os.path.expanduser(workdir))
@@ -82,6 +90,10 @@ def submit(
     except OSError as exc:
         return {"error": "rundir", "detail": str(exc)}
     _write_json(d / "status.json", {"state": "pending", "run_id": run_id, "updated": time.time()})
+    if recipe_files:
+        (d / "recipes").mkdir()
+        for name, text in recipe_files:
+            (d / "recipes" / os.path.basename(name)).write_text(text, encoding="utf-8")
     ids: list[str] = []
     for job in jobs:
         script = d / job["name"]
@@ -117,11 +129,33 @@ def _jobcomp_lines(ids: set[str]) -> str:
     return "\n".join(ln for ln in text.splitlines() if ln.split(" ", 1)[0][6:] in ids)
 
 
+def _last_step(d: Path) -> dict[str, Any] | None:
+    """The newest events.jsonl line with a step and a loss (a copy of hostprobe's: this file
+    is shipped to a login node on its own)."""
+    try:
+        with open(d / "events.jsonl", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 65536))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and "step" in item and "loss" in item:
+            return {k: item.get(k) for k in ("step", "max_steps", "loss")}
+    return None
+
+
 def _run_dir_facts(run_dir: str) -> dict[str, Any]:
     d = Path(os.path.expanduser(run_dir))
     status = _read_json(d / "status.json")
     return {
         "found": d.is_dir(),
+        "run_dir": str(d),
+        "last": _last_step(d),
         "status": status if isinstance(status, dict) else None,
         "stop_reason": _text(d / STOP_REASON, 300),
         "stop_requested": (d / STOP_REQUESTED).exists(),
@@ -240,7 +274,13 @@ def check(partition: str | None, runs_dir: str, python: str, srun_timeout: float
     return out
 
 
-OPS = {"submit": submit, "probe": probe, "nodes": nodes, "stop": stop, "check": check}
+OPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "submit": submit,
+    "probe": probe,
+    "nodes": nodes,
+    "stop": stop,
+    "check": check,
+}
 
 if __name__ == "__main__":
     print(json.dumps(OPS[sys.argv[1]](**json.loads(sys.argv[2]))))
