@@ -20,7 +20,9 @@ stop`, the time limit, a cancel) in `stop_reason` for the state shown later. Wit
 a requeued job (SLURM_RESTART_COUNT > 0) resumes from its last checkpoint.
 
 The run's output goes to RUN_DIR/output.log like any launched run (the supervisor's stdout),
-and Slurm's own `slurm-<jobid>.out` in the run directory keeps what the batch shell says.
+and Slurm's own `slurm-<jobid>.out` in the run directory keeps what the batch shell says
+(`--output` is given on the sbatch command line by the login node, which knows the run
+directory's absolute path; a #SBATCH line could not quote a path with spaces).
 Not a `tee`: `vlmtui train` copies its stdout into output.log itself when stdout is not that
 file, so a tee would write every line twice.
 """
@@ -63,7 +65,8 @@ def check_value(name: str, value: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadInput(f"slurm {name}: expected a non-empty string, got {value!r}")
     pattern = _VALUE_RE[name]
-    bad = sorted(set(value) & (_SHELL_META - (set("&|[]*") if name == "constraint" else set())))
+    meta = _SHELL_META - (set("&|[]*") if name == "constraint" else set())
+    bad = [c for c in value if c in meta]
     if bad or not pattern.match(value):
         why = f"contains {bad[0]!r}" if bad else "has an unexpected form"
         raise BadInput(f"slurm {name}: {value!r} {why}")
@@ -159,7 +162,6 @@ def sbatch_directives(spec: JobSpec, s: SlurmSettings, time: str | None) -> list
     """The #SBATCH options of the job (each value validated before it gets here)."""
     opts = [
         f"--job-name={spec.name}",
-        f"--output={spec.run_dir}/slurm-%j.out",
         f"--signal=B:TERM@{s.term_before_s}",
         f"--nodes={spec.nodes}",
         "--ntasks-per-node=1",
@@ -227,7 +229,7 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
         "export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID VLMTUI_SLURM_JOB=$SLURM_JOB_ID",
         *(f"export {k}={shlex.quote(v)}" for k, v in spec.env),
         'RESUME=""',
-        '[ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && RESUME=1',
+        'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then RESUME=1; fi',
     ]
     if spec.resume:
         lines.append("RESUME=1")

@@ -241,7 +241,11 @@ def _final_from_slurm(
             return "failed", f"stage {index + 2} never ran ({detail})"
         return "failed", f"{detail} without a final state in status.json"
     if reason and reason.startswith("cancelled"):
-        return "failed", f"{reason} ({detail})"
-    if reason:
-        return "stopped", f"{reason} ({detail})"
-    return mapped, f"{why} ({detail})"
+        mapped, text = "failed", f"{reason} ({detail})"
+    elif reason:
+        mapped, text = "stopped", f"{reason} ({detail})"
+    else:
+        text = f"{why} ({detail})"
+    if len(jobs) > 1 and index < len(jobs) - 1:
+        text = f"stage {index + 1} {'failed' if mapped == 'failed' else 'stopped'}: {text}"
+    return mapped, text

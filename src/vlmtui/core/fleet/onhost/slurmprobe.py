@@ -99,6 +99,7 @@ def submit(
         script = d / job["name"]
         script.write_text(job["script"], encoding="utf-8")
         argv = list(job["argv"])
+        argv.insert(2, f"--output={d.resolve()}/slurm-%j.out")
         if job.get("after_previous") and ids:
             argv.insert(2, f"--dependency=afterok:{ids[-1]}")
         argv.append(str(script))
