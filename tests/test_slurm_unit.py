@@ -202,8 +202,10 @@ FOUND = {"found": True}
          ("failed", "node failure (Slurm NODE_FAIL) (job 1 NODE_FAIL)")),
         (job("1", "FAILED", exit_code="1:0"), FOUND,
          ("failed", "job failed (job 1 FAILED, exit 1:0)")),
-        (job("1", "CANCELLED", nodes="vm"), {"found": True, "stop_reason": "cancelled (x)"},
-         ("failed", "cancelled (x) (job 1 CANCELLED)")),
+        (job("1", "CANCELLED", nodes="vm"), {"found": True, "stop_reason": "time limit"},
+         ("failed", "cancelled outside vlmtui (scancel or an administrator) (job 1 CANCELLED)")),
+        (job("1", "CANCELLED", nodes="vm"), {"found": True, "stop_requested": True},
+         ("stopped", "stopped by vlmtui stop (job 1 CANCELLED)")),
         (job("1", "COMPLETED"), {"found": True, "status": {"state": "finished"}},
          ("finished", None)),
         (None, FOUND,
@@ -221,8 +223,15 @@ def test_final_status_wins_and_a_stop_reason_names_why() -> None:
         "stopped", "time limit",
     )  # fmt: skip
     assert judge_slurm(["1"], {}, stopped) == ("stopped", "stopped by SIGTERM")
-    cancelled = {**stopped, "stop_reason": "cancelled (scancel; job state CANCELLED)"}
-    assert judge_slurm(["1"], {}, cancelled)[0] == "failed"
+    # a signal without `vlmtui stop`: Slurm's final state decides; until then, `saving`
+    ending = {"1": job("1", "COMPLETING")}
+    assert judge_slurm(["1"], ending, {**stopped, "stop_reason": "time limit"}) == ("saving", None)
+    cancelled = {"1": job("1", "CANCELLED", nodes="vm")}
+    assert judge_slurm(["1"], cancelled, {**stopped, "stop_reason": "time limit"}) == (
+        "failed", "cancelled outside vlmtui (scancel or an administrator) (job 1 CANCELLED)",
+    )  # fmt: skip
+    requested = {**stopped, "stop_requested": True, "stop_reason": "stopped by vlmtui stop"}
+    assert judge_slurm(["1"], cancelled, requested) == ("stopped", "stopped by vlmtui stop")
 
 
 def test_two_stage_run() -> None:

@@ -203,13 +203,16 @@ def train_command(spec: JobSpec) -> list[str]:
 
 _TRAP = r"""
 on_term() {
+    # Why a SIGTERM came: `vlmtui stop` leaves a marker first; Slurm's warning comes
+    # TERM_BEFORE s before the job's end time; anything else came from outside vlmtui
+    # (a cancel is told apart later, from Slurm's final job state).
+    why="SIGTERM from outside vlmtui (scancel --signal=TERM)"
     if [ -e "$RUN_DIR/stop_requested" ]; then why="stopped by vlmtui stop"
     else
-        st=$(squeue -h -j "$SLURM_JOB_ID" -o %T 2>/dev/null)
-        case "$st" in
-            RUNNING|"") why="time limit" ;;
-            *) why="cancelled (scancel or an administrator; job state $st)" ;;
-        esac
+        end=$(date -d "$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null)" +%s 2>/dev/null)
+        if [ -n "$end" ] && [ $((end - $(date +%s))) -le $((TERM_BEFORE + 60)) ]; then
+            why="time limit"
+        fi
     fi
     printf '%s\n' "$why" > "$RUN_DIR/stop_reason"
     kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null
@@ -225,6 +228,7 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
         f"# vlmtui run {spec.run_id}"
         + (f", stage {spec.stage} of {spec.stages}" if spec.stage else ""),
         f"RUN_DIR={quote_path(spec.run_dir)}",
+        f"TERM_BEFORE={s.term_before_s}",
         f"cd {quote_path(spec.workdir)} || exit 3",
         "export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID VLMTUI_SLURM_JOB=$SLURM_JOB_ID",
         *(f"export {k}={shlex.quote(v)}" for k, v in spec.env),

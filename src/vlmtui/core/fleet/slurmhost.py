@@ -89,6 +89,10 @@ class SlurmHost(Host):
                 {"run_dir": payload["run_dir"], "jobs": jobs, "grace_s": payload["grace_s"]},
                 timeout,
             )
+            status = out.get("status") or {}
+            if status.get("state") == "stopped":
+                # the trainer says which signal; the user wants to know who sent it
+                out["status"] = {**status, "error": "stopped by vlmtui stop"}
             return {**out, "last": None}
         raise WorkFailed(f"{op} is not available on the Slurm host {self.name}")
 

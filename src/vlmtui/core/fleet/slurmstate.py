@@ -164,7 +164,7 @@ def parse_sinfo_nodes(text: str, gres_name: str = "gpu") -> list[NodeGpus]:
 
 def queue_text(job: JobInfo) -> str:
     """`Priority, est. start 2026-11-29T01:10:00` for a pending job."""
-    reason = job.reason or "waiting"
+    reason = job.reason or "waiting for the scheduler"
     return f"{reason}, est. start {job.start}" if job.start else reason
 
 
@@ -182,14 +182,35 @@ def _current(jobs: Sequence[str], known: Mapping[str, JobInfo]) -> tuple[int, Jo
     return len(jobs) - 1, known.get(jobs[-1]) if jobs else None
 
 
-def _from_status(status: Mapping[str, Any], reason: str | None) -> tuple[str, str | None]:
+CANCELLED_TEXT = "cancelled outside vlmtui (scancel or an administrator)"
+
+
+def _stopped(
+    info: JobInfo | None, reason: str | None, requested: bool, error: str | None
+) -> tuple[str, str | None]:
+    """A run that ended on a signal. Only Slurm's final word tells a cancel (failed) from a
+    time limit or a `vlmtui stop` (stopped), so while the job is still ending it is `saving`."""
+    if requested:
+        return "stopped", reason or "stopped by vlmtui stop"
+    if info is not None and info.state in ACTIVE:
+        return "saving", None
+    if info is not None and info.state == "CANCELLED":
+        return "failed", f"{CANCELLED_TEXT} (job {info.job_id} CANCELLED)"
+    if info is not None and info.state == "TIMEOUT":
+        return "stopped", f"time limit (job {info.job_id} TIMEOUT)"
+    return "stopped", reason or error
+
+
+def _from_status(
+    status: Mapping[str, Any], facts: Mapping[str, Any], info: JobInfo | None, stage: int,
+    stages: int,
+) -> tuple[str, str | None]:  # fmt: skip
+    """A final state the run wrote; `stage`: the one Slurm was at (status.json may say)."""
     state, error = status["state"], status.get("error")
     if state == "stopped":
-        if reason and reason.startswith("cancelled"):
-            return "failed", reason  # a cancel from outside vlmtui is not a requested stop
-        return "stopped", reason or error
-    stage, stages = status.get("stage"), status.get("stages")
-    if state == "failed" and isinstance(stage, int) and isinstance(stages, int) and stage < stages:
+        return _stopped(info, facts.get("stop_reason"), bool(facts.get("stop_requested")), error)
+    stage = status.get("stage") if isinstance(status.get("stage"), int) else stage
+    if state == "failed" and stage < stages:
         return "failed", f"stage {stage} failed: {error}"
     return state, error
 
@@ -202,13 +223,12 @@ def judge_slurm(
     """(state, error or queue reason) of a run with these job ids (one per stage).
 
     `known`: what squeue/sacct/jobcomp said about them; `facts`: the run directory
-    (`status`, `stop_reason`, `found`)."""
+    (`status`, `stop_reason`, `stop_requested`, `found`)."""
     status = facts.get("status") or {}
     state = status.get("state")
-    reason = facts.get("stop_reason")
-    if state in FINAL:
-        return _from_status(status, reason)
     index, info = _current(jobs, known)
+    if state in FINAL:
+        return _from_status(status, facts, info, index + 1, len(jobs))
     if info is None:
         if not facts.get("found"):
             return "unknown", "Slurm does not know the job and the run directory is missing"
@@ -223,11 +243,11 @@ def judge_slurm(
         return "queued", info.state.lower()
     if info.state in ACTIVE:
         return (state if state and state != "pending" else "loading"), None
-    return _final_from_slurm(jobs, index, info, reason)
+    return _final_from_slurm(jobs, index, info, facts)
 
 
 def _final_from_slurm(
-    jobs: Sequence[str], index: int, info: JobInfo, reason: str | None
+    jobs: Sequence[str], index: int, info: JobInfo, facts: Mapping[str, Any]
 ) -> tuple[str, str | None]:
     """A job Slurm lists as ended while the run directory holds no final state."""
     if info.state == "CANCELLED" and index > 0 and info.nodes is None:
@@ -240,12 +260,12 @@ def _final_from_slurm(
         if index < len(jobs) - 1:
             return "failed", f"stage {index + 2} never ran ({detail})"
         return "failed", f"{detail} without a final state in status.json"
-    if reason and reason.startswith("cancelled"):
-        mapped, text = "failed", f"{reason} ({detail})"
-    elif reason:
-        mapped, text = "stopped", f"{reason} ({detail})"
+    if facts.get("stop_requested"):
+        mapped, text = "stopped", f"stopped by vlmtui stop ({detail})"
+    elif info.state == "CANCELLED":
+        text = f"{CANCELLED_TEXT} ({detail})"
     else:
-        text = f"{why} ({detail})"
+        text = f"{facts.get('stop_reason') or why} ({detail})"
     if len(jobs) > 1 and index < len(jobs) - 1:
         text = f"stage {index + 1} {'failed' if mapped == 'failed' else 'stopped'}: {text}"
     return mapped, text

@@ -354,7 +354,9 @@ def run_training(req: TrainRequest) -> int:
             if req.resume and done and len(stages) > 1:
                 model_path = Path(done["path"])
                 continue
-            tag = {"stage": i, "stages": len(stages), "stage_recipe": recipe.name}
+            tag: dict[str, Any] = {"stage": i, "stages": len(stages), "stage_recipe": recipe.name}
+            if req.stage is not None:
+                tag["stage_done"] = False
             if files:
                 files.set_status(state := "loading", **tag)
                 files.append_event({"phase": "loading", "stage": i, "time": time.time()})
