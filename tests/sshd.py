@@ -31,7 +31,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def ensure_sshd() -> str | None:
     """None when sshd and ssh are usable; else why not.
 
-    Tests never install packages: two xdist workers running apt-get at once once left one
+    Tests never install packages: two xdist workers installing openssh-server at once left one
     of them with an sshd binary whose privilege-separation user did not exist yet.
     `scripts/install-system-deps` (run by `make test` and `.ci/run` before pytest) does it.
     """
