@@ -189,3 +189,57 @@ def test_a_partition_with_shell_metacharacters_is_refused(
     assert err == f"vlmtui: slurm partition: 'debug;touch {marker}' contains ';'\n"
     assert not marker.exists()
     assert not cluster_host.cluster.run("squeue", "-h").stdout.strip()
+
+
+@pytest.mark.ssh
+def test_a_login_node_over_ssh(
+    cluster_host: ClusterHost, sshd_server, slurm_standin, qwen2_vl_dir: Path,
+    shapes_data_dir: Path, capsys,
+) -> None:  # fmt: skip
+    """The same cluster reached through a login node over SSH (the loopback sshd): submit,
+    probe, gpus and logs go through the shared connection."""
+    import os
+
+    from vlmtui.core.fleet.hosts import save_host
+
+    table = sshd_server.host_table(cluster_host.runs_dir.parent / "login-work")
+    table["env"] = {"SLURM_CONF": str(cluster_host.cluster.conf), "PATH": os.environ["PATH"]}
+    save_host("cluster", kind="slurm", runs_dir=str(cluster_host.runs_dir), **table)
+    (cluster_host.runs_dir.parent / "login-work").mkdir()
+    slurm_standin(steps=3, step_s=0.1)
+    run_id = launch(capsys, qwen2_vl_dir, shapes_data_dir, "--recipe", "r1-llm-only")
+    view = wait_for("finished", lambda: state_in(run_id, "finished", "failed"), 60)
+    assert view.state == "finished" and view.job, view
+    code, out, _ = cli(capsys, "gpus", "--host", "cluster")
+    assert code == 0 and "cluster: reachable — Slurm" in out and "gpu3" in out
+    code, out, _ = cli(capsys, "logs", run_id)
+    assert code == 0 and "stand-in training in" in out
+
+
+def test_hosts_check_probes_a_compute_node_and_gpus_lists_the_node(
+    cluster_host: ClusterHost, capsys
+) -> None:
+    code, out, err = cli(capsys, "hosts", "check", "cluster")
+    assert code == 0, out + err
+    assert "partition: debug ok" in out or "partition: (default) ok" in out
+    assert "compute node: vlmtui " in out and "runs dir:" in out
+    node = cluster_host.cluster.node
+    code, out, _ = cli(capsys, "gpus", "--host", "cluster")
+    assert code == 0 and f"{node} " in out and "/4 GPUs allocated" in out
+
+
+def test_logs_of_a_job_whose_trainer_never_ran_show_slurms_output(
+    cluster_host: ClusterHost, qwen2_vl_dir: Path, shapes_data_dir: Path, capsys, monkeypatch
+) -> None:
+    """A batch script that dies before it starts anything: `logs` falls back to the job's
+    slurm-<jobid>.out, and `runs` says the job failed."""
+    from vlmtui.core.fleet import slurmlaunch
+
+    monkeypatch.setattr(slurmlaunch, "batch_script", lambda spec, s, time=None: (
+        "#!/bin/bash\necho 'module load cuda: not found' >&2\nexit 3\n"
+    ))  # fmt: skip
+    run_id = launch(capsys, qwen2_vl_dir, shapes_data_dir, "--recipe", "r1-llm-only")
+    view = wait_for("failed", lambda: state_in(run_id, "failed", "finished", "unknown"), 60)
+    assert view.state == "failed" and "job failed" in (view.error or ""), view
+    code, out, _ = cli(capsys, "logs", run_id)
+    assert code == 0 and "module load cuda: not found" in out

@@ -229,6 +229,7 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
         + (f", stage {spec.stage} of {spec.stages}" if spec.stage else ""),
         f"RUN_DIR={quote_path(spec.run_dir)}",
         f"TERM_BEFORE={s.term_before_s}",
+        ': >> "$RUN_DIR/output.log"',
         f"cd {quote_path(spec.workdir)} || exit 3",
         "export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID VLMTUI_SLURM_JOB=$SLURM_JOB_ID",
         *(f"export {k}={shlex.quote(v)}" for k, v in spec.env),
