@@ -230,6 +230,7 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
         f"RUN_DIR={quote_path(spec.run_dir)}",
         f"TERM_BEFORE={s.term_before_s}",
         ': >> "$RUN_DIR/output.log"',
+        'rm -f "$RUN_DIR/stop_reason"  # a requeued job: the last attempt\'s reason is stale',
         f"cd {quote_path(spec.workdir)} || exit 3",
         "export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID VLMTUI_SLURM_JOB=$SLURM_JOB_ID",
         *(f"export {k}={shlex.quote(v)}" for k, v in spec.env),

@@ -192,6 +192,8 @@ def _stopped(
     time limit or a `vlmtui stop` (stopped), so while the job is still ending it is `saving`."""
     if requested:
         return "stopped", reason or "stopped by vlmtui stop"
+    if info is not None and info.state == "PENDING":  # requeued: it resumes when it runs
+        return "queued", f"requeued; {queue_text(info)}"
     if info is not None and info.state in ACTIVE:
         return "saving", None
     if info is not None and info.state == "CANCELLED":
