@@ -23,14 +23,24 @@ test: $(STAMP)  ## set up and run the whole test suite (system packages first, o
 	scripts/install-system-deps
 	$(BIN)/pytest -n 2 -q
 
+test-fast: $(STAMP)  ## the fast tier: no training, no sshd, no terminal
+	$(BIN)/pytest -n 2 -q -m "not slow and not ssh and not tmux"
+
+snapshot-update: $(STAMP)  ## re-record the app's snapshots (look at snapshot_report.html first)
+	$(BIN)/pytest -q tests/tui/test_snapshots.py --snapshot-update
+
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-check: lint test  ## lint + tests
+types: $(STAMP)  ## import-linter layering contracts and mypy over src/
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+check: lint types test  ## format, lint, layering, types, tests
 
 bench: $(STAMP)  ## run the benchmarks (prints ratios against in-run baselines)
-	for b in train_overhead inspect_speed dispatch tui_startup tui_logs tui_gpus; do \
+	for b in train_overhead inspect_speed dispatch gpu_watch tui_startup tui_logs tui_gpus; do \
 		$(BIN)/python bench/$$b.py || exit 1; done
 
-.PHONY: help setup run test lint check bench
+.PHONY: help setup run test test-fast snapshot-update lint types check bench

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
+import time
 
 import pytest
 
-from vlmtui.core.eval.boxparse import PredBox, parse_boxes, parse_qwen2, parse_qwen25
+from vlmtui.core.eval.boxparse import (
+    BOX_FORMATS,
+    Form,
+    PredBox,
+    parse_boxes,
+    parse_qwen2,
+    parse_qwen25,
+)
 
 
 def q2(label: str, x1, y1, x2, y2) -> str:
@@ -164,10 +174,9 @@ def test_qwen25_repeated_loop_is_deduplicated():
         ('[{"bbox_2d": [30, 20, 10, 40], "label": "a"}]', "inverted or empty box"),
         ('[{"bbox_2d": [10, 20, 30, 40]}]', "missing label"),
         ('[{"bbox_2d": [10, 20, 30, 40], "label": 5}]', "missing label"),
-        ('[{"box": [10, 20, 30, 40], "label": "a"}]', "object without bbox_2d"),
         ('[{"bbox_2d": [200, 200, 300, 300], "label": "a"}]', "box outside the image"),
         ('[{"bbox_2d": [10, 20, 3', "truncated or malformed object"),
-        ("[1, 2, 3]", "object without bbox_2d"),
+        ("[1, 2, 3]", "item is not an object"),
         ('"just a string"', "not JSON"),
     ],
 )
@@ -223,9 +232,28 @@ def test_results_are_frozen_and_serialisable():
     ],
 )
 def test_garbage_never_raises(text):
-    for fmt in ("qwen2", "qwen2.5"):
+    for fmt in BOX_FORMATS:
         r = parse_boxes(text, fmt, 100, 100, 50, 50)
         assert r.boxes == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{" * 20000 + "}" * 20000,
+        ("{" * 1000 + "}" * 1000) * 20,
+        "{" * 20000 + '"bbox_2d": [1, 2, 3, 4], "label": "a"' + "}" * 20000,
+        "1,2,3,4 a" + " " * 50000 + "b",
+        "'" * 50000,
+    ],
+)
+def test_pathological_answers_parse_in_linear_time(text):
+    # Each took tens of seconds with a quadratic salvage or label regex; linear takes well
+    # under a second even on a loaded machine, so the bound only catches the quadratic one.
+    start = time.monotonic()
+    for fmt in BOX_FORMATS:
+        parse_boxes(text, fmt, 100, 100, 100, 100)
+    assert time.monotonic() - start < 10
 
 
 def test_qwen25_salvage_does_not_reuse_an_object():
@@ -233,3 +261,274 @@ def test_qwen25_salvage_does_not_reuse_an_object():
     r = parse_qwen25(text, 100, 100, 100, 100)
     assert len(r.boxes) == 1
     assert (r.candidates, r.invalid, r.duplicates) == (2, 1, 0)
+
+
+# --- Qwen3-VL / Qwen3.5: JSON in 0-1000 -------------------------------------------------
+
+
+def q3(text: str, width: float = 1000, height: float = 500):
+    return parse_boxes(text, "qwen3", width, height)
+
+
+def test_qwen3_json_is_relative_to_1000_whatever_the_resize():
+    text = '[{"bbox_2d": [100, 200, 500, 1000], "label": "cup"}]'
+    r = parse_boxes(text, "qwen3", 640, 480)
+    assert r.boxes == (PredBox("cup", 64.0, 96.0, 320.0, 480.0),)
+    assert parse_boxes(text, "qwen3", 640, 480, 28, 56).boxes == r.boxes
+    assert (r.forms, r.invalid, r.unparseable) == ((), 0, False)
+
+
+def test_format_boxes_round_trips_through_parse_boxes_in_every_format():
+    from vlmtui.core.data.datasets import DetectionObject, format_boxes
+    from vlmtui.core.families import QWEN2_5_VL
+
+    objs = [DetectionObject("red square", (20, 10, 100, 50)), DetectionObject("b", (0, 0, 37, 91))]
+    for fmt in BOX_FORMATS:
+        family = dataclasses.replace(QWEN2_5_VL, box_format=fmt)
+        text = format_boxes(objs, family, 200, 100, 140, 56)
+        r = parse_boxes(text, fmt, 200, 100, 140, 56)
+        assert [b.label for b in r.boxes] == ["red square", "b"]
+        for b, o in zip(r.boxes, objs, strict=True):
+            assert b.xyxy == pytest.approx(o.bbox, abs=1.0)  # 0-1000 / resized-pixel rounding
+        assert (r.forms, r.invalid, r.not_boxes) == ((), 0, 0)
+
+
+# --- real answers ---------------------------------------------------------------------------
+# The shapes come from Qwen's cookbooks and issue threads (cited per test); the examples are
+# our own, in those shapes.
+
+
+def test_python_literal_with_single_quotes():
+    # Qwen's cookbooks read answers with ast.literal_eval (the OCR cookbook imports ast, as
+    # quoted in QwenLM/Qwen3-VL#1030): single-quoted lists are answers their authors accept.
+    text = (
+        "```json\n[\n  {'bbox_2d': [112, 40, 388, 610], 'label': 'coffee mug'},\n"
+        "  {'bbox_2d': [402, 85, 930, 700], 'label': \"chef's knife\"}\n]\n```"
+    )
+    r = q3(text)
+    assert [b.label for b in r.boxes] == ["coffee mug", "chef's knife"]
+    assert r.boxes[0].xyxy == pytest.approx((112.0, 20.0, 388.0, 305.0))
+    assert r.forms == (Form.MARKDOWN_FENCE, Form.PYTHON_LITERAL)
+    assert (r.invalid, r.unparseable) == (0, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "forms"),
+    [
+        # a Qwen maintainer's SFT answer shape in QwenLM/Qwen3-VL#1094 ends its list "},\n]"
+        (
+            '[\n    {"bbox_2d": [52, 118, 300, 455], "label": "plate"},\n'
+            '    {"bbox_2d": [610, 90, 880, 400], "label": "wine glass"},\n]',
+            (Form.TRAILING_COMMA,),
+        ),
+        (
+            '[{"bbox_2d": [52, 118, 300, 455], "label": "plate",}, '
+            + '{"bbox_2d": [610, 90, 880, 400], "label": "wine glass"}]',
+            (Form.TRAILING_COMMA,),
+        ),
+        (
+            "[{'bbox_2d': [52, 118, 300, 455], 'label': 'plate',},"
+            " {'bbox_2d': (610, 90, 880, 400), 'label': 'wine glass'},]",
+            (Form.PYTHON_LITERAL, Form.TRAILING_COMMA),
+        ),
+    ],
+)
+def test_trailing_commas(text, forms):
+    r = q3(text)
+    assert [b.label for b in r.boxes] == ["plate", "wine glass"]
+    assert r.forms == forms and r.invalid == 0
+
+
+def test_a_comma_inside_a_label_is_not_a_trailing_comma():
+    r = q3('[{"bbox_2d": [1, 2, 30, 40], "label": "salt, pepper]"},]')
+    assert [b.label for b in r.boxes] == ["salt, pepper]"]
+    assert r.forms == (Form.TRAILING_COMMA,)
+
+
+@pytest.mark.parametrize(
+    ("obj", "label"),
+    [
+        # text spotting in Qwen3-VL's OCR cookbook keys the text as text_content
+        # (QwenLM/Qwen3-VL#1704 points to it for OCR training data)
+        ('{"bbox_2d": [80, 40, 420, 95], "text_content": "EMERGENCY EXIT"}', "EMERGENCY EXIT"),
+        ('{"bbox_2d": [80, 40, 420, 95], "name": "bicycle"}', "bicycle"),
+        # per-language names: ms-swift's grounding example (modelscope/ms-swift#6178) finds 羊
+        ('{"bbox_2d": [80, 40, 420, 95], "标签": "羊"}', "羊"),
+        ('{"bbox_2d": [80, 40, 420, 95], "名称": "自行车"}', "自行车"),
+        ('{"bbox_2d": [80, 40, 420, 95], "ラベル": "猫"}', "猫"),
+        ('{"bbox_2d": [80, 40, 420, 95], "étiquette": "chat", "score": 0.9}', "chat"),
+    ],
+)
+def test_labels_under_other_keys(obj, label):
+    r = q3(f"[{obj}]")
+    assert [b.label for b in r.boxes] == [label]
+    assert r.forms == (Form.OTHER_LABEL_KEY,)
+
+
+def test_label_key_wins_and_an_unknown_ascii_key_is_not_a_label():
+    r = q3('[{"bbox_2d": [1, 2, 30, 40], "label": "cat", "name": "Tom"}]')
+    assert [b.label for b in r.boxes] == ["cat"] and r.forms == ()
+    r = q3('[{"bbox_2d": [1, 2, 30, 40], "color": "red"}]')
+    assert r.boxes == () and r.reasons == ("missing label",)
+
+
+@pytest.mark.parametrize("fmt", BOX_FORMATS)
+def test_plain_text_lines(fmt):
+    # Qwen answers grounding prompts in "JSON/XML/Plain-Text" (a Qwen maintainer in
+    # QwenLM/Qwen3-VL#733); one box per line, x1,y1,x2,y2 label.
+    text = (
+        "Detected objects:\n120,40,380,610 coffee mug\n- [402, 85, 930, 700] chef's knife\n"
+        "3. 10,10,90,90: lid\nThat's all."
+    )
+    r = parse_boxes(text, fmt, 1000, 1000, 1000, 1000)
+    assert [b.label for b in r.boxes] == ["coffee mug", "chef's knife", "lid"]
+    assert r.boxes[0].xyxy == (120.0, 40.0, 380.0, 610.0)
+    assert r.forms == (Form.PLAIN_TEXT_LINES,)
+    r = parse_boxes("120,40,380,610\n", fmt, 1000, 1000, 1000, 1000)
+    assert r.reasons == ("missing label",) and r.unparseable
+
+
+@pytest.mark.parametrize("fmt", BOX_FORMATS)
+def test_qwen2_tokens_stripped_by_the_server(fmt):
+    # vllm-project/vllm#27636: a Qwen-VL fine-tuned on Qwen2-VL's tokens, served by vLLM, prints
+    # `图片(460,66),(683,252)`: the special tokens are skipped, label and boxes stay.
+    r = parse_boxes("图片(460,66),(683,252)", fmt, 1000, 1000, 1000, 1000)
+    assert r.boxes == (PredBox("图片", 460.0, 66.0, 683.0, 252.0),)
+    assert r.forms == (Form.STRIPPED_QWEN2_TOKENS,)
+    # several boxes after one label take it, like <|box_start|> groups; a cut-off box counts
+    text = "red square(89,107),(536,625)blue circle(625,45),(981,400)(10,10),(50,50)lid(5,5"
+    r = parse_boxes(text, fmt, 1000, 1000, 1000, 1000)
+    assert [b.label for b in r.boxes] == ["red square", "blue circle", "blue circle"]
+    assert r.boxes[2].xyxy == (10.0, 10.0, 50.0, 50.0)
+    assert (r.candidates, r.invalid, r.reasons) == (4, 1, ("truncated box",))
+
+
+def test_points_and_other_keys_are_not_boxes():
+    # pointing answers (Qwen3-VL's spatial-understanding cookbook) use point_2d
+    text = (
+        '[{"point_2d": [346, 328], "label": "person"}, {"point_2d": [238, 158], "label": "person"},'
+        ' {"bbox_2d": [300, 100, 420, 700], "label": "person"}]'
+    )
+    r = q3(text)
+    assert [b.label for b in r.boxes] == ["person"]
+    assert (r.not_boxes, r.candidates, r.invalid, r.unparseable) == (2, 1, 0, False)
+    for other in (
+        '{"point_2d": [346, 328], "label": "person"}',
+        '[{"box": [10, 20, 30, 40], "label": "a"}]',
+        '[{"polygon": [[1, 2], [3, 4], [5, 6]], "label": "a"}, {"bbox_3d": [1, 2, 3, 4, 5, 6]}]',
+    ):
+        r = q3(other)
+        assert r.boxes == () and r.not_boxes >= 1
+        assert (r.invalid, r.unparseable) == (0, False)  # read, just not boxes
+
+
+HUGE = "9" * 400  # a degenerate generation loop, as in deepseek-ai/DeepSeek-VL2#96
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("qwen3", f'[{{"bbox_2d": [1, 2, 3, {HUGE}], "label": "a"}}]'),
+        ("qwen2.5", f'[{{"bbox_2d": [1, 2, 3, {HUGE}], "label": "a"}}]'),
+        ("qwen3", f"[{{'bbox_2d': [1, 2, 3, {HUGE}], 'label': 'a'}}]"),
+        ("qwen3", f"[{{'bbox_2d': [1, 2, 3, {'9' * 5000}], 'label': 'a'}}]"),
+        ("qwen3", f'[{{"bbox_2d": [1, 2, 3, {"9" * 5000}], "label": "a"}}]'),
+        ("qwen2", q2("a", 1, 2, 3, HUGE)),
+        ("qwen2", f"a(1,2),(3,{HUGE})"),
+        ("qwen3", f"1,2,3,{HUGE} a"),
+    ],
+)
+def test_a_coordinate_of_hundreds_of_digits_is_an_invalid_box(fmt, text):
+    r = parse_boxes(text, fmt, 100, 100, 100, 100)
+    assert (r.boxes, r.candidates, r.invalid) == ((), 1, 1)
+    assert r.reasons == ("non-finite coordinate",)
+
+
+def test_a_huge_coordinate_in_a_truncated_list_is_an_invalid_box():
+    # the salvage path raised OverflowError here too
+    text = (
+        f'[{{"bbox_2d": [1, 2, 30, 40], "label": "a"}}, '
+        f'{{"bbox_2d": [1, 2, 3, {HUGE}], "label": "b"}}, {{"bbox_2d": [1, 2'
+    )
+    r = q3(text, 100, 100)
+    assert [b.label for b in r.boxes] == ["a"]
+    assert r.reasons == ("non-finite coordinate", "truncated or malformed object")
+    assert r.forms == (Form.TRUNCATED_JSON,)
+
+
+def test_truncated_python_literal_keeps_complete_objects():
+    r = q3("[{'bbox_2d': [1, 2, 30, 40], 'label': 'a'}, {'bbox_2d': [5, 6", 100, 100)
+    assert [b.label for b in r.boxes] == ["a"]
+    assert r.forms == (Form.PYTHON_LITERAL, Form.TRUNCATED_JSON)
+    assert r.reasons == ("truncated or malformed object",)
+
+
+def test_reasoning_block_and_prose_around_the_json():
+    # Qwen3.5 thinks by default; the answer follows </think>. Box keys in the thinking are not
+    # candidates.
+    text = (
+        "<think>\nThe mug is on the left; I will give its bbox_2d.\n</think>\n\n"
+        '```json\n[{"bbox_2d": [112, 40, 388, 610], "label": "mug"}]\n```'
+    )
+    r = q3(text)
+    assert [b.label for b in r.boxes] == ["mug"] and r.candidates == 1
+    assert r.forms == (Form.MARKDOWN_FENCE, Form.REASONING_BLOCK)
+    # an answer quoted in QwenLM/Qwen3-VL#2020 kept the fence's "json" but lost its backticks
+    text = 'json\n[\n    {"bbox_2d": [323, 118, 444, 825], "label": "watch"},\n    ' + (
+        '{"bbox_2d": [444, 118, 565, 825], "label": "watch"}\n]\nThese are the watches.'
+    )
+    r = q3(text)
+    assert len(r.boxes) == 2 and r.forms == (Form.PROSE_AROUND_JSON,)
+
+
+# --- never raises: random mutations of valid answers -------------------------------------
+
+VALID_ANSWERS = [
+    q2("red square", 89, 107, 536, 625) + q2("blue circle", 625, 45, 981, 400),
+    '```json\n[{"bbox_2d": [14, 6, 70, 28], "label": "red square"}, '
+    '{"bbox_2d": [80, 10, 130, 50], "label": "blue circle"}]\n```',
+    "[{'bbox_2d': [89, 107, 536, 625], 'label': 'red square'},\n"
+    " {'bbox_2d': [625, 45, 981, 400], 'text_content': 'EXIT'},]",
+    '{"objects": [{"bbox_2d": [1, 2, 30, 40], "标签": "羊"}, {"point_2d": [5, 6], "label": "p"}]}',
+    "89,107,536,625 red square\n625,45,981,400 blue circle",
+    "red square(89,107),(536,625)blue circle(625,45),(981,400)",
+    "<think>\nboxes\n</think>\n[]",
+]
+PIECES = [
+    "{", "}", "[", "]", "(", ")", ",", ":", "'", '"', "\\", "\n", "```", " ", "-", ".",
+    "bbox_2d", "point_2d", "label", "<|box_start|>", "<|box_end|>", "<|object_ref_start|>",
+    "<think>", "</think>", "9" * 400, "e999", "NaN", "1e-9", "\x00", "\ufffd",
+]  # fmt: skip
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(text) + 1)
+        j = min(len(text), i + rng.randint(1, 12))
+        op = rng.randrange(5)
+        if op == 0:
+            text = text[:i]  # cut off, as by max_new_tokens
+        elif op == 1:
+            text = text[:i] + text[j:]
+        elif op == 2:
+            text = text[:i] + rng.choice(PIECES) + text[i:]
+        elif op == 3:
+            text = text[:i] + text[i:j] * rng.randint(2, 6) + text[j:]  # a generation loop
+        else:
+            text = text[:i] + rng.choice(PIECES) + text[j:]
+    return text
+
+
+def test_parser_never_raises_on_mutated_answers():
+    rng = random.Random(14)
+    kinds = set()
+    for _ in range(1500):
+        text = _mutate(rng, rng.choice(VALID_ANSWERS))
+        for fmt in BOX_FORMATS:
+            r = parse_boxes(text, fmt, 320, 240, 280, 224)
+            assert r.candidates == len(r.boxes) + r.invalid + r.duplicates
+            assert len(r.reasons) >= r.invalid
+            assert all(0 <= b.x1 < b.x2 <= 320 and 0 <= b.y1 < b.y2 <= 240 for b in r.boxes)
+            json.dumps(r.to_dict(), allow_nan=False)
+            kinds.update(r.forms)
+    assert len(kinds) >= 7  # the mutations reach most lenient readings

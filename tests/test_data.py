@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -206,6 +207,23 @@ def test_format_boxes_qwen2_normalises_to_0_1000():
     one = format_boxes([DetectionObject("x", (1, 2, 2, 3))], QWEN2_VL, 3, 3, 0, 0)
     assert "(333,667),(667,1000)" in one
     assert format_boxes([], QWEN2_VL, 10, 10, 10, 10) == ""
+
+
+def test_format_boxes_qwen3_is_json_in_0_1000_whatever_the_resize():
+    qwen3 = dataclasses.replace(QWEN2_5_VL, name="qwen3-test", box_format="qwen3")
+    objs = [
+        DetectionObject("red square", (20, 10, 100, 50)),
+        DetectionObject("straße", (1, 2, 2, 3)),
+    ]
+    text = format_boxes(objs, qwen3, 200, 100, 140, 56)
+    assert text == (
+        '[{"bbox_2d": [100, 100, 500, 500], "label": "red square"}, '
+        '{"bbox_2d": [5, 20, 10, 30], "label": "straße"}]'
+    )
+    assert format_boxes(objs, qwen3, 200, 100, 999, 999) == text  # resize does not matter
+    assert format_boxes([], qwen3, 10, 10, 28, 28) == "[]"
+    with pytest.raises(BadInput, match="unknown box format 'yolo'"):
+        format_boxes(objs, dataclasses.replace(qwen3, box_format="yolo"), 200, 100, 140, 56)
 
 
 def test_resized_size_and_qwen25_boxes_in_resized_pixels():

@@ -62,6 +62,9 @@ COUNT_FIELDS = {
     "invalid_box_rate",
     "duplicate_boxes",
     "valid_boxes",
+    "not_a_box",
+    "answer_forms",
+    "invalid_by_reason",
 }
 
 

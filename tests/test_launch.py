@@ -63,6 +63,15 @@ def wait_state(run_id: str, states: tuple[str, ...], timeout: float = 60.0):
         time.sleep(0.2)
 
 
+def until(cond, timeout: float = 10.0, what: str = "") -> None:
+    """Poll `cond` until it holds; fail after `timeout` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        time.sleep(0.02)
+
+
 def group_members(pgid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -103,8 +112,8 @@ def test_stop_ends_run_and_its_children(standin_train, paths):
     model, data = paths
     result = launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="cpu"))
     wait_state(result.run_id, ("training",))
-    time.sleep(0.3)
-    assert len(group_members(result.pid)) >= 3  # supervisor, stand-in, its `sleep` child
+    # supervisor, stand-in, its `sleep` child
+    until(lambda: len(group_members(result.pid)) >= 3, what="the run's three processes")
     stopped = stop_run(result.run_id, grace_s=10)
     assert stopped.was_running and not stopped.killed and stopped.state == "stopped"
     assert group_members(result.pid) == []
@@ -460,8 +469,7 @@ def test_ssh_training_survives_launcher_and_master_being_killed(
     master = host.master_pid()
     assert master
     os.kill(master, signal.SIGKILL)  # and drop the SSH connection under the run
-    time.sleep(0.2)
-    assert host.master_pid() is None
+    until(lambda: host.master_pid() is None, what="the SSH master to be gone")
     row = wait_cli_state(run_id, ("finished", "failed"), timeout=300)
     assert row["state"] == "finished", row
     assert row["step"] == 3 and row["max_steps"] == 3 and row["loss"] > 0

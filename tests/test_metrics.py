@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 
 import pytest
 
@@ -201,3 +202,79 @@ def test_parse_summary_counts_and_rate():
     assert (s["candidate_boxes"], s["invalid_boxes"], s["duplicate_boxes"]) == (5, 3, 1)
     assert s["invalid_box_rate"] == pytest.approx(3 / 5)
     assert parse_summary([])["parse_failure_rate"] is None
+
+
+# --- what parsing real answers gave, in the eval report ----------------------------------
+
+MUG = (112, 40, 388, 610)
+HUGE = "9" * 400
+REAL_ANSWERS = [
+    '[{"bbox_2d": [112, 40, 388, 610], "label": "mug"}]',
+    "```json\n[{'bbox_2d': [112, 40, 388, 610], 'label': 'mug'}]\n```",
+    '[{"bbox_2d": [112, 40, 388, 610], "label": "mug"},]',
+    '[{"bbox_2d": [112, 40, 388, 610], "text_content": "mug"}]',
+    "112,40,388,610 mug",
+    "mug(112,40),(388,610)",
+    '[{"point_2d": [250, 300], "label": "mug"}, {"bbox_2d": [112, 40, 388, 610], "label": "mug"}]',
+    '<think>\nA mug.\n</think>\nHere it is: [{"bbox_2d": [112, 40, 388, 610], "label": "mug"}]',
+    '[{"bbox_2d": [112, 40, 388, 610], "label": "mug"}, '
+    f'{{"bbox_2d": [1, 2, 3, {HUGE}], "label": "mug"}}, {{"bbox_2d": [5',
+    "I cannot tell.",
+    '[{"point_2d": [250, 300], "label": "mug"}]',
+]
+EXPECTED_FORMS = {
+    "markdown_fence": 1,
+    "reasoning_block": 1,
+    "python_literal": 1,
+    "trailing_comma": 1,
+    "prose_around_json": 1,
+    "truncated_json": 1,
+    "other_label_key": 1,
+    "plain_text_lines": 1,
+    "stripped_qwen2_tokens": 1,
+}
+
+
+def _real_parses() -> list[ParseResult]:
+    from vlmtui.core.eval.boxparse import parse_boxes
+
+    return [parse_boxes(t, "qwen3", 1000, 1000) for t in REAL_ANSWERS]
+
+
+def test_parse_summary_counts_each_kind_of_real_answer():
+    s = parse_summary(_real_parses())
+    assert s["answer_forms"] == EXPECTED_FORMS
+    assert s["not_a_box"] == 2
+    assert s["invalid_by_reason"] == {
+        "non-finite coordinate": 1,
+        "truncated or malformed object": 1,
+    }
+    assert (s["unparseable_images"], s["valid_boxes"], s["invalid_boxes"]) == (1, 9, 2)
+    assert parse_summary([])["answer_forms"] == dict.fromkeys(EXPECTED_FORMS, 0)
+
+
+def test_eval_report_shows_the_counts(tmp_path, capsys, monkeypatch):
+    from vlmtui.cli.eval_cmd import _print_report
+    from vlmtui.core.data.datasets import DetectionObject, DetectionRecord
+    from vlmtui.core.eval.evaluate import Generated, score
+
+    monkeypatch.setenv("COLUMNS", "200")
+    gold = (DetectionObject("mug", MUG),)
+    records = [DetectionRecord(tmp_path / f"{i}.png", 1000, 1000, gold) for i in range(11)]
+    answers = [
+        Generated(t, p, (1000, 1000), True)
+        for t, p in zip(REAL_ANSWERS, _real_parses(), strict=True)
+    ]
+    result = score(records, answers)
+    c = json.loads(json.dumps(result))["counts"]  # as eval.json and `eval --json` carry it
+    assert c["answer_forms"] == EXPECTED_FORMS and c["not_a_box"] == 2
+    assert result["metrics"]["recall50"] == pytest.approx(9 / 11)
+    _print_report({"recipe": "r1", "n_images": 11, "split": "val", **result}, tmp_path)
+    out = capsys.readouterr().out
+    assert "1 unparseable answers, 2 invalid and 0 repeated boxes, 2 objects not a box" in out
+    assert "invalid boxes: 1 non-finite coordinate, 1 truncated or malformed object" in out
+    assert (
+        "answers read leniently: 1 markdown fence, 1 reasoning block, 1 python literal, "
+        "1 trailing comma, 1 prose around json, 1 truncated json, 1 other label key, "
+        "1 plain text lines, 1 stripped qwen2 tokens"
+    ) in out

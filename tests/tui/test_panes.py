@@ -142,3 +142,28 @@ async def test_worker_errors_become_notifications() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: any("NVML exploded" in n.message for n in app._notifications))
         assert app.is_running
+
+
+async def test_a_broken_hosts_toml_is_shown_once_and_repeated_errors_are_not_stacked() -> None:
+    # Issue 11 item 14: a hosts.toml syntax error stacked error notifications over half the
+    # screen, one per refresh. Now: one note for the file, one per distinct worker error.
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise OSError("host gpubox: cannot read hosts file")
+
+    sources = fake_sources(
+        gpu_status=broken,
+        hosts_problem=lambda: "hosts.toml: cannot read hosts file (Expected ']')",
+        gpu_interval_s=0.05,
+    )
+    app = VlmtuiApp(sources)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(calls) >= 5, what="five failed refreshes")
+        notes = list(app._notifications)
+        assert sum(n.title == "hosts.toml" for n in notes) == 1
+        assert (
+            sum("cannot read hosts file" in n.message and n.title != "hosts.toml" for n in notes)
+            == 1
+        )

@@ -54,10 +54,12 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         raise BadInput("eval --base: --output DIR is required (where eval.json goes)")
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
+    output = args.output or run_dir
+    assert output is not None  # RUN or --output, checked above
     select_gpu(args.gpu)
     req = EvalRequest(
         data=args.data,
-        output=args.output or run_dir,
+        output=output,
         run_dir=run_dir,
         base_model=args.base,
         split=args.split,
@@ -151,9 +153,27 @@ def _print_report(report: dict[str, Any], output: Path) -> None:
     con.print(
         f"boxes: {c['gold_boxes']} gold, {c['pred_boxes']} predicted, {c['matched']} matched; "
         f"{c['unparseable_images']} unparseable answers, {c['invalid_boxes']} invalid and "
-        f"{c['duplicate_boxes']} repeated boxes, {c['truncated_outputs']} truncated answers"
+        f"{c['duplicate_boxes']} repeated boxes, {c.get('not_a_box', 0)} objects not a box, "
+        f"{c['truncated_outputs']} truncated answers"
     )
+    for line in _parse_detail_lines(c):
+        con.print(line, markup=False)
     con.print(f"wrote {output / 'eval.json'}")
+
+
+def _parse_detail_lines(counts: dict[str, Any]) -> list[str]:
+    """Invalid boxes by reason and answers per lenient reading, the nonzero ones."""
+    lines = []
+    reasons = counts.get("invalid_by_reason") or {}
+    if reasons:
+        lines.append("invalid boxes: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
+    forms = {f: n for f, n in (counts.get("answer_forms") or {}).items() if n}
+    if forms:
+        lines.append(
+            "answers read leniently: "
+            + ", ".join(f"{n} {f.replace('_', ' ')}" for f, n in forms.items())
+        )
+    return lines
 
 
 def _count(n: int | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from vlmtui.core.errors import BadInput
@@ -56,28 +57,31 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 
 def run_gpus(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.gpus import local_gpus
-    from vlmtui.core.fleet.status import gpu_status
+    from vlmtui.core.fleet.hosts import hosts_problem
+    from vlmtui.core.fleet.status import gpu_status, iter_gpu_status
 
-    statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
+    if not args.local:
+        warn_hosts_problem(hosts_problem())
     if args.json:
+        statuses = [local_gpus()] if args.local else gpu_status(args.host or None, args.timeout)
         print(json.dumps({"hosts": [s.to_json() for s in statuses]}, indent=1))
         return 0
-    for s in statuses:
+    each = [local_gpus()] if args.local else iter_gpu_status(args.host or None, args.timeout)
+    for s in each:  # each host as soon as it answers: a slow one holds back no other
         head = f"{s.name}: " + ("reachable" if s.reachable else f"UNREACHABLE ({s.error})")
         if s.source == "slurm":
             _print_cluster(head, s)
             continue
         print(head + (f" — {s.note}" if s.note else ""))
         for g in s.gpus:
-            state = (
-                "free" if g.free else (f"reserved by {g.reserved_by}" if g.reserved_by else "busy")
-            )
+            state = f"reserved by {g.reserved_by}" if g.state == "reserved" else g.state
             print(
                 f"  [{g.index}] {g.name:<24} {_fmt(g.util_pct, '%'):>5} "
                 f"{_fmt(g.mem_used_mib)}/{_fmt(g.mem_total_mib)} MiB "
                 f"{_fmt(g.temp_c, 'C'):>4} {_fmt(g.power_w, 'W'):>5} "
                 f"{len(g.processes)} proc  {state}"
             )
+        sys.stdout.flush()
     return 0
 
 
@@ -89,6 +93,12 @@ def _print_cluster(head: str, s: Any) -> None:
     for g in s.gpus:
         state = "free" if g.free else f"allocated ({g.reserved_by})" if g.reserved_by else "down"
         print(f"  [{g.index}] {g.name:<24} {state}")
+
+
+def warn_hosts_problem(problem: str | None) -> None:
+    """One line on stderr when hosts.toml is broken; the command goes on with `local`."""
+    if problem:
+        print(f"warning: {problem}; only the local host is usable", file=sys.stderr)
 
 
 def _host_row(c: Any) -> dict[str, Any]:
@@ -129,14 +139,15 @@ def run_check(args: argparse.Namespace) -> int:
         if not result.reachable:
             print(f"  unreachable: {result.error}")
         else:
-            print(f"  round trip: {result.latency_s * 1000:.0f} ms")
+            if result.latency_s is not None:
+                print(f"  round trip: {result.latency_s * 1000:.0f} ms")
             for label, value in result.details:
                 print(f"  {label}: {value}")
             print(f"  vlmtui: {result.vlmtui_version or 'not found with ' + result.python}")
             if result.gpus.note:
                 print(f"  note: {result.gpus.note}")
             for g in result.gpus.gpus:
-                print(f"  GPU {g.index}: {g.name} ({'free' if g.free else 'busy'})")
+                print(f"  GPU {g.index}: {g.name} ({g.state})")
     return 0 if result.reachable else 1
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput
+from vlmtui.core.styles import MODE_STYLES
 
-STATE_STYLE = {"frozen": "dim", "full": "bold green", "lora": "bold cyan", "mixed": "bold yellow"}
+if TYPE_CHECKING:
+    from vlmtui.core.recipes.recipe import TrainingRecipe
+
+STATE_STYLE = MODE_STYLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,12 +64,9 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise BadInput(f"{flag}: {pattern!r} is not a valid regex ({exc})") from None
+    from vlmtui.core.inspection.tree import compile_filter
+
+    return None if pattern is None else compile_filter(pattern, flag)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.tree or args.filter) and args.diff:
         raise BadInput("--tree and --filter go with --recipe, not with --diff")
     ref = resolve_model(args.model)
+    recipes: list[TrainingRecipe | None]
     if args.diff:
         recipes = [get_recipe(n, args.recipes) for n in args.diff]
     else:

@@ -42,9 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_stop)
 
 
+def _warn_hosts() -> None:
+    from vlmtui.cli.hosts_cmd import warn_hosts_problem
+    from vlmtui.core.fleet.hosts import hosts_problem
+
+    warn_hosts_problem(hosts_problem())
+
+
 def run_launch(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.launch import LaunchRequest, launch
 
+    _warn_hosts()
     result = launch(
         LaunchRequest(
             recipe=args.recipe,
@@ -87,6 +95,7 @@ def _age(created: float) -> str:
 def run_runs(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.runs import list_runs
 
+    _warn_hosts()
     views = list_runs()
     if args.json:
         print(json.dumps([v.to_json() for v in views], indent=1))
@@ -125,5 +134,6 @@ def run_stop(args: argparse.Namespace) -> int:
         how = " (SIGKILL after the grace period)" if result.killed else ""
         print(f"{result.run_id}: {result.state}{how}")
     else:
-        print(f"{result.run_id}: not running ({result.state})")
+        why = f": {result.error}" if result.error else ""
+        print(f"{result.run_id}: was not running; it is {result.state}{why}")
     return 0

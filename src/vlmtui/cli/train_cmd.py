@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput
+from vlmtui.core.rundir import STATUS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     family_of_checkpoint(args.model)
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
-    status = args.output / "status.json"
+    status = args.output / STATUS
     if status.exists() and not args.resume:
         from vlmtui.core.rundir import read_status
 

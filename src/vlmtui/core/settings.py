@@ -21,6 +21,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import config_dir
+from vlmtui.core.tomlio import check_keys
 
 SETTINGS_FILE = "settings.toml"
 THEMES = ("dark", "light")
@@ -59,10 +60,7 @@ def _number(path: Path, key: str, value: Any, minimum: float) -> float:
 
 def parse_settings(table: dict[str, Any], path: Path) -> Settings:
     """Validate a parsed settings table (`path` only names the file in errors)."""
-    known = [f.name for f in fields(Settings)]
-    for key in table:
-        if key not in known:
-            raise BadInput(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
+    check_keys(str(path), table, (f.name for f in fields(Settings)))
     values: dict[str, Any] = {}
     for key in ("gpu_refresh_s", "runs_refresh_s"):
         if key in table:

@@ -38,7 +38,7 @@ from vlmtui.tui.messages import (
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.screens.dispatch import DispatchScreen
 from vlmtui.tui.screens.help import HelpScreen
-from vlmtui.tui.sources import Sources
+from vlmtui.tui.sources import Sources, stop_gpu_watchers, watched_gpus
 from vlmtui.tui.widgets.bars import human
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
@@ -93,7 +93,8 @@ class VlmtuiApp(WorkersMixin, App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     AUTO_FOCUS = "#recipes-table"
     TITLE = "vlmtui"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    # Textual declares this an instance attribute, so it takes no ClassVar.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes"),
         Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus"),
@@ -127,11 +128,15 @@ class VlmtuiApp(WorkersMixin, App[None]):
                 settings = Settings()
         self.settings = settings
         self.sources = sources or Sources(
-            gpu_interval_s=settings.gpu_refresh_s, runs_interval_s=settings.runs_refresh_s
+            gpu_status=watched_gpus(settings.gpu_refresh_s),
+            gpu_interval_s=settings.gpu_refresh_s,
+            runs_interval_s=settings.runs_refresh_s,
         )
         self.recipes: dict[str, Any] = {}
         self.model = model
         self.data = data
+        self._last_errors: dict[str, str] = {}
+        """Worker name -> the error last shown for it (cleared when it succeeds)."""
         self.demo_paths: tuple[str, str] | None = None
         self.theme = THEMES[settings.theme]
         self._init_workers()
@@ -157,6 +162,14 @@ class VlmtuiApp(WorkersMixin, App[None]):
                 severity="error",
                 timeout=15,
             )
+        problem = self.sources.hosts_problem()
+        if problem:
+            self.notify(
+                f"{problem}; only the local host is usable",
+                title="hosts.toml",
+                severity="error",
+                timeout=15,
+            )
         ready = self.sources.demo_ready()
         if ready is not None:
             self.demo_paths = (str(ready[0]), str(ready[1]))
@@ -166,6 +179,11 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self.refresh_runs()
         self.set_interval(self.sources.gpu_interval_s, self.refresh_gpus, name="gpus")
         self.set_interval(self.sources.runs_interval_s, self.refresh_runs, name="runs")
+
+    def on_unmount(self) -> None:
+        # The watchers' streams are child processes in their own sessions: end them with the
+        # app, so quitting is quick and leaves nothing behind (runs are not affected).
+        stop_gpu_watchers()
 
     @property
     def main(self) -> Screen:
@@ -183,10 +201,17 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- the single worker error handler ----------------------------------------------------
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.SUCCESS:
+            self._last_errors.pop(worker.name, None)
         if event.state == WorkerState.ERROR:
-            worker = event.worker
+            text = str(worker.error) or type(worker.error).__name__
+            # A refresh that keeps failing the same way says so once, not every 2 seconds.
+            if self._last_errors.get(worker.name) == text:
+                return
+            self._last_errors[worker.name] = text
             self.notify(
-                str(worker.error) or type(worker.error).__name__,
+                text,
                 title=f"{worker.description or worker.name} failed",
                 severity="error",
                 timeout=10,
@@ -286,7 +311,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         if wanted is None or not self.with_workspace(self._request_tree):
             return
         model, _ = self.resolved() or ("", "")
-        self.main.query_one(TreePane).set_loading(f"marking {model} for {wanted[0]}…")
+        self.main.query_one(TreePane).show_loading(f"marking {model} for {wanted[0]}…")
         self.build_tree(model, *wanted)
 
     def on_tree_ready(self, event: TreeReady) -> None:
@@ -324,7 +349,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         if host is not None:
             for g in host.gpus:
                 gpu_mem[str(g.index)] = g.mem_total_mib
-            free = next((g for g in host.gpus if g.free), None)
+            free = host.first_free()
             gpu_mem["auto"] = free.mem_total_mib if free else None
         self.notify("checking what each recipe trains…", title="pre-flight")
         self.run_preflight(plan, gpu_mem)

@@ -12,7 +12,42 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+# Widgets and screens reach core only through this module (an import-linter contract), so
+# the few stdlib-only core values they render with are passed on from here.
+from vlmtui.core.errors import BadInput
+from vlmtui.core.families import TRAINABLE_AREAS
+from vlmtui.core.inspection.tree import compile_filter, filter_nodes, regex_problem
+from vlmtui.core.recipes.recipe import recipe_summary
+from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
+from vlmtui.core.settings import DEFAULTS
+from vlmtui.core.styles import GPU_STATE_STYLES, MODE_STYLES, RUN_STATE_STYLES
+
+if TYPE_CHECKING:
+    from vlmtui.core.fleet.launch import LaunchRequest, LaunchResult
+    from vlmtui.core.fleet.runs import RunView, StopResult
+    from vlmtui.core.fleet.snapshot import HostGpus
+    from vlmtui.core.recipes.recipe import TrainingRecipe
+
+__all__ = [
+    "ACTIVE_STATES",
+    "DEFAULTS",
+    "FINAL_STATES",
+    "GPU_STATE_STYLES",
+    "MODE_STYLES",
+    "RUN_STATE_STYLES",
+    "TRAINABLE_AREAS",
+    "BadInput",
+    "LogReader",
+    "Sources",
+    "compile_filter",
+    "filter_nodes",
+    "recipe_summary",
+    "regex_problem",
+    "stop_gpu_watchers",
+    "watched_gpus",
+]
 
 
 class LogReader(Protocol):
@@ -21,25 +56,37 @@ class LogReader(Protocol):
     def read(self, max_bytes: int = ...) -> bytes: ...
 
 
-def _gpu_status() -> list[Any]:
-    from vlmtui.core.fleet.status import gpu_status
+def watched_gpus(interval_s: float = 2.0) -> Callable[[], list[HostGpus]]:
+    """GPU snapshots of every host from long-lived watchers (one stream per host, started on
+    the first call): a refresh reads the newest and never waits on a slow host."""
 
-    return gpu_status()
+    def latest() -> list[HostGpus]:
+        from vlmtui.core.fleet.status import watched_gpu_status
+
+        return watched_gpu_status(interval_s)
+
+    return latest
 
 
-def _list_runs() -> list[Any]:
+def stop_gpu_watchers() -> None:
+    from vlmtui.core.fleet.status import stop_watching
+
+    stop_watching()
+
+
+def _list_runs() -> list[RunView]:
     from vlmtui.core.fleet.runs import list_runs
 
     return list_runs()
 
 
-def _launch(req: Any) -> Any:
+def _launch(req: LaunchRequest) -> LaunchResult:
     from vlmtui.core.fleet.launch import launch
 
     return launch(req)
 
 
-def _stop(run_id: str) -> Any:
+def _stop(run_id: str) -> StopResult:
     from vlmtui.core.fleet.runs import stop_run
 
     return stop_run(run_id, grace_s=10.0)
@@ -60,7 +107,13 @@ def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str,
     return read_events_and_eval(host, run_dir)
 
 
-def _recipes() -> dict[str, Any]:
+def _hosts_problem() -> str | None:
+    from vlmtui.core.fleet.hosts import hosts_problem
+
+    return hosts_problem()
+
+
+def _recipes() -> dict[str, TrainingRecipe]:
     from vlmtui.core.recipes.recipe import all_recipes
 
     return all_recipes()
@@ -86,17 +139,19 @@ def _demo_ready() -> tuple[Path, Path] | None:
 class Sources:
     """Where the app gets its data. Every field is a blocking call, run only in workers."""
 
-    gpu_status: Callable[[], list[Any]] = _gpu_status
+    gpu_status: Callable[[], list[HostGpus]] = field(default_factory=watched_gpus)
     """All hosts' GPU snapshots (`core.gpus.HostGpus`), reservations applied."""
-    list_runs: Callable[[], list[Any]] = _list_runs
+    list_runs: Callable[[], list[RunView]] = _list_runs
     """The reconciled registry (`core.runs.RunView`), newest first."""
-    launch: Callable[[Any], Any] = _launch
+    launch: Callable[[LaunchRequest], LaunchResult] = _launch
     """`core.launch.launch(LaunchRequest) -> LaunchResult`."""
-    stop: Callable[[str], Any] = _stop
+    stop: Callable[[str], StopResult] = _stop
     open_log: Callable[[str], LogReader] = _open_log
     run_files: Callable[[str, str], tuple[list[dict[str, Any]], dict[str, Any] | None]] = _run_files
     """(host, run_dir) -> (events, eval.json or None)."""
-    recipes: Callable[[], dict[str, Any]] = _recipes
+    recipes: Callable[[], dict[str, TrainingRecipe]] = _recipes
+    hosts_problem: Callable[[], str | None] = _hosts_problem
+    """What is wrong with hosts.toml (shown once; the local host keeps working)."""
     demo_assets: Callable[[], tuple[Path, Path]] = _demo_assets
     demo_ready: Callable[[], tuple[Path, Path] | None] = _demo_ready
     now: Callable[[], float] = time.time

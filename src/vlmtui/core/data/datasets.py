@@ -327,6 +327,11 @@ def resized_size(width: int, height: int, processor_or_params: Any) -> tuple[int
     return w, h
 
 
+def _norm1000(v: float, size: int) -> int:
+    """A pixel coordinate as round(v / size * 1000), clamped to 0..1000 (Qwen2-VL, Qwen3-VL)."""
+    return min(1000, max(0, round(v / size * 1000)))
+
+
 def format_boxes(
     objects: Iterable[DetectionObject],
     family: Family,
@@ -337,26 +342,38 @@ def format_boxes(
 ) -> str:
     """The assistant's answer for `objects`, in the family's own box format.
 
-    Qwen2-VL: `<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`
-    per object, no separator, coordinates round(v / size * 1000) in 0..1000 of the original
-    image. Qwen2.5-VL: one-line JSON `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}]`,
-    integer pixels of the resized image. No objects: "" (Qwen2-VL) or "[]" (Qwen2.5-VL).
+    Qwen2-VL (`qwen2`): `<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)
+    <|box_end|>` per object, no separator, coordinates round(v / size * 1000) in 0..1000 of the
+    original image. Qwen2.5-VL (`qwen2.5`): one-line JSON `[{"bbox_2d": [x1, y1, x2, y2],
+    "label": "..."}]`, integer pixels of the resized image. Qwen3-VL / Qwen3.5 (`qwen3`): the
+    same JSON with Qwen2-VL's 0..1000 coordinates (the resize does not matter). No objects: ""
+    (Qwen2-VL) or "[]" (the JSON formats).
     """
     objects = list(objects)
     if family.box_format == "qwen2":
-
-        def norm(v: float, size: int) -> int:
-            return min(1000, max(0, round(v / size * 1000)))
-
         parts = []
         for obj in objects:
             x1, y1, x2, y2 = obj.bbox
             parts.append(
                 f"<|object_ref_start|>{obj.label}<|object_ref_end|><|box_start|>"
-                f"({norm(x1, width)},{norm(y1, height)}),({norm(x2, width)},{norm(y2, height)})"
-                "<|box_end|>"
+                f"({_norm1000(x1, width)},{_norm1000(y1, height)}),"
+                f"({_norm1000(x2, width)},{_norm1000(y2, height)})<|box_end|>"
             )
         return "".join(parts)
+    if family.box_format == "qwen3":
+        rows = [
+            {
+                "bbox_2d": [
+                    _norm1000(obj.bbox[0], width),
+                    _norm1000(obj.bbox[1], height),
+                    _norm1000(obj.bbox[2], width),
+                    _norm1000(obj.bbox[3], height),
+                ],
+                "label": obj.label,
+            }
+            for obj in objects
+        ]
+        return json.dumps(rows, ensure_ascii=False)
     if family.box_format == "qwen2.5":
         sx, sy = resized_w / width, resized_h / height
 

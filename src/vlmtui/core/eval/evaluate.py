@@ -24,10 +24,19 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.eval.boxparse import ParseResult, parse_boxes
 from vlmtui.core.eval.metrics import detection_metrics, parse_summary
 from vlmtui.core.families import Family
-from vlmtui.core.rundir import last_step_event, read_events, read_json, write_json_atomic
+from vlmtui.core.rundir import (
+    EVAL_JSON,
+    EVAL_PREDICTIONS,
+    RUN_JSON,
+    STATUS,
+    TRAINABLE_JSON,
+    WEIGHTS_JSON,
+    last_step_event,
+    read_events,
+    read_json,
+    write_json_atomic,
+)
 
-EVAL_JSON = "eval.json"
-PREDICTIONS_JSONL = "eval_predictions.jsonl"
 EVAL_VERSION = 1
 DEFAULT_MAX_NEW_TOKENS = 512
 MAX_FAILURES_LISTED = 50
@@ -231,8 +240,8 @@ def _run_identity(req: EvalRequest) -> dict[str, Any]:
             "base": True,
             "weights": None,
         }
-    info = read_json(req.run_dir / "run.json") or {}
-    weights = read_json(req.run_dir / "weights.json") or {}
+    info = read_json(req.run_dir / RUN_JSON) or {}
+    weights = read_json(req.run_dir / WEIGHTS_JSON) or {}
     return {
         "model": info.get("model") or weights.get("base_model"),
         "recipe": info.get("recipe") or weights.get("recipe"),
@@ -306,7 +315,7 @@ def run_eval(
     }
     req.output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(req.output / EVAL_JSON, report)
-    with open(req.output / PREDICTIONS_JSONL, "w", encoding="utf-8") as fh:
+    with open(req.output / EVAL_PREDICTIONS, "w", encoding="utf-8") as fh:
         for rec, a in zip(records, answers, strict=True):
             row = {"image": str(rec.image_path), "text": a.text, "finished": a.finished}
             fh.write(json.dumps({**row, **a.parse.to_dict()}) + "\n")
@@ -363,11 +372,11 @@ def _train_time(events: list[dict[str, Any]]) -> float | None:
 def _trainable_params(run_dir: Path, info: dict[str, Any]) -> int | None:
     if info.get("trainable_params") is not None:
         return int(info["trainable_params"])
-    status = read_json(run_dir / "status.json") or {}
+    status = read_json(run_dir / STATUS) or {}
     if status.get("trainable_params") is not None:
         return int(status["trainable_params"])
     stage_dirs = [Path(s["dir"]) for s in info.get("stages", []) if "dir" in s] or [run_dir]
-    trainable = read_json(stage_dirs[-1] / "trainable.json") or {}
+    trainable = read_json(stage_dirs[-1] / TRAINABLE_JSON) or {}
     value = trainable.get("trainable_params")
     return int(value) if value is not None else None
 
@@ -375,7 +384,7 @@ def _trainable_params(run_dir: Path, info: dict[str, Any]) -> int | None:
 def compare_row(run: str | Path) -> dict[str, Any]:
     """One comparison row from a run directory (or an eval-only baseline directory)."""
     run_dir = resolve_run(run)
-    info = read_json(run_dir / "run.json") or {}
+    info = read_json(run_dir / RUN_JSON) or {}
     ev = read_json(run_dir / EVAL_JSON) or {}
     events = read_events(run_dir)
     if not info and not ev:

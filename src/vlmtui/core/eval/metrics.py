@@ -14,17 +14,20 @@ which read more plainly than AP when every predicted box has the same score.
 Predicted labels that no gold box has are not a COCO category: COCOeval ignores them, so
 they cannot lower any AP. They are counted (`unknown_label_preds`) and lower `precision50`.
 Undefined numbers (no gold boxes, no predictions for a label) are None, never -1.
+`parse_summary` counts what parsing gave: failures, invalid boxes by reason, objects that are
+not boxes, and how many answers needed each lenient reading.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vlmtui.core.eval.boxparse import ParseResult, PredBox
+from vlmtui.core.eval.boxresult import Form, ParseResult, PredBox
 
 MATCH_IOU = 0.5
 
@@ -129,7 +132,7 @@ def coco_dicts(
     labels = sorted({label for boxes in golds for label, _ in boxes})
     cat_ids = {label: i + 1 for i, label in enumerate(labels)}
     images = [{"id": i + 1, "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
-    anns = []
+    anns: list[dict[str, Any]] = []
     for i, boxes in enumerate(golds):
         for label, (x1, y1, x2, y2) in boxes:
             w, h = x2 - x1, y2 - y1
@@ -264,11 +267,18 @@ def detection_metrics(
 
 
 def parse_summary(results: Sequence[ParseResult]) -> dict[str, Any]:
-    """Counts of what parsing the generated texts gave, overall."""
+    """Counts of what parsing the generated texts gave, overall.
+
+    `answer_forms` counts answers per lenient reading they needed (`boxresult.Form`, every form
+    listed, zeros included); `not_a_box` counts objects that are not boxes (points, other keys);
+    `invalid_by_reason` counts invalid candidates per reason, most frequent first.
+    """
     n = len(results)
     unparseable = sum(r.unparseable for r in results)
     candidates = sum(r.candidates for r in results)
     invalid = sum(r.invalid for r in results)
+    forms = Counter(f for r in results for f in r.forms)
+    reasons = Counter(reason for r in results for reason in r.invalid_reasons)
     return {
         "images": n,
         "unparseable_images": unparseable,
@@ -279,4 +289,7 @@ def parse_summary(results: Sequence[ParseResult]) -> dict[str, Any]:
         "invalid_box_rate": invalid / candidates if candidates else None,
         "duplicate_boxes": sum(r.duplicates for r in results),
         "valid_boxes": sum(len(r.boxes) for r in results),
+        "not_a_box": sum(r.not_boxes for r in results),
+        "answer_forms": {str(f): forms[f] for f in Form},
+        "invalid_by_reason": dict(reasons.most_common()),
     }

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import IO
 
 from vlmtui.core.fleet import nvml
 from vlmtui.core.fleet.snapshot import (
@@ -171,9 +173,85 @@ def parse_remote_output(name: str, text: str, rule: FreeRule) -> HostGpus:
     return host_result(name, judge_free(parse_smi(gpu_part, apps_part), rule), source="nvidia-smi")
 
 
-def main() -> None:
+def remote_watch_script(python_argv: Sequence[str], interval_s: float) -> str:
+    """A stream of snapshots over one connection: the remote vlmtui's JSON lines if it has
+    one, else nvidia-smi's CSV blocks ending in `@@end`, one every `interval_s`. It ends by
+    itself on the first write after the client hangs up (SIGPIPE / BrokenPipeError)."""
+    from vlmtui.core.fleet.shell import join
+
+    py = [*python_argv, "-I"]
+    q_gpu, q_apps = _smi_argv("nvidia-smi")
+    every = f"{max(0.1, interval_s):g}"
+    return (
+        f"if {join([*py, '-c', 'import vlmtui.core.gpus'])} >/dev/null 2>&1; then\n"
+        f"  exec {join([*py, '-m', 'vlmtui.core.gpus', '--watch', every])} 2>/dev/null\n"
+        "fi\n"
+        "while :; do\n"
+        f"  echo {_REMOTE_MARK}\n"
+        "  if command -v nvidia-smi >/dev/null 2>&1; then\n"
+        f'    {join(q_gpu)} 2>&1; echo "@@rc $?"; {join(q_apps)} 2>/dev/null\n'
+        "  else echo '@@no-nvidia-smi'; fi\n"
+        f"  echo '@@end' || exit 0; sleep {every}\n"
+        "done\n"
+    )
+
+
+def read_snapshots(
+    stream: IO[bytes], name: str, rule: FreeRule, patience_s: float, stop: threading.Event
+) -> Iterator[HostGpus]:
+    """HostGpus from a `remote_watch_script` stream: one per JSON line, or one per
+    nvidia-smi block ending in `@@end`. Ends at EOF, on `stop`, or after `patience_s`
+    without a complete snapshot."""
+    import os
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        buf, block = b"", b""
+        deadline = time.monotonic() + patience_s
+        while not stop.is_set():
+            if not sel.select(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() > deadline:
+                    return
+                continue
+            chunk = os.read(stream.fileno(), 1 << 16)
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if not block and line.startswith(b"{"):
+                    yield parse_remote_output(name, line.decode(errors="replace"), rule)
+                elif line.strip() == b"@@end":
+                    yield parse_remote_output(name, (block + line).decode(errors="replace"), rule)
+                    block = b""
+                else:
+                    block += line + b"\n"
+                    continue
+                deadline = time.monotonic() + patience_s
+
+
+def watch_local(interval_s: float) -> None:
+    """`python -m vlmtui.core.gpus --watch S`: one JSON line per snapshot, every S seconds,
+    until the reader goes away. NVML is initialised once, so a snapshot costs ~1 ms."""
+    try:
+        while True:
+            print(json.dumps({"hosts": [local_gpus().to_json()]}), flush=True)
+            time.sleep(interval_s)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """`python -m vlmtui.core.gpus`: this machine's status as `vlmtui gpus --local --json`
-    prints it; remote queries use it because it skips building the whole CLI (~3x faster)."""
+    prints it; remote queries use it because it skips building the whole CLI (~3x faster).
+    With `--watch S`, a stream of them (see `watch_local`)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--watch"]:
+        watch_local(float(args[1]) if len(args) > 1 else 1.0)
+        return
     print(json.dumps({"hosts": [local_gpus().to_json()]}))
 
 

@@ -18,9 +18,10 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from vlmtui.core.fleet.hostsconfig import (
     load_hosts,
     remove_host,
     save_host,
+    usable_hosts,
 )
 from vlmtui.core.fleet.onhost import hostprobe
 from vlmtui.core.fleet.shell import (
@@ -42,6 +44,7 @@ from vlmtui.core.fleet.shell import (
     env_prefix,
     join,
     quote_path,
+    run_process,
     ssh_argv,
     ssh_base,
     ssh_control_argv,
@@ -58,6 +61,7 @@ __all__ = [
     "all_hosts",
     "get_host",
     "hosts_file",
+    "hosts_problem",
     "load_hosts",
     "make_host",
     "remove_host",
@@ -99,31 +103,6 @@ class CommandResult:
         return self.transport_error is None and self.returncode == 0
 
 
-def run_process(
-    argv: Sequence[str], timeout: float, input: bytes | None = None
-) -> tuple[int, bytes, bytes, bool]:
-    """(returncode, stdout, stderr, timed_out). On timeout the whole process group is killed,
-    so a stuck child can neither outlive the call nor keep its pipes open."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-        return proc.returncode, out, err, False
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):  # ended between timeout and kill
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=2)
-        except subprocess.TimeoutExpired:
-            out, err = b"", b""
-        return -9, out or b"", err or b"", True
-
-
 class Host(ABC):
     """A machine vlmtui can run commands on. Use `get_host(name)`; never construct by kind."""
 
@@ -162,6 +141,11 @@ class Host(ABC):
     @abstractmethod
     def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
         """(workdir, model, data, run_dir) as the host should see them."""
+
+    @abstractmethod
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        """Snapshots every `interval_s` from one long-lived query (no process per refresh),
+        until `stop` is set or the link drops (the iterator then ends; see `fleet/watch.py`)."""
 
     @property
     def needs_recipe_files(self) -> bool:
@@ -258,6 +242,11 @@ class LocalHost(Host):
     def needs_recipe_files(self) -> bool:
         return False
 
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        while not stop.is_set():
+            yield self.query_gpus()
+            stop.wait(interval_s)
+
 
 class SshHost(Host):
     """A machine reached with the system ssh client over one shared connection."""
@@ -283,7 +272,9 @@ class SshHost(Host):
         if returncode != 255:
             return None
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-        return f"ssh: {lines[-1]}" if lines else "ssh exited with 255 (connection failed)"
+        if not lines:
+            return "ssh exited with 255 (connection failed)"
+        return "ssh: " + lines[-1].removeprefix("ssh: ")  # ssh prefixes some lines itself
 
     def _control(self, op: str) -> tuple[int, str]:
         argv = ssh_control_argv(self._base(), self.config.target or "", op)
@@ -333,6 +324,29 @@ class SshHost(Host):
             result = gpus.parse_remote_output(self.name, res.stdout, self.config.free_rule)
         return replace(result, elapsed_s=time.perf_counter() - start)
 
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
+        script = env_prefix(self.config.env) + gpus.remote_watch_script(
+            self.python_argv(), interval_s
+        )
+        proc = subprocess.Popen(
+            self._argv(script),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        # A snapshot overdue by this much means a stalled link, even if ssh has not noticed.
+        patience = max(3 * interval_s, self.config.connect_timeout + 1)
+        try:
+            yield from gpus.read_snapshots(
+                proc.stdout, self.name, self.config.free_rule, patience, stop
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
         c = self.config
         workdir = c.workdir or "~"
@@ -351,13 +365,22 @@ def make_host(config: HostConfig) -> Host:
 
 
 def get_host(name: str) -> Host:
-    """The host called `name`; BadInput when the name is invalid or not in hosts.toml."""
+    """The host called `name`; BadInput when the name is invalid or not in hosts.toml (or
+    hosts.toml is broken and the host is not `local`, which always works)."""
     check_name("host", name)
-    hosts = load_hosts()
+    hosts, problem = usable_hosts()
     if name not in hosts:
+        if problem:
+            raise BadInput(problem)
         raise BadInput(f"unknown host {name!r} (known: {', '.join(hosts)}; see {hosts_file()})")
     return make_host(hosts[name])
 
 
 def all_hosts() -> list[Host]:
-    return [make_host(c) for c in load_hosts().values()]
+    """Every usable host: only `local` while hosts.toml is broken (see `hosts_problem`)."""
+    return [make_host(c) for c in usable_hosts()[0].values()]
+
+
+def hosts_problem() -> str | None:
+    """What is wrong with hosts.toml, for front ends to show once; None when it is fine."""
+    return usable_hosts()[1]

@@ -31,9 +31,6 @@ gres, constraint, cpus_per_gpu, mem_per_gpu, sbatch_extra (a list of `--option=v
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -45,6 +42,7 @@ from vlmtui.core.fleet.shell import ENV_NAME_RE, check_name, check_path, check_t
 from vlmtui.core.fleet.slurm import SlurmSettings
 from vlmtui.core.fleet.snapshot import FreeRule
 from vlmtui.core.paths import config_dir
+from vlmtui.core.tomlio import check_keys, toml_key, toml_value, write_text_atomic
 
 LOCAL = "local"
 _HOST_KEYS = {
@@ -104,10 +102,8 @@ def hosts_file() -> Path:
 def _free_rule(where: str, data: Any, base: FreeRule) -> FreeRule:
     if not isinstance(data, dict):
         raise BadInput(f"{where}: expected a table")
-    known = {f.name for f in fields(FreeRule)}
+    check_keys(where, data, (f.name for f in fields(FreeRule)))
     for key, value in data.items():
-        if key not in known:
-            raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
         if key == "allow_processes":
             ok = isinstance(value, bool)
         else:
@@ -135,11 +131,7 @@ def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
     if (name == LOCAL and "kind" in data) or kind not in KINDS:
         raise BadInput(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     allowed = _LOCAL_KEYS if name == LOCAL else _HOST_KEYS | {"kind"}
-    if kind == "slurm":
-        allowed = allowed | _SLURM_KEYS
-    for key in data:
-        if key not in allowed:
-            raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+    check_keys(where, data, allowed | _SLURM_KEYS if kind == "slurm" else allowed)
     if name != LOCAL and kind != "slurm" and "target" not in data:
         raise BadInput(f"{where}: missing 'target' (an ssh alias, host or user@host)")
     kw: dict[str, Any] = {"name": name}
@@ -216,37 +208,26 @@ def load_hosts(path: Path | None = None) -> dict[str, HostConfig]:
     return out
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + items + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+def usable_hosts(path: Path | None = None) -> tuple[dict[str, HostConfig], str | None]:
+    """The hosts to work with, and what is wrong with hosts.toml (None when nothing).
 
-
-def _toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else json.dumps(key)
+    A broken hosts.toml must not take this machine down with it: the local host (with its
+    defaults) and the registry keep working, and the caller shows the problem once."""
+    try:
+        return load_hosts(path), None
+    except BadInput as exc:
+        return {LOCAL: _host_from(path or hosts_file(), LOCAL, {}, FreeRule())}, str(exc)
 
 
 def _write_hosts(data: dict[str, Any], path: Path) -> None:
     lines = []
     if data.get("free"):
-        lines += ["[free]", *(f"{k} = {_toml_value(v)}" for k, v in data["free"].items()), ""]
+        lines += ["[free]", *(f"{k} = {toml_value(v)}" for k, v in data["free"].items()), ""]
     for name, table in data.get("hosts", {}).items():
-        lines.append(f"[hosts.{_toml_key(name)}]")
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append(f"[hosts.{toml_key(name)}]")
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()]
         lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines))
 
 
 def save_host(name: str, **settings: Any) -> HostConfig:

@@ -124,9 +124,9 @@ def _chooser(
     def choose(active: list[RunRecord]) -> tuple[str, ...]:
         taken = {g: r.id for r in active for g in r.gpu_indices}
         if spec == "auto":
-            for g in status.gpus:
-                if g.free and g.index not in taken:
-                    return (str(g.index),)
+            pick = status.first_free(taken)
+            if pick is not None:
+                return (str(pick.index),)
             raise BadInput(
                 f"no free GPU on {host}: "
                 + "; ".join(

@@ -186,6 +186,8 @@ class StopResult:
     """True when the grace period ran out and the group got SIGKILL."""
     state: str
     """The run's state afterwards (`stopped`, or the final state it already had)."""
+    error: str | None = None
+    """Why it ended, when it had already ended (e.g. "killed by SIGKILL")."""
 
 
 def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = None) -> StopResult:
@@ -209,4 +211,11 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
         changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
     if state in FINAL_STATES:
         registry.update(rec.id, **changes)
-    return StopResult(rec.id, bool(result.get("was_running")), bool(result.get("killed")), state)
+    was_running, killed = bool(result.get("was_running")), bool(result.get("killed"))
+    error = status.get("error")
+    if not was_running and state not in FINAL_STATES:
+        # Nothing ran, yet status.json names a live state: the run died without saying so.
+        # Reconciling gives it the state and reason `runs` shows, not a stale "training".
+        view = reconcile([registry.get(rec.id)], registry)[0]
+        state, error = view.state, view.error
+    return StopResult(rec.id, was_running, killed, state, error)

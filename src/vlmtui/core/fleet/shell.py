@@ -12,9 +12,12 @@ socket lives in a short private directory (Unix socket paths are limited to ~100
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +31,12 @@ TARGET_RE = re.compile(r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CONTROL_PERSIST_S = 600
 """How long an idle shared SSH connection stays open (seconds)."""
+SERVER_ALIVE_S = 2
+SERVER_ALIVE_COUNT = 2
+"""A host that stops answering mid-connection (a dead link, a hung sshd) is given up after
+about SERVER_ALIVE_S × SERVER_ALIVE_COUNT seconds. Without this, every command multiplexed
+over the shared master waits for TCP to notice, which took 45 s with 15 × 3. The probes are
+a few bytes each, and a host that answers them is never dropped, however long its command."""
 
 
 def check_name(kind: str, value: str) -> str:
@@ -114,9 +123,9 @@ def ssh_base(
         "-o",
         f"ControlPersist={CONTROL_PERSIST_S}",
         "-o",
-        "ServerAliveInterval=15",
+        f"ServerAliveInterval={SERVER_ALIVE_S}",
         "-o",
-        "ServerAliveCountMax=3",
+        f"ServerAliveCountMax={SERVER_ALIVE_COUNT}",
         "-o",
         "LogLevel=ERROR",
         "-T",
@@ -140,3 +149,28 @@ def ssh_argv(base: Sequence[str], target: str, script: str) -> list[str]:
 def ssh_control_argv(base: Sequence[str], target: str, op: str) -> list[str]:
     """`ssh -O check|exit` on the shared connection."""
     return [*base, "-O", op, "--", check_target(target)]
+
+
+def run_process(
+    argv: Sequence[str], timeout: float, input: bytes | None = None
+) -> tuple[int, bytes, bytes, bool]:
+    """(returncode, stdout, stderr, timed_out). On timeout the whole process group is killed,
+    so a stuck child can neither outlive the call nor keep its pipes open."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+        return proc.returncode, out, err, False
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # ended between timeout and kill
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+        return -9, out or b"", err or b"", True

@@ -11,7 +11,9 @@ status.json's state, or a final one mapped from the job's end, see `slurmstate.p
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from vlmtui.core.fleet.hosts import Host, HostUnreachable, LocalHost, SshHost
 from vlmtui.core.fleet.onhost import slurmprobe
 from vlmtui.core.fleet.slurm import SlurmSettings
 from vlmtui.core.fleet.snapshot import Gpu, HostGpus
+
+WATCH_MIN_S = 10.0
 
 
 class SlurmHost(Host):
@@ -119,6 +123,13 @@ class SlurmHost(Host):
             facts["decided"] = {"state": state, "error": why}
             out[p["id"]] = facts
         return {"runs": out, "time": time.time()}
+
+    def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[HostGpus]:
+        # One sinfo + squeue per refresh, no faster than every WATCH_MIN_S: on a shared
+        # cluster every query lands on slurmctld, which serves everyone.
+        while not stop.is_set():
+            yield self.query_gpus()
+            stop.wait(max(interval_s, WATCH_MIN_S))
 
     def query_gpus(self, timeout: float | None = None) -> HostGpus:
         start = time.perf_counter()

@@ -211,7 +211,8 @@ def _from_status(
     state, error = status["state"], status.get("error")
     if state == "stopped":
         return _stopped(info, facts.get("stop_reason"), bool(facts.get("stop_requested")), error)
-    stage = status.get("stage") if isinstance(status.get("stage"), int) else stage
+    written = status.get("stage")
+    stage = written if isinstance(written, int) else stage
     if state == "failed" and stage < stages:
         return "failed", f"stage {stage} failed: {error}"
     return state, error

@@ -7,7 +7,7 @@ people see (free, busy, reserved), for the CLI and the app alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -113,6 +113,11 @@ class HostGpus:
     """How long the query took."""
     devices: tuple[str, ...] = field(default=(CPU,))
     """What a run can be dispatched to: GPU indices as strings, then `cpu`."""
+
+    def first_free(self, taken: Collection[int] = ()) -> Gpu | None:
+        """What `--gpu auto` picks: the first free GPU not in `taken` (indices of GPUs other
+        runs hold), or None when there is none (the run then goes to the CPU)."""
+        return next((g for g in self.gpus if g.free and g.index not in taken), None)
 
     def to_json(self) -> dict[str, Any]:
         return {

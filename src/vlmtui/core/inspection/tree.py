@@ -98,10 +98,11 @@ class ModuleNode:
 
     def find(self, name: str) -> ModuleNode | None:
         """The descendant with this full path (uncollapsed trees), or None."""
-        node = self
-        if name == node.name:
-            return node
+        node: ModuleNode | None = self
+        if name == self.name:
+            return self
         for part in name.split("."):
+            assert node is not None
             node = next((c for c in node.children if c.short == part), None)
             if node is None:
                 return None
@@ -353,12 +354,22 @@ def collapse(root: ModuleNode, expand: Callable[[ModuleNode], bool] | None = Non
     return go(root)
 
 
-def compile_filter(pattern: str) -> re.Pattern[str]:
-    """A --filter regex, or BadInput naming what is wrong with it."""
+def regex_problem(pattern: str) -> str | None:
+    """What is wrong with a module-path regex, or None when it compiles."""
     try:
-        return re.compile(pattern)
+        re.compile(pattern)
     except re.error as exc:
-        raise BadInput(f"--filter: {pattern!r} is not a valid regex ({exc})") from None
+        return str(exc)
+    return None
+
+
+def compile_filter(pattern: str, flag: str = "--filter") -> re.Pattern[str]:
+    """A module-path regex (`--filter`, `--expand`, the app's filter box), or BadInput naming
+    the flag and what is wrong with the pattern."""
+    problem = regex_problem(pattern)
+    if problem is not None:
+        raise BadInput(f"{flag}: {pattern!r} is not a valid regex ({problem})")
+    return re.compile(pattern)
 
 
 def filter_nodes(root: ModuleNode, pattern: str | re.Pattern[str]) -> list[ModuleNode]:

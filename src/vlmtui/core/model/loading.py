@@ -15,7 +15,7 @@ from typing import Any
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family, family_for_config
 from vlmtui.core.recipes.recipe import TrainingRecipe
-from vlmtui.core.rundir import read_json
+from vlmtui.core.rundir import WEIGHTS_JSON, read_json
 
 # Module-name prefixes bitsandbytes must leave in full precision (transformers >= 4.52 names).
 QUANT_SKIP_MODULES = ["model.visual", "lm_head"]
@@ -147,7 +147,7 @@ def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     """
     import transformers
 
-    record = read_json(Path(run_dir) / "weights.json")
+    record = read_json(Path(run_dir) / WEIGHTS_JSON)
     if not record:
         raise BadInput(f"{run_dir}: no finished weights (weights.json missing)")
     device = detect_device()

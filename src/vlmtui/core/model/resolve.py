@@ -152,7 +152,7 @@ def config_object(ref: ModelRef) -> Any:
     from transformers import CONFIG_MAPPING
 
     data = dict(ref.config)
-    model_type = data.get("model_type")
+    model_type = str(data.get("model_type"))
     try:
         config_cls = CONFIG_MAPPING[model_type]
     except KeyError:
@@ -169,7 +169,9 @@ def skip_init() -> Any:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers < 5
         try:
-            from transformers.modeling_utils import no_init_weights
+            from transformers.modeling_utils import (  # type: ignore[attr-defined,no-redef]
+                no_init_weights,
+            )
         except ImportError:
             return contextlib.nullcontext()
     return no_init_weights()

@@ -168,8 +168,8 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
                         f"{area} LoRA target {target!r} matches outside {area}: {outside[0]}"
                     )
         for pattern in plan.patterns:
-            rx = re.compile(pattern)
-            hits = [strip_peft(n) for n, _ in unique_parameters(model) if rx.match(strip_peft(n))]
+            prx = re.compile(pattern)
+            hits = [strip_peft(n) for n, _ in unique_parameters(model) if prx.match(strip_peft(n))]
             if not hits:
                 problems.append(f"{area} pattern {pattern!r} matches no parameter")
             outside = [n for n in hits if family.area_of(n) != area]

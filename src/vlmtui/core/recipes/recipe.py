@@ -16,6 +16,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import DEFAULT_LLM_TARGETS, DEFAULT_VISION_TARGETS, TRAINABLE_AREAS
+from vlmtui.core.tomlio import check_keys
 
 MODES = ("frozen", "full", "lora")
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -153,9 +154,7 @@ def _area_from(where: str, base: AreaPlan, data: Any) -> AreaPlan:
         data = {"mode": data}
     if not isinstance(data, dict):
         raise BadInput(f"{where}: expected a table or a mode string, got {data!r}")
-    unknown = set(data) - _AREA_KEYS
-    if unknown:
-        raise BadInput(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    check_keys(where, data, _AREA_KEYS)
     plan = base
     if "mode" in data:
         plan = replace(plan, mode=data["mode"])
@@ -186,9 +185,7 @@ def recipe_from_dict(
         raise BadInput(f"{where}: name must be letters, digits, '.', '_' or '-' (max 64)")
     if not isinstance(data, Mapping):
         raise BadInput(f"{where}: expected a table")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise BadInput(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    check_keys(where, data, _TOP_KEYS)
     base = TrainingRecipe(name=name)
     if "extends" in data:
         parent = data["extends"]
@@ -206,9 +203,7 @@ def recipe_from_dict(
         elif key == "lora":
             if not isinstance(value, dict):
                 raise BadInput(f"{fld}: expected a table")
-            bad = set(value) - _LORA_KEYS
-            if bad:
-                raise BadInput(f"{fld}: unknown key {sorted(bad)[0]!r}")
+            check_keys(fld, value, _LORA_KEYS)
             lora = recipe.lora
             if "r" in value:
                 lora = replace(lora, r=_number(f"{fld}.r", value["r"], int, 1))

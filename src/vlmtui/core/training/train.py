@@ -28,11 +28,14 @@ from vlmtui.core.model.loading import (
 )
 from vlmtui.core.recipes.policy import TrainableSummary, prepare_trainables, strip_peft
 from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
-from vlmtui.core.rundir import read_json, write_json_atomic
+from vlmtui.core.rundir import (
+    RUN_JSON,
+    TRAINABLE_JSON,
+    WEIGHTS_JSON,
+    read_json,
+    write_json_atomic,
+)
 from vlmtui.core.training.progress import RunFiles
-
-WEIGHTS_JSON = "weights.json"
-TRAINABLE_JSON = "trainable.json"
 
 
 class StopRequested(BaseException):
@@ -116,6 +119,7 @@ def build_optimizer(
     import torch
     from transformers import Trainer
 
+    kwargs: dict[str, Any]
     if config is None:
         cls, kwargs = torch.optim.AdamW, {}
     else:
@@ -319,7 +323,7 @@ def run_training(req: TrainRequest) -> int:
         else [req.output / f"stage{i}" for i in range(1, len(stages) + 1)]
     )
     if files:
-        info = read_json(req.output / "run.json") or {}
+        info = read_json(req.output / RUN_JSON) or {}
         info.update(
             recipe=req.recipe.name,
             recipe_config=req.recipe.to_dict(),

@@ -36,7 +36,7 @@ def device_options(host: Any) -> list[tuple[str, str]]:
     options = [("next free GPU (else CPU)", AUTO)]
     if host is not None and host.reachable:
         for g in host.gpus:
-            state = "reserved" if g.reserved_by else "free" if g.free else "busy"
+            state = g.state
             mem = f"{g.mem_total_mib / 1024:.0f} GiB" if g.mem_total_mib else "?"
             options.append(
                 (f"GPU {g.index} {g.name.removeprefix('NVIDIA ')} {mem} ({state})", str(g.index))

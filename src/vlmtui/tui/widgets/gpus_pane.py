@@ -16,23 +16,12 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from vlmtui.tui.sources import GPU_STATE_STYLES
 from vlmtui.tui.widgets.bars import bar, sparkline
 
 HISTORY = 30
-STATE_STYLE = {
-    "free": "bold green",
-    "busy": "yellow",
-    "reserved": "bold magenta",
-    "unreachable": "bold red",
-    "cpu": "cyan",
-}
+STATE_STYLE = GPU_STATE_STYLES
 COLUMNS = ("host", "gpu", "name", "state", "util", "history", "memory", "processes")
-
-
-def gpu_state(gpu: Any) -> str:
-    if gpu.reserved_by:
-        return "reserved"
-    return "free" if gpu.free else "busy"
 
 
 def _procs(gpu: Any) -> str:
@@ -75,7 +64,7 @@ class GpusPane(Vertical):
                 free += bool(g.free)
                 hist = self.history.setdefault((h.name, g.index), deque(maxlen=HISTORY))
                 hist.append(g.util_pct)
-                state = gpu_state(g)
+                state = g.state
                 mem = None
                 if g.mem_used_mib is not None and g.mem_total_mib:
                     mem = g.mem_used_mib / g.mem_total_mib

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
@@ -19,7 +19,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from vlmtui.core.settings import DEFAULTS
+from vlmtui.tui.sources import DEFAULTS
 
 DEFAULT_MAX_LINES = DEFAULTS.log_lines
 """Lines kept without settings.toml's `log_lines`."""
@@ -41,7 +41,7 @@ class LogView(ScrollView, can_focus=True):
     """Stick to the newest line; scrolling up turns it off, `f` or End turns it on."""
     search: reactive[str] = reactive("")
 
-    def __init__(self, max_lines: int = DEFAULT_MAX_LINES, **kwargs) -> None:
+    def __init__(self, max_lines: int = DEFAULT_MAX_LINES, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_lines = max_lines
         self.lines: deque[str] = deque(maxlen=max_lines)

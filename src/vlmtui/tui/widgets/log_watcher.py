@@ -27,8 +27,8 @@ class LogWatcher:
         self,
         run_id: str,
         open_log: Callable[[str], LogReader],
-        notify: Callable[[], None],
-        on_error: Callable[[str], None],
+        notify: Callable[[], object],
+        on_error: Callable[[str], object],
         max_lines: int = 5000,
         interval_s: float = 0.1,
     ) -> None:

@@ -13,10 +13,9 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Label, Static
 
-from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.recipes.recipe import recipe_summary
+from vlmtui.tui.sources import MODE_STYLES, TRAINABLE_AREAS, recipe_summary
 
-MODE_STYLE = {"frozen": "dim", "full": "bold red", "lora": "bold green"}
+MODE_STYLE = MODE_STYLES
 
 
 def mode_text(mode: str) -> Text:

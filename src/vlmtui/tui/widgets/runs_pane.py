@@ -17,21 +17,14 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Sparkline, Static
 
 from vlmtui.tui.messages import LogFailed, LogLinesReady, RunDetail
-from vlmtui.tui.sources import Sources
+from vlmtui.tui.sources import ACTIVE_STATES, RUN_STATE_STYLES, Sources
 from vlmtui.tui.widgets.bars import duration, sparkline
 from vlmtui.tui.widgets.log_view import DEFAULT_MAX_LINES, LogView
 from vlmtui.tui.widgets.log_watcher import LogWatcher
 
-STATE_STYLE = {
-    "finished": "bold green",
-    "failed": "bold red",
-    "stopped": "yellow",
-    "unknown": "magenta",
-    "training": "bold cyan",
-    "queued": "cyan",
-}
+STATE_STYLE = RUN_STATE_STYLES
 COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "elapsed", "eta")
-ACTIVE = ("launching", "queued", "pending", "loading", "training", "saving")
+ACTIVE = ACTIVE_STATES
 METRICS = ("map", "map50", "recall", "mean_iou")
 
 

@@ -8,7 +8,6 @@ error, and marks the input invalid), and a second recipe can be compared.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -19,19 +18,16 @@ from textual.message import Message
 from textual.validation import Function
 from textual.widgets import Input, Select, Static, Tree
 
+from vlmtui.tui.sources import MODE_STYLES, compile_filter, filter_nodes, regex_problem
 from vlmtui.tui.widgets.bars import human
 
-STATE_STYLE = {"frozen": "dim", "full": "bold red", "lora": "bold green", "mixed": "bold yellow"}
+STATE_STYLE = MODE_STYLES
 EXPAND_DEPTH = 3
 MAX_MATCHES = 500
 
 
 def is_regex(pattern: str) -> bool:
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
+    return regex_problem(pattern) is None
 
 
 def node_label(node: Any, name: str | None = None) -> Text:
@@ -99,10 +95,10 @@ class TreePane(Vertical):
         recipe = self.query_one("#tree-recipe", Select).value
         compare = self.query_one("#tree-compare", Select).value
         if isinstance(recipe, str):
-            self.set_loading(f"marking the tree for {recipe}…")
+            self.show_loading(f"marking the tree for {recipe}…")
             self.post_message(self.Wanted(recipe, compare if isinstance(compare, str) else None))
 
-    def set_loading(self, text: str) -> None:
+    def show_loading(self, text: str) -> None:
         self.query_one("#tree-summary", Static).update(Text(text, style="italic"))
 
     def show(self, view: Any) -> None:
@@ -150,18 +146,20 @@ class TreePane(Vertical):
         tree.root.data = view.root
         rx = None
         if pattern:
-            try:
-                rx = re.compile(pattern)
-            except re.error as exc:
-                tree.root.add_leaf(Text(f"bad regex: {exc}", style="red"))
+            problem = regex_problem(pattern)
+            if problem is None:
+                rx = compile_filter(pattern)
+            else:
+                tree.root.add_leaf(Text(f"bad regex: {problem}", style="red"))
                 tree.root.expand()
-                if str(exc) != self._regex_error:  # once per error, not once per keystroke
-                    self._regex_error = str(exc)
-                    self.notify(f"{pattern!r}: {exc}", title="bad filter regex", severity="warning")
+                if problem != self._regex_error:  # once per error, not once per keystroke
+                    self._regex_error = problem
+                    msg = f"{pattern!r}: {problem}"
+                    self.notify(msg, title="bad filter regex", severity="warning")
                 return
         self._regex_error = ""
         if rx is not None:
-            matches = [n for n in view.full.walk() if n.name and rx.search(n.name)]
+            matches = filter_nodes(view.full, rx)
             for n in matches[:MAX_MATCHES]:
                 tree.root.add_leaf(node_label(n, n.name), data=n)
             if len(matches) > MAX_MATCHES:

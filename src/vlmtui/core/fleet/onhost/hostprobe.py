@@ -17,9 +17,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# A standalone copy of the run-directory contract (`vlmtui.core.rundir`): this file is sent to
+# hosts as one source and runs there on the standard library alone. tests/test_rundir.py
+# pins the copy equal to the original.
+STATUS = "status.json"
+EXIT_JSON = "exit.json"
+SUPERVISOR_JSON = "supervisor.json"
+EVENTS = "events.jsonl"
+OUTPUT_LOG = "output.log"
 FINAL = ("finished", "failed", "stopped")
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory")
 TAIL_BYTES = 8192
@@ -105,7 +114,7 @@ def group_alive(pgid: int) -> bool:
 
 def last_step(run_dir: Path) -> dict[str, Any] | None:
     """The newest events.jsonl entry with a step and a loss (read from the file's end)."""
-    text = tail_bytes(run_dir / "events.jsonl", 65536).decode("utf-8", errors="replace")
+    text = tail_bytes(run_dir / EVENTS, 65536).decode("utf-8", errors="replace")
     for line in reversed(text.splitlines()):
         try:
             item = json.loads(line)
@@ -135,7 +144,7 @@ def failure_reason(exit_info: dict[str, Any] | None, log_tail: str) -> str:
 
 
 def _identity(run_dir: Path, pid: int | None) -> tuple[int | None, str | None]:
-    sup = read_json(run_dir / "supervisor.json") or {}
+    sup = read_json(run_dir / SUPERVISOR_JSON) or {}
     return (sup.get("pid") or pid), sup.get("starttime")
 
 
@@ -143,21 +152,21 @@ def probe_run(run_dir: str, pid: int | None = None) -> dict[str, Any]:
     """State facts of one run: status.json, exit.json, liveness, last step, log tail."""
     d = Path(os.path.expanduser(run_dir))
     pid, start = _identity(d, pid)
-    alive = bool(pid) and (pid_alive(pid, start) or group_alive(pid))
-    status = read_json(d / "status.json")
+    alive = pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
+    status = read_json(d / STATUS)
     out: dict[str, Any] = {
         "found": d.is_dir(),
         "run_dir": str(d.resolve()) if d.is_dir() else str(d),
         "pid": pid,
         "alive": alive,
         "status": status if isinstance(status, dict) else None,
-        "exit": read_json(d / "exit.json"),
+        "exit": read_json(d / EXIT_JSON),
         "last": last_step(d),
         "log_tail": None,
     }
     state = (out["status"] or {}).get("state")
     if not alive and state not in FINAL:
-        out["log_tail"] = tail_bytes(d / "output.log").decode("utf-8", errors="replace")
+        out["log_tail"] = tail_bytes(d / OUTPUT_LOG).decode("utf-8", errors="replace")
     return out
 
 
@@ -191,11 +200,11 @@ def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[st
     pid, start = _identity(d, pid)
 
     def alive() -> bool:
-        return bool(pid) and (pid_alive(pid, start) or group_alive(pid))
+        return pid is not None and pid > 0 and (pid_alive(pid, start) or group_alive(pid))
 
     running = alive()
     killed = False
-    if running:
+    if running and pid is not None:
         _signal_run(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while alive() and time.monotonic() < deadline:
@@ -206,17 +215,17 @@ def stop(run_dir: str, pid: int | None = None, grace_s: float = 30.0) -> dict[st
             deadline = time.monotonic() + 10
             while alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
-    status = read_json(d / "status.json")
+    status = read_json(d / STATUS)
     status = status if isinstance(status, dict) else {}
     if running and status.get("state") not in FINAL:
         how = f"killed with SIGKILL after {grace_s:g} s" if killed else "stopped by SIGTERM"
         status.update(state="stopped", error=how, updated=time.time())
         if d.is_dir():
-            write_json_atomic(d / "status.json", status)
+            write_json_atomic(d / STATUS, status)
     return {"was_running": running, "killed": killed, "status": status, "last": last_step(d)}
 
 
-OPS = {"probe": probe, "stop": stop}
+OPS: dict[str, Callable[..., dict[str, Any]]] = {"probe": probe, "stop": stop}
 
 if __name__ == "__main__":
     print(json.dumps(OPS[sys.argv[1]](**json.loads(sys.argv[2]))))

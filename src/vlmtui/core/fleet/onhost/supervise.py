@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 
 from vlmtui.core.fleet.onhost.hostprobe import (
+    EXIT_JSON,
     FINAL,
+    OUTPUT_LOG,
+    STATUS,
+    SUPERVISOR_JSON,
     failure_reason,
     proc_starttime,
     read_json,
@@ -48,7 +52,7 @@ def main(argv: list[str]) -> int:
     if os.getpgrp() != os.getpid():
         os.setsid()
     write_json_atomic(
-        run_dir / "supervisor.json",
+        run_dir / SUPERVISOR_JSON,
         {
             "pid": os.getpid(),
             "pgid": os.getpgrp(),
@@ -75,8 +79,8 @@ def main(argv: list[str]) -> int:
         "stop_requested": bool(stop_signal),
         "ended": time.time(),
     }
-    write_json_atomic(run_dir / "exit.json", exit_info)
-    status = read_json(run_dir / "status.json")
+    write_json_atomic(run_dir / EXIT_JSON, exit_info)
+    status = read_json(run_dir / STATUS)
     status = status if isinstance(status, dict) else {}
     # A stage of a multi-stage run on a cluster ends `pending` with `stage_done` (the next
     # stage is a job of its own): not a failure.
@@ -85,10 +89,10 @@ def main(argv: list[str]) -> int:
             name = signal.Signals(stop_signal[0]).name
             status.update(state="stopped", error=f"stopped by {name}")
         else:
-            tail = tail_bytes(run_dir / "output.log").decode("utf-8", errors="replace")
+            tail = tail_bytes(run_dir / OUTPUT_LOG).decode("utf-8", errors="replace")
             status.update(state="failed", error=failure_reason(exit_info, tail))
         status.update(exit_code=returncode, updated=time.time())
-        write_json_atomic(run_dir / "status.json", status)
+        write_json_atomic(run_dir / STATUS, status)
     how = f"signal {sig}" if sig else f"code {returncode}"
     print(f"[vlmtui] command ended with {how}; state {status.get('state')}", flush=True)
     return 128 + (-returncode) if returncode < 0 else returncode

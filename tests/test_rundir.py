@@ -1,0 +1,34 @@
+"""The run-directory contract has one home (`core/rundir.py`); the copy in
+`fleet/onhost/hostprobe.py` (shipped to hosts as one stdlib-only file) must stay equal."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from typing import Any
+
+from vlmtui.core import rundir
+from vlmtui.core.fleet.onhost import hostprobe
+
+
+def test_hostprobe_copy_of_the_contract_equals_rundir() -> None:
+    for name in ("STATUS", "EXIT_JSON", "SUPERVISOR_JSON", "EVENTS", "OUTPUT_LOG"):
+        assert getattr(hostprobe, name) == getattr(rundir, name), name
+    assert set(hostprobe.FINAL) == set(rundir.FINAL_STATES)
+    for fn in ("read_json", "write_json_atomic"):
+        assert _code(getattr(rundir, fn)) == _code(getattr(hostprobe, fn)), fn
+
+
+def _code(fn: Any) -> str:
+    """The function's code without its docstring, as an AST dump."""
+    node = ast.parse(inspect.getsource(fn)).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    if ast.get_docstring(node) is not None:
+        node.body = node.body[1:]
+    return ast.dump(node.body and ast.Module(body=node.body, type_ignores=[]))
+
+
+def test_states_partition() -> None:
+    assert not set(rundir.FINAL_STATES) & set(rundir.ACTIVE_STATES)
+    assert set(rundir.TRAINER_STATES) <= set(rundir.FINAL_STATES) | set(rundir.ACTIVE_STATES)
+    assert rundir.is_final("stopped") and not rundir.is_final("unknown")
