@@ -325,3 +325,21 @@ def test_registry_gains_the_job_column_in_place(tmp_path) -> None:
     assert reg.get("old").job is None
     reg.update("old", job="5,6")
     assert reg.get("old").jobs == ["5", "6"]
+
+
+def test_the_app_offers_submit_for_a_cluster_and_reads_its_queue() -> None:
+    """The dispatch dialog's device list for a Slurm snapshot (what SlurmHost.query_gpus
+    returns): one choice, submit, with the free GPUs and the queue instead of a GPU pick."""
+    from vlmtui.core.fleet.slurmhost import cluster_gpus
+    from vlmtui.tui.screens.dispatch import AUTO, device_options
+
+    raw = {
+        "sinfo": "n1|mixed|gpu:4|gpu:3|gpu*|3/5/0/8\n",
+        "pending": "gpu|vlmtui-x|12\ngpu|other|13\n",
+        "running": "n1|vlmtui-a|10|gres/gpu:1\nn1|b|11|gres/gpu:2\n",
+    }
+    snap = cluster_gpus("cluster", raw)
+    assert [g.reserved_by for g in snap.gpus] == ["vlmtui job", "slurm job", "slurm job", None]
+    assert snap.note == "n1 mixed 3/4 GPUs allocated (1 by vlmtui) [gpu]; gpu: 2 pending"
+    options = device_options(snap)
+    assert options == [("submit to Slurm (1 GPU; 1 free now, gpu: 2 pending)", AUTO)]
