@@ -243,3 +243,16 @@ def test_logs_of_a_job_whose_trainer_never_ran_show_slurms_output(
     assert view.state == "failed" and "job failed" in (view.error or ""), view
     code, out, _ = cli(capsys, "logs", run_id)
     assert code == 0 and "module load cuda: not found" in out
+
+
+def test_sbatch_refusing_a_job_says_why_and_leaves_no_run(
+    cluster_host: ClusterHost, qwen2_vl_dir: Path, shapes_data_dir: Path, capsys
+) -> None:
+    code, out, err = cli(
+        capsys, "launch", "--host", "cluster", "--recipe", "r3-two-stage",
+        "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir), "--partition", "nosuch",
+    )  # fmt: skip
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("vlmtui: sbatch on cluster failed: ") and "partition" in err.lower()
+    assert cli(capsys, "runs")[1] == ""
+    assert not cluster_host.cluster.run("squeue", "-h").stdout.strip()

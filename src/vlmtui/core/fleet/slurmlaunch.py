@@ -78,9 +78,43 @@ def _specs(
     return [JobSpec(**common, stage=i) for i in range(1, stages + 1)]  # type: ignore[arg-type]
 
 
+def _register(
+    req: LaunchRequest, host: SlurmHost, registry: Registry, label: str, nproc: int
+) -> tuple[str, tuple[str, str, str, str]]:
+    """Insert the `launching` row under a fresh run id; (run id, launch paths)."""
+    from vlmtui.core.fleet.launch import new_run_id
+
+    for _attempt in range(5):
+        run_id = new_run_id()
+        paths = host.launch_paths(req.model, req.data, run_id)
+        record = RunRecord(
+            id=run_id, recipe=req.recipe, host=host.name, gpus=label, run_dir=paths[3],
+            created=time.time(), state="launching", model=paths[1], data=paths[2],
+            max_steps=req.max_steps, nproc=nproc,
+        )  # fmt: skip
+        try:
+            registry.add(record)
+            return run_id, paths
+        except sqlite3.IntegrityError:
+            continue  # two launches in the same second drew the same id
+    raise WorkFailed("could not allocate a run id")
+
+
+def _submit_error(out: dict[str, Any], host: SlurmHost, paths: tuple[str, ...]) -> Exception:
+    template = SUBMIT_ERRORS.get(out["error"])
+    if template is None:
+        return WorkFailed(f"sbatch on {host.name} failed: {out.get('detail')}")
+    return BadInput(
+        template.format(
+            host=host.name, workdir=paths[0], model=paths[1], data=paths[2], run_dir=paths[3],
+            detail=out.get("detail"),
+        )
+    )  # fmt: skip
+
+
 def submit_run(req: LaunchRequest, host: SlurmHost, registry: Registry) -> LaunchResult:
     """Register the run, write its job scripts into the run dir, sbatch them; the job ids."""
-    from vlmtui.core.fleet.launch import LaunchResult, new_run_id, recipe_files_for
+    from vlmtui.core.fleet.launch import LaunchResult, recipe_files_for
     from vlmtui.core.recipes.recipe import get_recipe, stage_recipes
 
     start = time.perf_counter()
@@ -88,22 +122,7 @@ def submit_run(req: LaunchRequest, host: SlurmHost, registry: Registry) -> Launc
     stages = len(stage_recipes(get_recipe(req.recipe)))
     recipe_files = recipe_files_for(host, req.recipe)
     label = f"{gpus}gpu" + (f"x{nodes}" if nodes > 1 else "")
-    for _attempt in range(5):
-        run_id = new_run_id()
-        paths = host.launch_paths(req.model, req.data, run_id)
-        record = RunRecord(
-            id=run_id, recipe=req.recipe, host=host.name, gpus=label, run_dir=paths[3],
-            created=time.time(), state="launching", model=paths[1], data=paths[2],
-            max_steps=req.max_steps, nproc=gpus * nodes,
-        )  # fmt: skip
-        try:
-            registry.add(record)
-            break
-        except sqlite3.IntegrityError:
-            continue
-    else:
-        raise WorkFailed("could not allocate a run id")
-    specs = _specs(req, host, run_id, paths, stages, recipe_files)
+    run_id, paths = _register(req, host, registry, label, gpus * nodes)
     s = host.settings
     jobs: list[dict[str, Any]] = [
         {
@@ -112,7 +131,7 @@ def submit_run(req: LaunchRequest, host: SlurmHost, registry: Registry) -> Launc
             "argv": sbatch_argv("", s, partition=req.partition)[:-1],
             "after_previous": i > 0,
         }
-        for i, spec in enumerate(specs)
+        for i, spec in enumerate(_specs(req, host, run_id, paths, stages, recipe_files))
     ]
     payload = {
         "run_dir": paths[3], "workdir": paths[0], "model": paths[1], "data": paths[2],
@@ -123,27 +142,14 @@ def submit_run(req: LaunchRequest, host: SlurmHost, registry: Registry) -> Launc
     except HostUnreachable as exc:
         registry.delete(run_id)
         raise WorkFailed(f"host {host.name} is unreachable: {exc.why}") from None
-    ids = out.get("jobs") or []
-    if out.get("error"):
-        if ids:  # an earlier stage went in: keep the row so the run can be seen and stopped
-            registry.update(run_id, job=",".join(ids), state="failed", error=out["detail"])
-        else:
-            registry.delete(run_id)
-        template = SUBMIT_ERRORS.get(out["error"])
-        if template is None:
-            raise WorkFailed(f"sbatch on {host.name} failed: {out.get('detail')}")
-        raise BadInput(
-            template.format(
-                host=host.name, workdir=paths[0], model=paths[1], data=paths[2],
-                run_dir=paths[3], detail=out.get("detail"),
-            )
-        )  # fmt: skip
+    if out.get("error"):  # the login node cancelled any stage it had submitted
+        registry.delete(run_id)
+        raise _submit_error(out, host, paths)
+    ids = ",".join(out["jobs"])
     run_dir = out.get("dir") or paths[3]
-    command = [json.loads(json.dumps(j["argv"])) for j in jobs]
-    registry.update(
-        run_id, job=",".join(ids), run_dir=run_dir, state="queued", command=json.dumps(command)
-    )
+    command = json.dumps([j["argv"] for j in jobs])
+    registry.update(run_id, job=ids, run_dir=run_dir, state="queued", command=command)
     return LaunchResult(
         run_id=run_id, host=host.name, gpu=label, run_dir=run_dir, pid=None,
-        elapsed_s=time.perf_counter() - start, command=tuple(jobs[0]["argv"]), job=",".join(ids),
+        elapsed_s=time.perf_counter() - start, command=tuple(jobs[0]["argv"]), job=ids,
     )  # fmt: skip

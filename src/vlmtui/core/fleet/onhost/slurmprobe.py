@@ -75,7 +75,7 @@ def submit(
     """Check paths, create the run directory (with the user recipe files the job needs in
     `recipes/`), write the job scripts, sbatch them in order
     (each `after_previous` one with afterok on the one before). {"jobs": [...]} or
-    {"error": code, "detail": ...}; the jobs already submitted are listed either way."""
+    {"error": code, "detail": ...}, with any stage already submitted cancelled."""
     wd = Path(os.path.expanduser(workdir))
     if not wd.is_dir():
         return {"error": "workdir", "detail": str(wd)}
@@ -106,7 +106,9 @@ def submit(
         rc, out, err = _run(argv, timeout=30)
         job_id = out.strip().splitlines()[0].split(";")[0] if out.strip() else ""
         if rc != 0 or not job_id.isdigit():
-            return {"error": "sbatch", "detail": err or out.strip(), "jobs": ids, "dir": str(d)}
+            if ids:  # the stages already in would run untracked: take them back
+                _run(["scancel", *ids])
+            return {"error": "sbatch", "detail": err or out.strip(), "cancelled": ids}
         ids.append(job_id)
     return {"jobs": ids, "dir": str(d.resolve())}
 
