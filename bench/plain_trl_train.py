@@ -2,8 +2,8 @@
 
 The same tiny model, data, collator and LoRA targets as `vlmtui train --recipe r1-llm-only`,
 written the way a user would without vlmtui, with the same settings as the recipe
-(no gradient checkpointing and no bf16 autocast on CPU: TRL turns both on by default,
-vlmtui follows the recipe and the device). Prints one JSON line of per-step wall times.
+(non-reentrant gradient checkpointing as r1 sets it; fp32 adapters; no bf16 autocast on CPU:
+TRL turns it on by default, vlmtui follows the device). Prints one JSON line of per-step wall times.
 Usage: python bench/plain_trl_train.py MODEL_DIR DATA_DIR OUT_DIR STEPS
 """
 
@@ -49,7 +49,10 @@ def main() -> None:
     model = Qwen2VLForConditionalGeneration.from_pretrained(
         model_dir, quantization_config=bnb, dtype=torch.float32, device_map={"": "cpu"}
     )
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    checkpointing = {"use_reentrant": False}
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=checkpointing
+    )
     processor = AutoProcessor.from_pretrained(model_dir)
     rows = to_trl_dataset(load_split(Path(data_dir), "train"), QWEN2_VL, processor)
     lora = LoraConfig(
@@ -74,7 +77,8 @@ def main() -> None:
         use_cpu=True,
         disable_tqdm=True,
         seed=0,
-        gradient_checkpointing=False,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs=checkpointing,
         bf16=False,
     )
     timer = StepTimes()
@@ -87,6 +91,11 @@ def main() -> None:
         peft_config=lora,
         callbacks=[timer],
     )
+    # TRL casts a quantized model's adapters to bf16; vlmtui keeps them fp32, and so does this
+    # baseline, so both sides do the same arithmetic (bf16 matmuls are slower on most CPUs).
+    for param in trainer.model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
     trainer.train()
     print(json.dumps({"step_times": timer.times}))
 

@@ -47,6 +47,15 @@ def demo_model_dirs(qwen2_vl_dir: Path, qwen25_vl_dir: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def qwen3_demo_dirs(_demo_root: Path) -> dict[str, Path]:
+    """Family name (`qwen3-vl`, `qwen3-vl-moe`, `qwen3.5`, `qwen3.5-moe`) -> tiny checkpoint."""
+    from vlmtui.core.model.demo import make_demo_model
+
+    names = ("qwen3-vl", "qwen3-vl-moe", "qwen3.5", "qwen3.5-moe")
+    return {n: make_demo_model(_demo_root / n, n) for n in names}
+
+
+@pytest.fixture(scope="session")
 def shapes_data_dir(_demo_root: Path) -> Path:
     """A 16-image synthetic shapes dataset (112x112) with train.jsonl (13) and val.jsonl (3)."""
     from vlmtui.core.data.shapes import make_shapes_dataset

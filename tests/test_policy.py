@@ -27,7 +27,8 @@ from vlmtui.core.recipes.policy import (
 )
 from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan, TrainingRecipe
 
-FAMILY_NAMES = list(FAMILIES)
+# The Qwen3 families have their own exact checks in test_qwen3_train.py.
+FAMILY_NAMES = ["qwen2-vl", "qwen2.5-vl"]
 CPU = Device("cpu")
 LLM_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.recipes.parse import load_recipe_file
 from vlmtui.core.recipes.recipe import (
     BUILTIN_RECIPES,
     all_recipes,
-    load_recipe_file,
     recipe_summary,
     stage_recipes,
 )

@@ -21,13 +21,16 @@ from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
 pytestmark = pytest.mark.slow
 CPU = Device("cpu")
+# The Qwen3 families' data path needs the `qwen3` box format (data/datasets.py); their
+# training and trainable-set checks are in test_qwen3_train.py.
+QWEN2_FAMILIES = ["qwen2-vl", "qwen2.5-vl"]
 
 
 def snapshot(model) -> dict[str, object]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("family_name", list(FAMILIES))
+@pytest.mark.parametrize("family_name", QWEN2_FAMILIES)
 @pytest.mark.parametrize("recipe_name", ["r1-llm-only", "r2-vision-only", "r4-joint"])
 def test_recipe_trains_what_it_says(
     demo_model_dirs, shapes_data_dir: Path, tmp_path: Path, family_name: str, recipe_name: str

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -53,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vlmtui.cli.app_cmd import open_app
 
             return open_app()
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except BadInput as exc:
         print(f"vlmtui: {exc}", file=sys.stderr)
         return 2
@@ -62,3 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`vlmtui runs | head -2`): end quietly, like `yes | head`.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush of what is still
+    buffered cannot raise a second time on the way out.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE

@@ -7,6 +7,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from vlmtui.cli.inspect_layers import checkpoint_line, layer_kind_table, layer_kind_tag
+from vlmtui.cli.inspect_memory import add_memory_args, assumptions_from_args
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput
 from vlmtui.core.styles import MODE_STYLES
@@ -43,24 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--diff", nargs=2, metavar=("R1", "R2"), help="modules and areas that differ between R1, R2"
     )
-    p.add_argument("--gpu-mem", type=float, metavar="GIB", help="GPU memory for the fits verdict")
-    p.add_argument(
-        "--batch-size", type=int, metavar="N", help="micro-batch per GPU (default: the recipe's)"
-    )
-    p.add_argument("--seq-len", type=int, default=1024, metavar="N", help="tokens per sample")
-    p.add_argument("--image-size", type=int, default=448, metavar="PX", help="image side, pixels")
-    p.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="estimate memory with gradient checkpointing even if the recipe does not use it",
-    )
+    add_memory_args(p)
     add_recipes_file_arg(p)
     p.set_defaults(func=run)
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise BadInput(f"{name}: must be positive, got {value:g}")
 
 
 def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
@@ -70,17 +57,9 @@ def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmtui.core.inspection.memory import MemoryAssumptions
     from vlmtui.core.model.resolve import resolve_model
     from vlmtui.core.recipes.recipe import get_recipe
 
-    for flag, value in (
-        ("--gpu-mem", args.gpu_mem),
-        ("--batch-size", args.batch_size),
-        ("--seq-len", args.seq_len),
-        ("--image-size", args.image_size),
-    ):
-        _positive(flag, value)
     filt = _compile("--filter", args.filter)
     expand = _compile("--expand", args.expand)
     if args.diff and args.recipe:
@@ -98,16 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     insp = ModelInspector(ref, args.recipes)
     results = [_inspect(insp, r) for r in recipes]
-    first = recipes[0]
-    assumptions = MemoryAssumptions(
-        batch_size=args.batch_size or (first.batch_size if first else 1),
-        seq_len=args.seq_len,
-        image_size=args.image_size,
-        gradient_checkpointing=args.gradient_checkpointing,
-        gpu_mem_gib=args.gpu_mem,
-    )
+    assumptions = assumptions_from_args(args, recipes[0])
     if args.diff:
-        return _diff(args, insp, results)
+        return _diff(args, insp, results, assumptions)
     result = results[0]
     if args.json:
         data = result.to_dict(assumptions)
@@ -125,7 +97,7 @@ def _inspect(insp: Any, recipe: Any) -> Any:
     import warnings
 
     with warnings.catch_warnings():
-        # transformers' deprecation notes (e.g. from prepare_model_for_kbit_training)
+        # transformers' deprecation notes
         warnings.simplefilter("ignore", FutureWarning)
         return insp.inspect(recipe)
 
@@ -191,6 +163,9 @@ def _print_human(
 ) -> None:
     from rich.console import Console
 
+    from vlmtui.cli.inspect_memory import memory_table
+    from vlmtui.core.recipes.notes import lora_by_layer_kind
+
     console = Console()
     ref = result.model
     where = {"dir": "checkpoint dir", "hf-cache": "HF cache", "shipped": "shipped config"}
@@ -207,17 +182,27 @@ def _print_human(
             )
         summary = stage.summary if stage else result.base_summary
         console.print(_area_table(summary, stage, ref.family))
+        if summary.tied_head and stage is None:
+            console.print(f"lm_head and {summary.tied_head} are one tensor (tied), counted once")
+        if result.mtp_params and i == 0:
+            console.print(checkpoint_line(result))
         if stage is None:
             console.print("no recipe: nothing trains (give --recipe R to apply one)")
         else:
             console.print(f"guard: [green]{stage.guard}[/]")
+            for note in stage.notes:
+                console.print(f"  {note}")
+            kinds = lora_by_layer_kind(summary.lora_modules, summary.layer_kinds)
+            if kinds and (len(set(summary.layer_kinds.values())) > 1 or ref.family.expert_params):
+                console.print(layer_kind_table(kinds, summary.layer_kinds))
             if summary.quantized_modules:
                 console.print(
                     f"quantized: {len(summary.quantized_modules)} linears "
                     f"{stage.recipe.quantization}, all in the LLM; vision, projector and "
                     "lm_head stay in full precision"
                 )
-            console.print(_memory_table(memories[i]))
+            would_fit = stage.alternatives(result.dims, assumptions)
+            console.print(memory_table(memories[i], would_fit))
         if tree:
             console.print(_rich_tree(_tree_of(insp, stage, expand), ref.name))
         if filt is not None:
@@ -271,33 +256,6 @@ def _area_table(summary: Any, stage: Any, family: Any) -> Any:
     return table
 
 
-def _memory_table(m: Any) -> Any:
-    from rich.table import Table
-
-    from vlmtui.core.inspection.memory import human_bytes
-
-    table = Table(title="GPU memory estimate (per GPU)", title_justify="left")
-    table.add_column("part")
-    table.add_column("size", justify="right")
-    table.add_column("bytes", justify="right")
-    for kind, size in m.weights_by_dtype.items():
-        table.add_row(f"weights {kind}", human_bytes(size), _n(size))
-    rows = [
-        ("LoRA weights", m.lora_weights),
-        ("gradients", m.gradients),
-        ("optimizer (AdamW, 2 states)", m.optimizer_states),
-    ]
-    rows += [(f"activations: {k}", v) for k, v in m.activations_detail.items() if v]
-    rows += [("CUDA context + slack", m.overhead)]
-    for label, size in rows:
-        table.add_row(label, human_bytes(size), _n(size))
-    style = "green" if m.fits else "red" if m.fits is False else "bold"
-    table.add_row("[bold]total[/]", human_bytes(m.total), _n(m.total))
-    table.caption = f"[{style}]{m.verdict()}[/]"
-    table.caption_justify = "left"
-    return table
-
-
 def _node_text(node: Any, label: str) -> str:
     style = STATE_STYLE[node.state]
     quant = f" [magenta]{node.quant}[/]" if node.quant else ""
@@ -321,7 +279,7 @@ def _rich_tree(root: Any, title: str) -> Any:
         if len(kids) == 1 and kids[0].repeat > 1 and len(node.children) == 1:
             add(parent, kids[0], prefix=f"{prefix}{node.short}.")
             return
-        branch = parent.add(_node_text(node, prefix + node.label))
+        branch = parent.add(_node_text(node, prefix + node.label) + layer_kind_tag(node))
         for c in kids:
             add(branch, c)
 
@@ -355,7 +313,8 @@ def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
 # --- diff -------------------------------------------------------------------------------
 
 
-def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
+def _diff(args: argparse.Namespace, insp: Any, results: list[Any], assumptions: Any) -> int:
+    from vlmtui.cli.inspect_memory import setup_diff, setup_table
     from vlmtui.core.families import AREAS
     from vlmtui.core.inspection.tree import diff_trees
 
@@ -371,6 +330,7 @@ def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
         ms = [s.recipe.area(area).mode for s in res.stages]
         return "→".join(dict.fromkeys(ms)) if len(set(ms)) > 1 else ms[0]
 
+    setup = setup_diff(results, names, assumptions)
     areas = {
         area: {
             names[0]: {"mode": modes(a, area), **da["areas"][area]},
@@ -387,6 +347,7 @@ def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
                     "diff": names,
                     "areas": areas,
                     "areas_differ": [ar for ar, v in areas.items() if v[names[0]] != v[names[1]]],
+                    "setup": setup,
                     "changes": [
                         {
                             "name": c.name,
@@ -424,6 +385,7 @@ def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
             f"{y['mode']} ({_n(y['trainable'])} trainable)",
         )
     console.print(t)
+    console.print(setup_table(setup, names))
     if not changes:
         console.print("no module differs in trainable state")
         return 0

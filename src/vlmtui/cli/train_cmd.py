@@ -6,10 +6,13 @@ import argparse
 import os
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
-from vlmtui.core.errors import BadInput
-from vlmtui.core.rundir import STATUS
+from vlmtui.core.errors import BadInput, WorkFailed
+
+if TYPE_CHECKING:
+    from vlmtui.core.training.train import TrainRequest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--allow-normalized",
+        action="store_true",
+        help="boxes all within [0, 1] are fractions of the image size: scale them to pixels",
+    )
     p.add_argument(
         "--stage",
         type=int,
@@ -58,9 +66,45 @@ def select_gpu(gpu: str | None) -> str:
     return gpu
 
 
+def record_refusal(output: Path, exc: BadInput) -> None:
+    """A launched run (status `pending`) refused before training: say why in status.json,
+    where `runs` and the app look, rather than only "exited with code 2"."""
+    from vlmtui.core.rundir import STATUS, read_status, write_json_atomic
+
+    status = read_status(output) if output.is_dir() and os.environ.get("RANK", "0") == "0" else None
+    if status and status.get("state") == "pending":
+        status.update(state="failed", exit_code=2, error=str(exc), during="checking")
+        write_json_atomic(output / STATUS, status)
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        req = check_request(args)
+    except BadInput as exc:
+        record_refusal(args.output, exc)
+        raise
+    from vlmtui.core.training.progress import output_log
+    from vlmtui.core.training.train import run_training
+
+    with output_log(args.output):
+        try:
+            return run_training(req)
+        except (BadInput, WorkFailed):
+            raise
+        except Exception:
+            # The work failed: the traceback belongs in output.log; status.json has the summary.
+            traceback.print_exc()
+            return 1
+
+
+def check_request(args: argparse.Namespace) -> TrainRequest:
+    """Every check that needs no model weights, then the run directory is created."""
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.data.images import validate_images
     from vlmtui.core.model.loading import family_of_checkpoint
     from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.training.outputdir import check_output, make_output
+    from vlmtui.core.training.train import TrainRequest
 
     recipe = get_recipe(args.recipe, args.recipes)
     if args.stage is not None and not 1 <= args.stage <= max(1, len(recipe.stages)):
@@ -73,19 +117,17 @@ def run(args: argparse.Namespace) -> int:
     family_of_checkpoint(args.model)
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
-    status = args.output / STATUS
-    if status.exists() and not args.resume:
-        from vlmtui.core.rundir import read_status
-
-        state = (read_status(args.output) or {}).get("state")
-        if state not in (None, "pending"):
-            raise BadInput(f"--output: {args.output} already holds a run ({state}); use --resume")
+    # Under torchrun only rank 0 checks the run folder and decodes the images: another rank
+    # would race rank 0's first status.json write, and a refusal on rank 0 ends them all.
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        check_output(args.output, model=args.model, data=args.data, resume=args.resume)
     gpu = select_gpu(args.gpu)
-    from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.training.train import TrainRequest, run_training
-
-    load_split(args.data, "train")
-    req = TrainRequest(
+    records = load_split(args.data, "train", allow_normalized=args.allow_normalized)
+    if main:
+        validate_images(records)
+    make_output(args.output)
+    return TrainRequest(
         recipe=recipe,
         model=args.model,
         data=args.data,
@@ -96,16 +138,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         recipe_files=tuple(args.recipes),
         gpu=gpu,
+        allow_normalized=args.allow_normalized,
         stage=args.stage,
     )
-    from vlmtui.core.training.progress import output_log
-
-    with output_log(args.output):
-        try:
-            return run_training(req)
-        except BadInput:
-            raise
-        except Exception:
-            # The work failed: the traceback belongs in output.log; status.json has the summary.
-            traceback.print_exc()
-            return 1

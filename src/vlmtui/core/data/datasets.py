@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmtui.core.data.boxcoords import check_pixel_boxes, declared_normalized, to_pixels
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import Family
 
@@ -105,6 +106,7 @@ def _parse_jsonl_line(line: str, base: Path, where: str) -> DetectionRecord:
         raise BadInput(f"{where}: 'objects' must be a list")
     image_path = (base / row["image"]).resolve()
     width, height = _image_size(image_path, where)
+    normalized = declared_normalized(row, where)
     objects = []
     for i, obj in enumerate(row["objects"]):
         here = f"{where}: objects[{i}]"
@@ -115,7 +117,8 @@ def _parse_jsonl_line(line: str, base: Path, where: str) -> DetectionRecord:
                 raise BadInput(f"{here}: missing key {key!r}")
         if not isinstance(obj["label"], str) or not obj["label"].strip():
             raise BadInput(f"{here}: 'label' must be a non-empty string")
-        box = _check_box(obj["bbox"], width, height, here)
+        raw = to_pixels(obj["bbox"], width, height) if normalized else obj["bbox"]
+        box = _check_box(raw, width, height, here)
         objects.append(DetectionObject(obj["label"].strip(), box))
     return DetectionRecord(image_path, width, height, tuple(objects), where)
 
@@ -244,16 +247,22 @@ def split_records(
     return train, val
 
 
-def load_split(data: Path, split: str = "train") -> list[DetectionRecord]:
+def load_split(
+    data: Path, split: str = "train", *, allow_normalized: bool = False
+) -> list[DetectionRecord]:
     """Records of one split of a dataset directory or single annotation file.
 
     A directory uses `split.jsonl` or `split.json`; if it has neither but holds exactly one
     `.jsonl`/`.json` file, that file is split deterministically (see `split_records`), as is
-    a single file given directly.
+    a single file given directly. Boxes all within [0, 1] are refused unless
+    `allow_normalized` (then scaled to pixels; see `boxcoords`).
     """
+    return check_pixel_boxes(_load_split(Path(data), split), allow_normalized)
+
+
+def _load_split(data: Path, split: str) -> list[DetectionRecord]:
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-    data = Path(data)
     if data.is_dir():
         for suffix in (".jsonl", ".json"):
             candidate = data / f"{split}{suffix}"
@@ -411,9 +420,10 @@ def build_conversation(
 
 
 def to_trl_dataset(records: Sequence[DetectionRecord], family: Family, processor: Any) -> Any:
-    """A `datasets.Dataset` of TRL VLM rows `{"images": [PIL.Image], "messages": [...]}`.
+    """A `datasets.Dataset` of TRL VLM rows `{"images": [path], "messages": [...], "source"}`.
 
-    Images are stored as paths and decoded lazily when a row is read.
+    Images stay paths, decoded by the collator through `images.open_image`, so a file that
+    breaks mid-run is reported with its annotation row (`source`), not as a bare OSError.
     """
     import datasets
 
@@ -426,16 +436,18 @@ def to_trl_dataset(records: Sequence[DetectionRecord], family: Family, processor
             {
                 "images": [str(rec.image_path)],
                 "messages": build_conversation(rec, family, size),
+                "source": rec.source,
             }
         )
     list_type = getattr(datasets, "List", None) or datasets.Sequence
     text = datasets.Value("string")
     features = datasets.Features(
         {
-            "images": list_type(datasets.Image()),
+            "images": list_type(text),
             "messages": list_type(
                 {"role": text, "content": list_type({"type": text, "text": text})}
             ),
+            "source": text,
         }
     )
     return datasets.Dataset.from_list(rows, features=features)

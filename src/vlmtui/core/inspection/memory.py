@@ -1,116 +1,100 @@
-"""GPU memory estimate for training a recipe on a model: weights, gradients, optimizer, activations.
+"""GPU memory estimate for training a recipe on a model, per GPU, for ddp, fsdp or a split model.
 
 Pure arithmetic over the parameters of the prepared meta model (their dtypes and
 trainability exactly as training sets them) and the model's dimensions; nothing is
-allocated. Per GPU, for data-parallel training (each GPU holds the whole model).
+allocated. The constants, with their sources, are in `memory_model.py`.
 
-The formula (bytes; n = a parameter's element count):
+The formula (bytes; n = a parameter's element count; N = GPUs):
 
 weights
     Every unique parameter (tied embeddings once) at its dtype's size, read from the
-    prepared model: bf16/fp16 2, fp32 4. `compute_dtype = auto` means bf16 (training on a
-    GPU). A quantized recipe runs PEFT's `prepare_model_for_kbit_training`, which casts every
-    parameter that is not 4-bit to fp32, so vision, projector, embeddings, norms and lm_head
-    count 4 bytes there.
-    4-bit NF4 linear weight (bitsandbytes, blocksize 64, double quantization):
-    ceil(n/2) packed bytes + ceil(n/64) one-byte absmax codes + 4·ceil(n/16384) fp32
-    second-level absmax, about 0.516 bytes per parameter (4.13 bits). Without double
-    quantization: ceil(n/2) + 4·ceil(n/64). 8-bit linear weight: n + 4 per output row.
-LoRA weights
-    The adapters' parameters at their dtype (PEFT keeps them in fp32): for a linear of
-    shape (out, in), r·(in + out) parameters.
-gradients
-    Each trainable parameter once more, at its own dtype.
-optimizer
-    AdamW: two states (exp_avg, exp_avg_sq) per trainable parameter, at its dtype.
+    prepared model: bf16/fp16 2, fp32 4. `compute_dtype = auto` means bf16 (a GPU). Quantized
+    recipes keep every weight that is not 4-bit in the compute dtype (`upcast_norms` puts
+    norms in fp32). 4-bit NF4 (blocksize 64, double quant): ceil(n/2) packed + ceil(n/64)
+    one-byte absmax + 4·ceil(n/16384) fp32 second-level absmax, ≈ 0.516 bytes per
+    parameter; without double quant ceil(n/2) + 4·ceil(n/64). 8-bit: n + 4 per output row.
+LoRA weights, gradients, optimizer
+    LoRA adapters at their dtype (fp32). Gradients: each trainable parameter once more at its
+    dtype. AdamW: two states per trainable parameter at its dtype.
+optimizer step temporaries
+    foreach AdamW: one more copy of a state (torch's `_foreach_sqrt` of exp_avg_sq); fused
+    AdamW (what vlmtui's Trainer uses): none. They exist only during the step, after
+    backward has freed the activations, so the peak counts max(activations, temporaries).
 activations
-    Per micro-batch of b samples of s tokens each (image tokens included), one image of
-    S×S pixels per sample; a = 2 bytes (bf16/fp16 autocast) or 4 (fp32). Attention is
-    SDPA/flash (no s×s matrix is kept). Every tensor a layer keeps for backward is counted
-    (an upper-end assumption).
-    LLM layer (hidden h, K = kv_heads·head_dim, MLP width i): (6h + 2K + 4i)·a per token.
-    LoRA adds, per adapted linear with input width n: n·a (its input after dropout) plus n
-    bytes of dropout mask when dropout > 0.
-    LLM total: b·s·[L·layer + 2h·a] + logits b·s·V·(a + 4 + 4) (logits, their fp32 copy and
-    the fp32 log-softmax the loss keeps).
-    Vision tower (only when vision or projector trains; otherwise it runs with nothing on
-    the backward path and keeps nothing): P = (S / patch)² patches per image; per block and
-    patch (8d + m·i_v)·a, m = 4 for a gated MLP (Qwen2.5-VL), 2 otherwise (Qwen2-VL); merger
-    4d·a per patch.
-    Gradient checkpointing keeps only each layer's input (h·a per token) plus one layer's
-    full activations during recomputation.
-overhead
-    1 GiB for the CUDA context and allocator slack.
+    b samples × s tokens (image tokens included), one S×S image per sample, a = 2 bytes
+    (bf16/fp16 autocast) or 4. SDPA/flash attention (no s×s matrix). Every tensor a layer
+    keeps for backward is counted (an upper end). LLM layer (hidden h, K = kv_heads·head_dim,
+    MLP width i): (6h + 2K + 4i)·a per token; a LoRA-adapted linear of input width n adds
+    n·a (its input after dropout) plus n bytes of dropout mask when dropout > 0. LLM total:
+    b·s·[L·layer + 2h·a]; with gradient checkpointing b·s·[(L + 2)·h·a + layer] (each
+    layer's input, one layer recomputed). Loss (`memory_model.loss_bytes`): vlmtui trains
+    through TRL's fused LM head, a 4096 × 32768 tile plus b·s·h·(a + 4); the model's own
+    loss (transformers) keeps b·s·V·12. Vision tower, only when vision or projector trains:
+    P = (S/patch)² patches per image; per block and patch (8d + m·i_v)·a, m = 4 for a gated
+    MLP (Qwen2.5-VL), 2 otherwise; merger 4d·a per patch; with checkpointing P·[blocks·d·a +
+    block]. Frozen below the trainable part, nothing is kept.
+strategies
+    ddp: every GPU holds everything. fsdp (FSDP2 full shard, blocks = LLM decoder layers and
+    vision blocks): weights, LoRA, gradients and optimizer /N (NF4 statistics are not
+    parameters and stay whole), plus the gathered working set: the root unit (embeddings,
+    lm_head, merger: FSDP2 keeps the root unsharded from forward to backward), two blocks
+    (one computing, one prefetched) and one block's unsharded gradients. split (device_map
+    pipeline): one copy of everything in sum, divided evenly over N; activations too.
+overhead (per GPU, `memory_model.overhead_parts`)
+    CUDA context 0.5 GiB + cuBLAS/cuDNN workspaces 0.25 GiB + allocator fragmentation (a
+    fraction of the counted peak); with ddp over 2+ GPUs, DDP's gradient buckets (one more
+    copy of the gradients); with ddp/fsdp over 2+ GPUs, NCCL buffers 0.5 GiB.
 
-total = weights + LoRA weights + gradients + optimizer + activations + overhead; it
-"fits in N GiB per GPU" when total <= N GiB.
+total = weights + LoRA + gradients + optimizer + max(activations + gathered, step
+temporaries) + overhead, per GPU; it "fits in M GiB per GPU" when total <= M GiB.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-GIB = 1024**3
-OVERHEAD_BYTES = GIB
-DTYPE_BYTES = {
-    "float32": 4,
-    "float": 4,
-    "bfloat16": 2,
-    "float16": 2,
-    "half": 2,
-    "float64": 8,
-    "int8": 1,
-    "uint8": 1,
-}
-NF4_BLOCK = 64
-NESTED_BLOCK = 256
+from vlmtui.core.inspection.memory_model import (
+    CONSTANTS,
+    GIB,
+    LossImpl,
+    OptimizerImpl,
+    Strategy,
+    dtype_bytes,
+    gib,
+    human_bytes,
+    int8_bytes,
+    loss_bytes,
+    nf4_bytes,
+    optimizer_step_temp,
+    overhead_parts,
+)
+from vlmtui.core.inspection.memory_params import (
+    ModelDims,
+    ParamInfo,
+    dims_from_config,
+    gathered_bytes,
+    weight_bytes,
+)
 
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """One unique parameter of a prepared model, as the estimate needs it."""
-
-    name: str
-    """Parameter name without PEFT's prefix."""
-    numel: int
-    """Logical element count (a 4-bit weight counts its unpacked size)."""
-    dtype: str
-    """torch dtype name without `torch.` (`bfloat16`); ignored for quantized weights."""
-    trainable: bool
-    lora: bool = False
-    """A LoRA adapter parameter."""
-    quant: str = ""
-    """`4bit` or `8bit` for a bitsandbytes linear's weight, else empty."""
-    rows: int = 0
-    """Output rows of a quantized weight (8-bit keeps one fp32 scale per row)."""
-    double_quant: bool = True
-    """4-bit only: absmax values quantized again (bitsandbytes `compress_statistics`)."""
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The dimensions the activation estimate needs, read from the model config."""
-
-    hidden: int
-    layers: int
-    intermediate: int
-    kv_dim: int
-    """num_key_value_heads × head_dim."""
-    vocab: int
-    vision_width: int
-    vision_layers: int
-    vision_intermediate: int
-    vision_gated_mlp: bool
-    patch_size: int
-    merge_size: int
+__all__ = [
+    "GIB",
+    "ModelDims",
+    "ParamInfo",
+    "dims_from_config",
+    "gathered_bytes",
+    "gib",
+    "human_bytes",
+    "int8_bytes",
+    "nf4_bytes",
+    "weight_bytes",
+]
 
 
 @dataclass(frozen=True)
 class MemoryAssumptions:
-    """The training shape the estimate is for. Printed with the estimate."""
+    """The training shape and setup the estimate is for. Printed with the estimate."""
 
     batch_size: int = 1
     """Samples per micro-batch per GPU."""
@@ -124,6 +108,12 @@ class MemoryAssumptions:
     lora_dropout: float = 0.0
     gpu_mem_gib: float | None = None
     """GPU size to test the total against; None: no verdict."""
+    gpus: int = 1
+    strategy: Strategy = "ddp"
+    loss: LossImpl = "fused"
+    """`fused`: TRL's fused LM head (vlmtui); `full`: the model's own loss (full fp32 logits)."""
+    optimizer: OptimizerImpl = "fused"
+    """AdamW implementation: `fused` (vlmtui's Trainer) or `foreach`."""
 
 
 @dataclass(frozen=True)
@@ -135,10 +125,13 @@ class MemoryEstimate:
     lora_weights: int
     gradients: int
     optimizer_states: int
+    optimizer_step_temp: int
     activations: int
     activations_detail: dict[str, int]
-    """`llm`, `logits`, `lora`, `vision` parts of `activations`."""
-    overhead: int
+    """`llm`, `loss`, `lora`, `vision` parts of `activations`."""
+    gathered: int
+    """FSDP: parameters and gradients unsharded at once (0 otherwise)."""
+    overhead_detail: dict[str, int]
     assumptions: MemoryAssumptions
     notes: tuple[str, ...] = field(default=())
     """The assumptions as printable lines."""
@@ -148,15 +141,22 @@ class MemoryEstimate:
         return sum(self.weights_by_dtype.values())
 
     @property
+    def overhead(self) -> int:
+        return sum(self.overhead_detail.values())
+
+    @property
+    def allocated(self) -> int:
+        """The counted tensors at the peak (what max_memory_allocated would show)."""
+        static = self.weights + self.lora_weights + self.gradients + self.optimizer_states
+        return static + max(self.activations + self.gathered, self.optimizer_step_temp)
+
+    @property
     def total(self) -> int:
-        return (
-            self.weights
-            + self.lora_weights
-            + self.gradients
-            + self.optimizer_states
-            + self.activations
-            + self.overhead
-        )
+        return self.allocated + self.overhead
+
+    @property
+    def total_all_gpus(self) -> int:
+        return self.total * self.assumptions.gpus
 
     @property
     def fits(self) -> bool | None:
@@ -166,25 +166,34 @@ class MemoryEstimate:
 
     def verdict(self) -> str:
         """The plain one-line answer, e.g. `fits in 24 GiB per GPU (needs ≈ 18.2 GiB)`."""
+        a = self.assumptions
         need = f"needs ≈ {gib(self.total)} GiB"
-        gpu = self.assumptions.gpu_mem_gib
-        if gpu is None:
+        if a.gpus > 1:
+            need += f" on each of {a.gpus} GPUs ({a.strategy})"
+        if a.gpu_mem_gib is None:
             return f"{need} per GPU (give --gpu-mem for a verdict)"
         word = "fits" if self.fits else "does NOT fit"
-        return f"{word} in {gpu:g} GiB per GPU ({need})"
+        return f"{word} in {a.gpu_mem_gib:g} GiB per GPU ({need})"
 
     def to_dict(self) -> dict[str, Any]:
         a = self.assumptions
         return {
+            "strategy": a.strategy,
+            "gpus": a.gpus,
             "weights_by_dtype": dict(self.weights_by_dtype),
             "weights": self.weights,
             "lora_weights": self.lora_weights,
             "gradients": self.gradients,
             "optimizer_states": self.optimizer_states,
+            "optimizer_step_temp": self.optimizer_step_temp,
             "activations": self.activations,
             "activations_detail": dict(self.activations_detail),
+            "gathered": self.gathered,
             "overhead": self.overhead,
+            "overhead_detail": dict(self.overhead_detail),
+            "allocated": self.allocated,
             "total": self.total,
+            "total_all_gpus": self.total_all_gpus,
             "gpu_mem_gib": a.gpu_mem_gib,
             "fits": self.fits,
             "verdict": self.verdict(),
@@ -195,62 +204,12 @@ class MemoryEstimate:
                 "gradient_checkpointing": a.gradient_checkpointing,
                 "compute_dtype": a.compute_dtype,
                 "lora_dropout": a.lora_dropout,
+                "loss": a.loss,
+                "optimizer": a.optimizer,
                 "notes": list(self.notes),
+                "constants": [c.to_dict() for c in CONSTANTS],
             },
         }
-
-
-def gib(n: int | float) -> str:
-    """Bytes as GiB with one decimal (two below 1 GiB)."""
-    v = n / GIB
-    return f"{v:.2f}" if v < 1 else f"{v:.1f}"
-
-
-def human_bytes(n: int | float) -> str:
-    """`812 KiB`, `35.2 MiB`, `33.7 GiB`."""
-    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def nf4_bytes(numel: int, double_quant: bool = True) -> int:
-    """Storage of one 4-bit NF4 weight with bitsandbytes' blockwise absmax (blocksize 64)."""
-    blocks = math.ceil(numel / NF4_BLOCK)
-    packed = math.ceil(numel / 2)
-    if double_quant:
-        return packed + blocks + 4 * math.ceil(blocks / NESTED_BLOCK)
-    return packed + 4 * blocks
-
-
-def int8_bytes(numel: int, rows: int) -> int:
-    """Storage of one LLM.int8 weight: a byte per element plus an fp32 scale per row."""
-    return numel + 4 * rows
-
-
-def dtype_bytes(dtype: str) -> int:
-    try:
-        return DTYPE_BYTES[dtype.removeprefix("torch.")]
-    except KeyError:
-        raise ValueError(f"no byte size known for dtype {dtype!r}") from None
-
-
-def weight_bytes(params: Iterable[ParamInfo]) -> tuple[dict[str, int], int]:
-    """(base weight bytes by storage kind, LoRA weight bytes)."""
-    by_kind: dict[str, int] = {}
-    lora = 0
-    for p in params:
-        if p.quant == "4bit":
-            kind, size = "nf4", nf4_bytes(p.numel, p.double_quant)
-        elif p.quant == "8bit":
-            kind, size = "int8", int8_bytes(p.numel, p.rows)
-        else:
-            kind, size = p.dtype, p.numel * dtype_bytes(p.dtype)
-        if p.lora:
-            lora += size
-        else:
-            by_kind[kind] = by_kind.get(kind, 0) + size
-    return by_kind, lora
 
 
 def activation_bytes(
@@ -279,7 +238,7 @@ def activation_bytes(
     else:
         llm = tokens * (dims.layers * layer + 2 * dims.hidden * act)
         lora = tokens * dims.layers * lora_layer
-    logits = tokens * dims.vocab * (act + 4 + 4)
+    loss = loss_bytes(a.loss, tokens, dims.vocab, dims.hidden, act)
     vision = 0
     if vision_on_backward:
         patches = a.batch_size * (a.image_size // dims.patch_size) ** 2
@@ -295,7 +254,7 @@ def activation_bytes(
                 vision = patches * dims.vision_layers * block + merger
         else:
             vision = merger
-    return {"llm": llm, "logits": logits, "lora": lora, "vision": vision}
+    return {"llm": llm, "loss": loss, "lora": lora, "vision": vision}
 
 
 def estimate_memory(
@@ -308,21 +267,56 @@ def estimate_memory(
     lora_inputs_per_layer: int = 0,
     vision_lora_inputs_per_block: int = 0,
 ) -> MemoryEstimate:
-    """The whole estimate for one training stage."""
+    """The whole estimate for one training stage, per GPU."""
     params = list(params)
-    by_kind, lora = weight_bytes(params)
+    a = assumptions
+    fsdp = a.strategy == "fsdp" and a.gpus > 1
+    split = a.gpus if a.strategy == "split" else 1
+    by_kind, lora = weight_bytes(params, a.gpus if fsdp else 1)
     grads = sum(p.numel * dtype_bytes(p.dtype) for p in params if p.trainable)
+    if fsdp:
+        grads = -(-grads // a.gpus)
     acts = activation_bytes(
         dims,
-        assumptions,
+        a,
         vision_on_backward=vision_on_backward,
         vision_trains=vision_trains,
         lora_inputs_per_layer=lora_inputs_per_layer,
         vision_lora_inputs_per_block=vision_lora_inputs_per_block,
     )
-    a = assumptions
+    if split > 1:
+        by_kind = {k: -(-v // split) for k, v in by_kind.items()}
+        lora, grads = -(-lora // split), -(-grads // split)
+        acts = {k: -(-v // split) for k, v in acts.items()}
+    parts = MemoryEstimate(
+        weights_by_dtype=by_kind,
+        lora_weights=lora,
+        gradients=grads,
+        optimizer_states=2 * grads,
+        optimizer_step_temp=optimizer_step_temp(a.optimizer, 2 * grads),
+        activations=sum(acts.values()),
+        activations_detail=acts,
+        gathered=gathered_bytes(params) if fsdp else 0,
+        overhead_detail={},
+        assumptions=a,
+        notes=_notes(dims, a, vision_on_backward, vision_trains),
+    )
+    return replace(
+        parts, overhead_detail=overhead_parts(parts.allocated, a.strategy, a.gpus, grads)
+    )
+
+
+def _notes(
+    dims: ModelDims, a: MemoryAssumptions, vision_on_backward: bool, vision_trains: bool
+) -> tuple[str, ...]:
     patches = (a.image_size // dims.patch_size) ** 2
-    notes = [
+    layout = {
+        "ddp": "data parallel: every GPU holds the whole model",
+        "fsdp": "FSDP full shard: weights, gradients and optimizer divided over the GPUs, "
+        "plus the root unit and two blocks gathered",
+        "split": "model split over the GPUs (device_map): one copy in sum, divided evenly",
+    }[a.strategy]
+    return (
         f"batch {a.batch_size} × {a.seq_len} tokens per GPU (image tokens included), "
         f"one {a.image_size}×{a.image_size} image per sample "
         f"({patches} patches, {patches // dims.merge_size**2} LLM tokens)",
@@ -338,47 +332,42 @@ def estimate_memory(
             if vision_on_backward
             else "none (nothing below the LLM trains)"
         ),
-        "AdamW: 2 states per trainable parameter at its dtype; gradients at its dtype",
-        "data parallel: every GPU holds the whole model; +1 GiB CUDA context/allocator slack",
-    ]
-    return MemoryEstimate(
-        weights_by_dtype=by_kind,
-        lora_weights=lora,
-        gradients=grads,
-        optimizer_states=2 * grads,
-        activations=sum(acts.values()),
-        activations_detail=acts,
-        overhead=OVERHEAD_BYTES,
-        assumptions=assumptions,
-        notes=tuple(notes),
+        "loss: "
+        + (
+            "TRL's fused LM head (no full logits)"
+            if a.loss == "fused"
+            else "full fp32 logits (the model's own loss)"
+        ),
+        f"AdamW ({a.optimizer}): 2 states per trainable parameter at its dtype",
+        f"{layout}; {a.gpus} GPU{'s' if a.gpus > 1 else ''}",
     )
 
 
-def dims_from_config(config: Any) -> ModelDims:
-    """ModelDims from a Qwen2-VL / Qwen2.5-VL transformers config object (defaults applied)."""
-    text = getattr(config, "text_config", None) or config
-    vision = config.vision_config
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    if hasattr(vision, "embed_dim"):  # Qwen2-VL: embed_dim is the encoder width
-        width = vision.embed_dim
-        inter = int(width * vision.mlp_ratio)
-        gated = False
-    else:  # Qwen2.5-VL: hidden_size is the encoder width, MLP gated
-        width = vision.hidden_size
-        inter = vision.intermediate_size
-        gated = True
-    return ModelDims(
-        hidden=text.hidden_size,
-        layers=text.num_hidden_layers,
-        intermediate=text.intermediate_size,
-        kv_dim=kv_heads * head_dim,
-        vocab=text.vocab_size,
-        vision_width=width,
-        vision_layers=vision.depth,
-        vision_intermediate=inter,
-        vision_gated_mlp=gated,
-        patch_size=vision.patch_size,
-        merge_size=vision.spatial_merge_size,
-    )
+def alternatives(
+    estimate: Callable[[MemoryAssumptions], MemoryEstimate], a: MemoryAssumptions
+) -> list[str]:
+    """What would fit the GPU size when `a` does not: other strategies, shorter sequences."""
+    gpu = a.gpu_mem_gib
+    if gpu is None:
+        return []
+    found: list[str] = []
+    for strategy in ("fsdp", "split"):
+        for n in (2, 4, 8):
+            if (strategy, n) == (a.strategy, a.gpus):
+                continue
+            m = estimate(replace(a, strategy=strategy, gpus=n))
+            if m.fits:
+                found.append(f"with --strategy {strategy} over {n} GPUs ≈ {gib(m.total)} GiB")
+                break
+    if not a.gradient_checkpointing:
+        m = estimate(replace(a, gradient_checkpointing=True))
+        if m.fits:
+            found.append(f"with gradient checkpointing ≈ {gib(m.total)} GiB")
+    seq = a.seq_len // 2
+    while seq >= 256:
+        m = estimate(replace(a, seq_len=seq))
+        if m.fits:
+            found.append(f"at --seq-len {seq} ≈ {gib(m.total)} GiB")
+            break
+        seq //= 2
+    return found

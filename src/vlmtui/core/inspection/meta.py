@@ -5,8 +5,8 @@ comes from the very functions the trainer runs (`policy.prepare_trainables`: LoR
 with PEFT, the freeze policy and the pre-flight guard), applied to the real transformers
 model built on the meta device. Quantized recipes get the same bitsandbytes module
 replacement `from_pretrained` performs before loading weights (transformers' quantizer, same
-`BitsAndBytesConfig` and skip list as `loading.py`) and PEFT's
-`prepare_model_for_kbit_training`, so 4-bit modules, dtypes and names match training. The
+`BitsAndBytesConfig` and skip list as `loading.py`) and `loading.prepare_quantized`, so
+4-bit modules, dtypes and names match training. The
 per-parameter results (`ParamInfo`) feed the memory estimate.
 
 The TUI keeps one `ModelInspector` per model; see `modeltree.py` for typical use.
@@ -24,11 +24,13 @@ from vlmtui.core.inspection.memory import (
     MemoryEstimate,
     ModelDims,
     ParamInfo,
+    alternatives,
     dims_from_config,
     estimate_memory,
 )
 from vlmtui.core.inspection.tree import QUANT_CLASSES, Marking, ModelTree
 from vlmtui.core.model.resolve import ModelRef, build_meta_model, resolve_model, skip_init
+from vlmtui.core.recipes.notes import lora_by_layer_kind
 from vlmtui.core.recipes.policy import TrainableSummary
 from vlmtui.core.recipes.recipe import TrainingRecipe
 
@@ -47,6 +49,8 @@ class StageResult:
     """Every unique parameter with dtype and trainability as training sets them."""
     guard: str = ""
     """The pre-flight guard's verdict (it passed; a refusal raises instead)."""
+    notes: tuple[str, ...] = ()
+    """What the guard reports beside the verdict (`policy.summary_notes`)."""
 
     def memory(self, dims: ModelDims, assumptions: MemoryAssumptions) -> MemoryEstimate:
         """The GPU memory estimate of this stage under the given training shape."""
@@ -67,6 +71,12 @@ class StageResult:
             vision_lora_inputs_per_block=_per_block(self.marking, "vision", dims.vision_layers),
         )
 
+    def alternatives(self, dims: ModelDims, assumptions: MemoryAssumptions) -> list[str]:
+        """When this stage does not fit: the strategies and sequence lengths that would."""
+        if self.memory(dims, assumptions).fits is not False:
+            return []
+        return alternatives(lambda a: self.memory(dims, a), assumptions)
+
     def to_dict(self) -> dict[str, Any]:
         d = self.summary.to_dict()
         return {
@@ -76,6 +86,10 @@ class StageResult:
             "quantized_modules": list(self.summary.quantized_modules),
             "quantization": self.recipe.quantization,
             "guard": self.guard,
+            "notes": list(self.notes),
+            "lora_by_layer_kind": lora_by_layer_kind(
+                self.summary.lora_modules, self.summary.layer_kinds
+            ),
             "trainable_names": list(self.summary.trainable_names),
         }
 
@@ -101,6 +115,9 @@ class Inspection:
     dims: ModelDims
     base_summary: TrainableSummary | None
     """The bare model's per-area counts (nothing trainable); set only without a recipe."""
+    mtp_params: int = 0
+    """Parameters of the checkpoint's multi-token-prediction head, which transformers does
+    not build (Qwen3.5/3.6): in the published count, never loaded or trained."""
 
     @property
     def marking(self) -> Marking:
@@ -140,7 +157,11 @@ class Inspection:
                 if self.stages
                 else last.total_params
             ),
+            "mtp_params": self.mtp_params,
+            "tied_head": last.tied_head or None,
+            "layer_kinds": {str(i): k for i, k in sorted(last.layer_kinds.items())},
         }
+        out["checkpoint_params"] = out["base_params"] + self.mtp_params
         sizes: dict[str, int] = {}
         for s in self.stages:
             for p in s.params:
@@ -163,25 +184,31 @@ class Inspection:
         out["guard"] = "; ".join(s.guard for s in self.stages) if self.stages else None
         out["stages"] = [s.to_dict() for s in self.stages]
         if assumptions is not None and self.stages:
-            out["memory"] = [m.to_dict() for m in self.memory(assumptions)]
+            out["memory"] = [
+                {**m.to_dict(), "would_fit": s.alternatives(self.dims, assumptions)}
+                for s, m in zip(self.stages, self.memory(assumptions), strict=True)
+            ]
         return out
 
 
-def _quantize_meta(model: Any, recipe: TrainingRecipe, dtype: Any) -> Any:
+def _quantize_meta(model: Any, recipe: TrainingRecipe, family: Family, dtype: Any) -> Any:
     """The module replacement from_pretrained does before loading quantized weights."""
     import torch
-    from peft import prepare_model_for_kbit_training
     from transformers.quantizers import AutoHfQuantizer
 
-    from vlmtui.core.model.loading import quantization_config
+    from vlmtui.core.model.loading import prepare_quantized, quantization_config
 
     quantizer = AutoHfQuantizer.from_config(quantization_config(recipe, dtype), pre_quantized=False)
     with torch.device("meta"):
         quantizer.preprocess_model(model, device_map={"": "cuda:0"}, dtype=dtype)
     quantizer.postprocess_model(model)
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=recipe.gradient_checkpointing
-    )
+    # from_pretrained fills the new linears' biases from the checkpoint in the compute dtype;
+    # on meta they keep the float32 the empty modules were built with.
+    for module in model.modules():
+        bias = getattr(module, "bias", None)
+        if type(module).__name__ in QUANT_CLASSES and bias is not None:
+            bias.data = bias.data.to(dtype)
+    return prepare_quantized(model, recipe)
 
 
 def _marking_and_params(
@@ -242,6 +269,27 @@ def _marking_and_params(
     return marking, tuple(infos)
 
 
+def mtp_head_params(model: Any, family: Family) -> int:
+    """Size of the `mtp.*` tensors a Qwen3.5/3.6 checkpoint holds beside the model: per MTP
+    layer one full-attention decoder layer of the model (with its MoE block), plus `mtp.fc`
+    (h x 2h) and three norms of size h."""
+    from vlmtui.core.families import llm_layer_kinds
+    from vlmtui.core.recipes.policy import unique_parameters
+
+    if not family.mtp_head:
+        return 0
+    text = model.config.text_config
+    layers = int(getattr(text, "mtp_num_hidden_layers", 0) or 0)
+    if not layers:
+        return 0
+    kinds = llm_layer_kinds(n for n, _ in model.named_modules())
+    full = min(i for i, k in kinds.items() if k == "full-attention")
+    prefix = f"model.language_model.layers.{full}."
+    layer = sum(p.numel() for n, p in unique_parameters(model) if n.startswith(prefix))
+    h = int(text.hidden_size)
+    return layers * layer + 2 * h * h + 3 * h
+
+
 def guard_verdict(summary: TrainableSummary, recipe: TrainingRecipe) -> str:
     """The passed guard's verdict as one line."""
     modes = ", ".join(f"{a} {recipe.area(a).mode}" for a in ("vision", "projector", "llm"))
@@ -260,7 +308,7 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
     """
     import torch
 
-    from vlmtui.core.model.loading import Device, compute_dtype
+    from vlmtui.core.model.loading import Device, compute_dtype, keep_fp32_params
     from vlmtui.core.recipes.policy import prepare_trainables
 
     dtype = compute_dtype(recipe, Device("cuda"))
@@ -268,12 +316,13 @@ def prepare_meta_stage(ref: ModelRef, recipe: TrainingRecipe, model: Any = None)
         model = build_meta_model(ref, dtype)
     elif next(model.parameters()).dtype != dtype:
         model = model.to(dtype)
+    keep_fp32_params(model, ref.family)
     # New modules (4-bit linears, LoRA adapters) are created on the meta device with their
     # initialisers skipped: PEFT would otherwise initialise adapters on the CPU first (seconds
     # for a 72B model). Names, shapes, dtypes and requires_grad are unaffected.
     with skip_init():
         if recipe.quantized:
-            model = _quantize_meta(model, recipe, dtype)
+            model = _quantize_meta(model, recipe, ref.family, dtype)
         with torch.device("meta"):
             return prepare_trainables(model, recipe, ref.family)
 
@@ -291,6 +340,7 @@ class ModelInspector:
         self._tree: ModelTree | None = None
         self._dims: ModelDims | None = None
         self._base_summary: TrainableSummary | None = None
+        self._mtp = 0
         self._cache: dict[TrainingRecipe, Inspection] = {}
 
     @property
@@ -305,6 +355,7 @@ class ModelInspector:
         model = build_meta_model(self.ref, torch.bfloat16)
         self._tree = ModelTree.from_model(model, self.family, self.ref.name)
         self._dims = dims_from_config(model.config)
+        self._mtp = mtp_head_params(model, self.family)
         self._spare = model
 
     def base_summary(self) -> TrainableSummary:
@@ -344,14 +395,18 @@ class ModelInspector:
         self._ensure_base()
         assert self._dims is not None
         if recipe is None:
-            return Inspection(self.ref, None, (), self._dims, self.base_summary())
+            return Inspection(self.ref, None, (), self._dims, self.base_summary(), self._mtp)
         if recipe in self._cache:
             return self._cache[recipe]
-        from vlmtui.core.recipes.policy import summarize_trainables_by_area
+        from vlmtui.core.recipes.policy import summarize_trainables_by_area, summary_notes
         from vlmtui.core.recipes.recipe import stage_recipes
 
         stages = []
         for i, stage in enumerate(stage_recipes(recipe, self.recipe_files), start=1):
+            done = self._cache.get(stage)
+            if done is not None and len(done.stages) == 1:  # a stage inspected on its own
+                stages.append(replace(done.stages[0], index=i))
+                continue
             model = prepare_meta_stage(self.ref, stage, self._fresh_model())
             summary = summarize_trainables_by_area(model, self.family)
             marking, params = _marking_and_params(model, self.family, stage.name)
@@ -363,9 +418,10 @@ class ModelInspector:
                     marking=marking,
                     params=params,
                     guard=guard_verdict(summary, stage),
+                    notes=tuple(summary_notes(summary, stage, self.family)),
                 )
             )
             del model
-        result = Inspection(self.ref, recipe, tuple(stages), self._dims, None)
+        result = Inspection(self.ref, recipe, tuple(stages), self._dims, None, self._mtp)
         self._cache[recipe] = result
         return result

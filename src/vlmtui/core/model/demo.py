@@ -1,4 +1,4 @@
-"""Tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints and the embedded demo assets.
+"""Tiny random-weight checkpoints of every family and the embedded demo assets.
 
 Why: every test, benchmark and the app's first-run demo needs a model that uses the *real*
 transformers architecture classes (so parameter names, LoRA targets, quantization and the
@@ -10,7 +10,8 @@ small image resolution (a 112x112 image becomes 16 image tokens), and a seeded r
 Sizes (see FACTS.md): text hidden 64, 2 layers, 4 heads / 2 KV heads (head_dim 16, so
 `mrope_section` [4, 2, 2] sums to head_dim / 2); vision depth 2. Word embeddings are untied in
 the Qwen2-VL demo (like Qwen2-VL-7B) and tied in the Qwen2.5-VL demo (like Qwen2.5-VL-3B), so
-both lm_head layouts are exercised by the tests.
+both lm_head layouts are exercised by the tests. The Qwen3-VL / Qwen3.5 sizes are in
+`demo_qwen3.py`; all families share the tokenizer and chat template.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.families import QWEN2_5_VL, QWEN2_VL, family_by_name
+from vlmtui.core.model import demo_qwen3
 
 SEED = 0
 
@@ -182,8 +184,8 @@ def build_tokenizer() -> Any:
     # Like Qwen2-VL-Instruct: eos is <|im_end|> (the end of a turn), pad is <|endoftext|>.
     tok = Qwen2Tokenizer(
         vocab=model["vocab"],
-        merges=merges,
-        unk_token=None,
+        merges=merges,  # type: ignore[arg-type]  # pairs, as the tokenizers BPE model gives them
+        unk_token=None,  # type: ignore[arg-type]  # byte-level BPE has no unknown token
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -200,18 +202,22 @@ def build_processor(family: str = QWEN2_VL.name) -> Any:
 
     fam = family_by_name(family)
     tokenizer = build_tokenizer()
-    sizes = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
-    common = {
+    if demo_qwen3.is_qwen3(fam):
+        return demo_qwen3.build_processor(tokenizer, CHAT_TEMPLATE)
+    # Plain keyword dicts: transformers' processor signatures type each keyword differently.
+    sizes: dict[str, Any] = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
+    common: dict[str, Any] = {
         "patch_size": PATCH_SIZE,
         "merge_size": MERGE_SIZE,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
     }
     image_processor = Qwen2VLImageProcessor(**sizes, **common)
     video_processor = Qwen2VLVideoProcessor(**sizes, **common)
-    if fam is QWEN2_5_VL:
-        from transformers import Qwen2_5_VLProcessor as processor_cls
-    else:
-        from transformers import Qwen2VLProcessor as processor_cls
+    import transformers
+
+    processor_cls = getattr(
+        transformers, "Qwen2_5_VLProcessor" if fam is QWEN2_5_VL else "Qwen2VLProcessor"
+    )
     return processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -241,6 +247,11 @@ def build_config(family: str, tokenizer: Any) -> Any:
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
+    if demo_qwen3.is_qwen3(fam):
+        text_ids = {
+            k: text[k] for k in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+        }
+        return demo_qwen3.build_config(fam, text_ids, token_ids)
     if fam is QWEN2_5_VL:
         from transformers import Qwen2_5_VLConfig
 
@@ -274,10 +285,9 @@ def make_demo_model(out_dir: Path, family: str = QWEN2_VL.name) -> Path:
         raise BadInput(f"{out_dir}: exists and is not a directory")
     processor = build_processor(fam.name)
     config = build_config(fam.name, processor.tokenizer)
-    if fam is QWEN2_5_VL:
-        from transformers import Qwen2_5_VLForConditionalGeneration as model_cls
-    else:
-        from transformers import Qwen2VLForConditionalGeneration as model_cls
+    import transformers
+
+    model_cls = getattr(transformers, fam.model_class)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_cls(config)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.families import AREAS, PEFT_PREFIX, TRAINABLE_AREAS, Family
+from vlmtui.core.families import AREAS, PEFT_PREFIX, TRAINABLE_AREAS, Family, llm_layer_kinds
+from vlmtui.core.recipes.notes import guard_notes, not_4bit_reason, tied_head
 from vlmtui.core.recipes.recipe import TrainingRecipe
 
 BASE_LAYER_RE = re.compile(r"\.base_layer(?=\.|$)")
@@ -46,6 +47,13 @@ class TrainableSummary:
     """Names of trainable parameters, without PEFT's prefix, sorted."""
     quantized_modules: tuple[str, ...] = field(default=())
     """Modules whose weights are 4-bit or 8-bit bitsandbytes linears."""
+    tied_head: str = ""
+    """The parameter lm_head's weight is one tensor with (tied embeddings), else ""."""
+    not_quantized: dict[str, int] = field(default_factory=dict)
+    """With quantized linears: LLM parameters left unquantized, by reason
+    (`notes.NOT_4BIT_REASONS`). Empty without quantization."""
+    layer_kinds: dict[int, str] = field(default_factory=dict)
+    """LLM layer index -> `full-attention` / `linear-attention`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +63,8 @@ class TrainableSummary:
                 a: {"params": c.params, "trainable": c.trainable} for a, c in self.areas.items()
             },
             "lora_modules": list(self.lora_modules),
+            "tied_head": self.tied_head or None,
+            "not_quantized": dict(self.not_quantized),
         }
 
 
@@ -122,29 +132,44 @@ def parameter_table(model: Any) -> list[tuple[str, tuple[int, ...], str, bool]]:
 
 
 def lora_target_regex(recipe: TrainingRecipe, family: Family) -> str | None:
-    """One full-name regex for every LoRA area of the recipe, or None without LoRA."""
+    """One full-name regex for every LoRA module target of the recipe, or None."""
     parts = [
-        family.lora_regex(area, recipe.area(area).targets)
+        rx
         for area in TRAINABLE_AREAS
         if recipe.area(area).mode == "lora"
+        and (rx := family.lora_regex(area, recipe.area(area).targets)) is not None
     ]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else "|".join(f"(?:{p})" for p in parts)
 
 
+def lora_target_parameters(recipe: TrainingRecipe, family: Family) -> list[str]:
+    """PEFT `target_parameters` (fused expert parameters) of the recipe's LoRA areas."""
+    return [
+        p
+        for area in TRAINABLE_AREAS
+        if recipe.area(area).mode == "lora"
+        for p in family.expert_targets(area, recipe.area(area).targets)
+    ]
+
+
 def build_lora_config_for_recipe(recipe: TrainingRecipe, family: Family) -> Any:
     """PEFT LoraConfig with anchored full-name targets, or None when nothing uses LoRA."""
     regex = lora_target_regex(recipe, family)
-    if regex is None:
+    params = lora_target_parameters(recipe, family)
+    if regex is None and not params:
         return None
     from peft import LoraConfig
 
+    # A fused expert is matched by PEFT as a parameter-name suffix; only LLM layers hold
+    # `mlp.experts`, so the suffix cannot reach the vision tower.
     return LoraConfig(
         r=recipe.lora.r,
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
-        target_modules=regex,
+        target_modules=regex if regex is not None else [],
+        target_parameters=params or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -167,6 +192,21 @@ def check_patterns(model: Any, recipe: TrainingRecipe, family: Family) -> list[s
                     problems.append(
                         f"{area} LoRA target {target!r} matches outside {area}: {outside[0]}"
                     )
+            if family.expert_targets(area, plan.targets):
+                rx_e = re.compile(family.expert_regex())
+                if not any(rx_e.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
+                    problems.append(f"{area} LoRA target 'experts' matches no parameter")
+                if recipe.lora.dropout:
+                    # PEFT's adapter on a 3-D parameter adds lora_B @ lora_A to the weight, so
+                    # there is no per-input activation to drop (ParamWrapper refuses dropout).
+                    problems.append(
+                        f"{area} LoRA target 'experts' needs lora.dropout = 0, "
+                        f"got {recipe.lora.dropout:g}"
+                    )
+        for part in plan.also_full:
+            rx_p = re.compile(family.full_part_regex(area, part))
+            if not any(rx_p.fullmatch(strip_peft(n)) for n, _ in unique_parameters(model)):
+                problems.append(f"{area}.also_full {part!r} matches no parameter")
         for pattern in plan.patterns:
             prx = re.compile(pattern)
             hits = [strip_peft(n) for n, _ in unique_parameters(model) if prx.match(strip_peft(n))]
@@ -182,10 +222,15 @@ def apply_freeze_policy(model: Any, recipe: TrainingRecipe, family: Family) -> N
     """Set requires_grad on every parameter from the recipe: the single source of truth.
 
     LoRA parameters train when their area's mode is `lora`; other parameters train when their
-    area is `full` and (if the area has patterns) a pattern matches the start of the name.
+    area is `full` and (if the area has patterns) a pattern matches the start of the name,
+    or when their area is `lora` and an `also_full` part names them (the MoE router).
     lm_head and unknown areas never train.
     """
     compiled = {a: [re.compile(p) for p in recipe.area(a).patterns] for a in TRAINABLE_AREAS}
+    parts = {
+        a: [re.compile(family.full_part_regex(a, p)) for p in recipe.area(a).also_full]
+        for a in TRAINABLE_AREAS
+    }
     for name, param in unique_parameters(model):
         base = strip_peft(name)
         area = family.area_of(base)
@@ -194,6 +239,8 @@ def apply_freeze_policy(model: Any, recipe: TrainingRecipe, family: Family) -> N
             trainable = False
         elif is_lora_param(name):
             trainable = plan.mode == "lora"
+        elif plan.mode == "lora":
+            trainable = any(p.fullmatch(base) for p in parts[area])
         else:
             pats = compiled[area]
             trainable = plan.mode == "full" and (not pats or any(p.match(base) for p in pats))
@@ -202,23 +249,47 @@ def apply_freeze_policy(model: Any, recipe: TrainingRecipe, family: Family) -> N
         param.requires_grad_(trainable)
 
 
+def lora_module_name(name: str, module: Any) -> str:
+    """The base-model name of what an adapter adapts: the module, or for PEFT's ParamWrapper
+    (a fused expert parameter) the parameter (`…mlp.experts.gate_up_proj`)."""
+    base = strip_peft(name)
+    param = getattr(module, "parameter_name", None)
+    return f"{base}.{param}" if param else base
+
+
 def summarize_trainables_by_area(model: Any, family: Family) -> TrainableSummary:
     counts = {a: [0, 0] for a in AREAS}
     trainable_names = []
-    for name, param in unique_parameters(model):
+    params = list(unique_parameters(model))
+    for name, param in params:
         n = param_numel(param)
         area = family.area_of(strip_peft(name))
         counts[area][0] += n
         if param.requires_grad:
             counts[area][1] += n
             trainable_names.append(name.removeprefix(PEFT_PREFIX))
-    lora_modules = []
+    lora_modules: list[str] = []
     quantized = []
+    module_names = []
     for name, module in model.named_modules():
+        module_names.append(name)
         if hasattr(module, "lora_A") and len(getattr(module, "lora_A", {})) > 0:
-            lora_modules.append(strip_peft(name))
+            lora = lora_module_name(name, module)
+            if lora not in lora_modules:
+                lora_modules.append(lora)
         if is_quantized_module(module):
             quantized.append(strip_peft(name))
+    not_quantized: dict[str, int] = {}
+    if quantized:
+        qset = set(quantized)
+        for name, param in params:
+            base = strip_peft(name)
+            if family.area_of(base) != "llm" or is_lora_param(name):
+                continue
+            if base.rpartition(".")[0] in qset and base.endswith(".weight"):
+                continue
+            reason = not_4bit_reason(base, family)
+            not_quantized[reason] = not_quantized.get(reason, 0) + param_numel(param)
     areas = {a: AreaCount(params=c[0], trainable=c[1]) for a, c in counts.items()}
     return TrainableSummary(
         total_params=sum(c.params for c in areas.values()),
@@ -227,6 +298,9 @@ def summarize_trainables_by_area(model: Any, family: Family) -> TrainableSummary
         lora_modules=tuple(lora_modules),
         trainable_names=tuple(sorted(trainable_names)),
         quantized_modules=tuple(quantized),
+        tied_head=tied_head(model),
+        not_quantized=not_quantized,
+        layer_kinds=llm_layer_kinds(module_names),
     )
 
 
@@ -255,6 +329,17 @@ def preflight_problems(
             problems.append(f"module outside the LLM is quantized: {name}")
             break
     return problems
+
+
+def summary_notes(summary: TrainableSummary, recipe: TrainingRecipe, family: Family) -> list[str]:
+    """What the guard reports beside its verdict (ties, unquantized LLM parts, layer kinds)."""
+    return guard_notes(
+        recipe,
+        family,
+        tied=summary.tied_head,
+        not_4bit=summary.not_quantized,
+        layer_kinds=summary.layer_kinds,
+    )
 
 
 def prepare_trainables(model: Any, recipe: TrainingRecipe, family: Family) -> Any:

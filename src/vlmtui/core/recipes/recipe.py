@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import DEFAULT_LLM_TARGETS, DEFAULT_VISION_TARGETS, TRAINABLE_AREAS
-from vlmtui.core.tomlio import check_keys
 
 MODES = ("frozen", "full", "lora")
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -36,6 +35,9 @@ class AreaPlan:
     """For `full`: regexes anchored at the name start (re.match) selecting part of the area."""
     learning_rate: float | None = None
     """Learning rate of this area's parameters; None uses the recipe's."""
+    also_full: tuple[str, ...] = ()
+    """For `lora`: named parts of the area trained in full beside the adapters (`router`: the
+    MoE router weights, which LoRA cannot reach)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ class TrainingRecipe:
     batch_size: int = 1
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    """Recompute each block's activations in backward (non-reentrant) instead of keeping them:
+    a 72B model's 80 layers otherwise keep ~26 GiB per 1024 tokens. The built-ins turn it on."""
+    upcast_norms: bool = False
+    """Quantized recipes: keep the frozen norm weights in fp32 (PEFT's old blanket upcast did
+    this for every non-4-bit weight); off keeps them in the compute dtype."""
     warmup_ratio: float = 0.0
     stages: tuple[str, ...] = ()
     """Names of recipes run in order, each starting from the previous stage's saved weights."""
@@ -102,7 +109,10 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
             llm=AreaPlan(mode="lora", targets=DEFAULT_LLM_TARGETS),
             quantization="4bit",
             learning_rate=2e-4,
+            gradient_checkpointing=True,
         ),
+        # Checkpointing covers the vision blocks and the LLM layers alike: the loss sits at the
+        # LLM's output, so the vision gradient flows back through every (frozen) LLM layer.
         # The projector trains with the encoder: a re-tuned encoder shifts the features the
         # merger maps into the LLM, and a frozen merger could not follow that shift.
         TrainingRecipe(
@@ -111,6 +121,7 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
             vision=AreaPlan(mode="full"),
             projector=AreaPlan(mode="full"),
             learning_rate=2e-5,
+            gradient_checkpointing=True,
         ),
         TrainingRecipe(
             name="r3-two-stage",
@@ -125,110 +136,10 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
             vision=AreaPlan(mode="lora", targets=DEFAULT_VISION_TARGETS),
             llm=AreaPlan(mode="lora", targets=DEFAULT_LLM_TARGETS),
             learning_rate=1e-4,
+            gradient_checkpointing=True,
         ),
     )
 }
-
-_TOP_KEYS = {f.name for f in dataclasses.fields(TrainingRecipe)} - {"name", "source"} | {"extends"}
-_AREA_KEYS = {f.name for f in dataclasses.fields(AreaPlan)}
-_LORA_KEYS = {f.name for f in dataclasses.fields(LoraSettings)}
-
-
-def _number(where: str, value: Any, kind: type, minimum: float | None = None) -> Any:
-    ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if not ok or isinstance(value, bool):
-        raise BadInput(f"{where}: expected {kind.__name__}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise BadInput(f"{where}: must be at least {minimum}, got {value!r}")
-    return kind(value)
-
-
-def _str_list(where: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadInput(f"{where}: expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _area_from(where: str, base: AreaPlan, data: Any) -> AreaPlan:
-    if isinstance(data, str):
-        data = {"mode": data}
-    if not isinstance(data, dict):
-        raise BadInput(f"{where}: expected a table or a mode string, got {data!r}")
-    check_keys(where, data, _AREA_KEYS)
-    plan = base
-    if "mode" in data:
-        plan = replace(plan, mode=data["mode"])
-        if data["mode"] != "lora" and "targets" not in data:
-            plan = replace(plan, targets=())
-    if "targets" in data:
-        plan = replace(plan, targets=_str_list(f"{where}.targets", data["targets"]))
-    if "patterns" in data:
-        pats = _str_list(f"{where}.patterns", data["patterns"])
-        for p in pats:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise BadInput(f"{where}.patterns: {p!r} is not a valid regex ({exc})") from None
-        plan = replace(plan, patterns=pats)
-    if "learning_rate" in data:
-        lr = _number(f"{where}.learning_rate", data["learning_rate"], float, 0)
-        plan = replace(plan, learning_rate=lr)
-    return plan
-
-
-def recipe_from_dict(
-    name: str, data: Mapping[str, Any], source: str, known: Mapping[str, TrainingRecipe]
-) -> TrainingRecipe:
-    """Build and validate one recipe from a TOML table. Errors name source, recipe and field."""
-    where = f"{source}: recipe {name!r}"
-    if not NAME_RE.match(name):
-        raise BadInput(f"{where}: name must be letters, digits, '.', '_' or '-' (max 64)")
-    if not isinstance(data, Mapping):
-        raise BadInput(f"{where}: expected a table")
-    check_keys(where, data, _TOP_KEYS)
-    base = TrainingRecipe(name=name)
-    if "extends" in data:
-        parent = data["extends"]
-        if parent not in known:
-            raise BadInput(f"{where}: extends: unknown recipe {parent!r}")
-        base = replace(known[parent], description="")
-    recipe = replace(base, name=name, source=source)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        fld = f"{where}: {key}"
-        if key == "extends":
-            continue
-        if key in TRAINABLE_AREAS:
-            kwargs[key] = _area_from(f"{where}: {key}", recipe.area(key), value)
-        elif key == "lora":
-            if not isinstance(value, dict):
-                raise BadInput(f"{fld}: expected a table")
-            check_keys(fld, value, _LORA_KEYS)
-            lora = recipe.lora
-            if "r" in value:
-                lora = replace(lora, r=_number(f"{fld}.r", value["r"], int, 1))
-            if "alpha" in value:
-                lora = replace(lora, alpha=_number(f"{fld}.alpha", value["alpha"], int, 1))
-            if "dropout" in value:
-                lora = replace(lora, dropout=_number(f"{fld}.dropout", value["dropout"], float, 0))
-            kwargs["lora"] = lora
-        elif key in ("description", "quantization", "compute_dtype"):
-            if not isinstance(value, str):
-                raise BadInput(f"{fld}: expected a string, got {value!r}")
-            kwargs[key] = value
-        elif key in ("learning_rate", "epochs", "warmup_ratio"):
-            kwargs[key] = _number(fld, value, float, 0)
-        elif key in ("max_steps", "batch_size", "grad_accum"):
-            kwargs[key] = _number(fld, value, int, 1)
-        elif key == "gradient_checkpointing":
-            if not isinstance(value, bool):
-                raise BadInput(f"{fld}: expected true or false, got {value!r}")
-            kwargs[key] = value
-        elif key == "stages":
-            kwargs[key] = _str_list(fld, value)
-    recipe = replace(recipe, **kwargs)
-    validate_recipe(recipe, known, where)
-    return recipe
 
 
 def validate_recipe(
@@ -246,6 +157,11 @@ def validate_recipe(
             f"{where}: compute_dtype: unknown value {recipe.compute_dtype!r} "
             f"(one of {', '.join(DTYPES)})"
         )
+    for area in ("", *TRAINABLE_AREAS):
+        lr = recipe.area(area).learning_rate if area else recipe.learning_rate
+        if lr is not None and lr <= 0:
+            key = f"{area}.learning_rate" if area else "learning_rate"
+            raise BadInput(f"{where}: {key}: must be greater than 0, got {lr!r}")
     if recipe.stages:
         for stage in recipe.stages:
             if stage not in known:
@@ -265,6 +181,8 @@ def validate_recipe(
             raise BadInput(f"{where}: {area}.targets: targets need mode 'lora'")
         if plan.mode != "full" and plan.patterns:
             raise BadInput(f"{where}: {area}.patterns: patterns need mode 'full'")
+        if plan.mode != "lora" and plan.also_full:
+            raise BadInput(f"{where}: {area}.also_full: also_full needs mode 'lora'")
     if recipe.projector.mode == "lora":
         raise BadInput(f"{where}: projector.mode: 'lora' is not supported (use 'full' or 'frozen')")
     if all(recipe.area(a).mode == "frozen" for a in TRAINABLE_AREAS):
@@ -275,43 +193,53 @@ def validate_recipe(
         )
 
 
-def load_recipe_file(path: Path, known: Mapping[str, TrainingRecipe]) -> dict[str, TrainingRecipe]:
-    """Recipes of one TOML file: `[recipe.NAME]` tables. Later ones may extend earlier ones."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read recipe file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"recipe"}
-    if unknown:
-        raise BadInput(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (use [recipe.NAME])")
-    tables = data.get("recipe", {})
-    if not isinstance(tables, dict):
-        raise BadInput(f"{path}: 'recipe' must be a table of [recipe.NAME] tables")
-    merged = dict(known)
-    out: dict[str, TrainingRecipe] = {}
-    for name, table in tables.items():
-        if name in BUILTIN_RECIPES:
-            raise BadInput(f"{path}: recipe {name!r}: name is taken by a built-in recipe")
-        recipe = recipe_from_dict(name, table, str(path), merged)
-        merged[name] = out[name] = recipe
-    return out
-
-
 def user_recipe_dir() -> Path:
     from vlmtui.core.paths import config_dir
 
     return config_dir() / "recipes"
 
 
-def all_recipes(extra_files: Iterable[Path] = ()) -> dict[str, TrainingRecipe]:
-    """Built-ins, then every `*.toml` in the user's recipes folder, then `extra_files`."""
+def load_recipes(
+    extra_files: Iterable[Path] = (),
+) -> tuple[dict[str, TrainingRecipe], list[str]]:
+    """Built-ins, every `*.toml` in the user's recipes folder, then `extra_files`.
+
+    A broken file in the folder must not take the built-ins and the other files down with
+    it: it is skipped and its error returned as a problem. A file named in `extra_files`
+    was asked for explicitly, so its error is raised.
+    """
+    # parse.py builds on this module's types, so it is imported when first needed.
+    from vlmtui.core.recipes.parse import load_recipe_file
+
     recipes = dict(BUILTIN_RECIPES)
+    problems = []
     folder = user_recipe_dir()
-    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
-    for path in [*files, *extra_files]:
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        try:
+            recipes.update(load_recipe_file(path, recipes))
+        except BadInput as exc:
+            problems.append(f"{exc} (skipped this file)")
+    for path in extra_files:
         recipes.update(load_recipe_file(Path(path), recipes))
+    return recipes, problems
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(problem: str) -> None:
+    if problem not in _warned:
+        _warned.add(problem)
+        print(f"vlmtui: warning: {problem}", file=sys.stderr)
+
+
+def all_recipes(
+    extra_files: Iterable[Path] = (), on_problem: Callable[[str], None] = _warn_once
+) -> dict[str, TrainingRecipe]:
+    """`load_recipes`' recipes; each broken user file is reported once through `on_problem`."""
+    recipes, problems = load_recipes(extra_files)
+    for problem in problems:
+        on_problem(problem)
     return recipes
 
 

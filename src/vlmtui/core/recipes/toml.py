@@ -10,7 +10,8 @@ from pathlib import Path
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.recipes.recipe import TrainingRecipe, load_recipe_file, user_recipe_dir
+from vlmtui.core.recipes.parse import load_recipe_file
+from vlmtui.core.recipes.recipe import TrainingRecipe, user_recipe_dir
 from vlmtui.core.tomlio import toml_value
 
 
@@ -29,6 +30,7 @@ def recipe_to_toml(recipe: TrainingRecipe, name: str) -> str:
     if recipe.max_steps is not None:
         lines.append(f"max_steps = {recipe.max_steps}")
     lines.append(f"gradient_checkpointing = {toml_value(recipe.gradient_checkpointing)}")
+    lines.append(f"upcast_norms = {toml_value(recipe.upcast_norms)}")
     lines.append(f"warmup_ratio = {toml_value(recipe.warmup_ratio)}")
     for area in TRAINABLE_AREAS:
         plan = recipe.area(area)

@@ -53,7 +53,7 @@ def assistant_mask(ids: Sequence[int], header: Sequence[int], end_id: int) -> li
 
 
 class AssistantOnlyCollator:
-    """SFTTrainer `data_collator` for rows `{"images": [PIL.Image], "messages": [...]}`.
+    """SFTTrainer `data_collator` for rows `{"images": [path or PIL.Image], "messages": [...]}`.
 
     Returns the processor's tensors (`input_ids`, `attention_mask`, `pixel_values`,
     `image_grid_thw`, and `mm_token_type_ids` which Qwen's M-RoPE needs) plus `labels`.
@@ -78,11 +78,17 @@ class AssistantOnlyCollator:
             self.never_ids.add(tok.pad_token_id)
 
     def _images(self, row: dict[str, Any]) -> list[Any]:
+        from vlmtui.core.data.images import open_image
+
         images = row.get("images")
         if images is None and row.get("image") is not None:
             images = [row["image"]]
         return [
-            img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+            open_image(img, row.get("source") or "")
+            if isinstance(img, str)
+            else img.convert("RGB")
+            if getattr(img, "mode", "RGB") != "RGB"
+            else img
             for img in images or []
         ]
 

@@ -53,6 +53,19 @@ class RunFiles:
             fh.write(json.dumps(event, sort_keys=True) + "\n")
 
 
+def package_versions() -> dict[str, str]:
+    """The versions run.json records, so a run can be reproduced and a resume checked."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("vlmtui", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 class _Tee:
     """A text stream that writes to the terminal and to output.log."""
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmtui.core.errors import BadInput
+from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.families import Family
 from vlmtui.core.model.loading import (
     Device,
     detect_device,
     family_of_checkpoint,
+    keep_adapters_fp32,
     load_model_for_recipe,
     load_processor,
 )
@@ -35,7 +36,9 @@ from vlmtui.core.rundir import (
     read_json,
     write_json_atomic,
 )
-from vlmtui.core.training.progress import RunFiles
+from vlmtui.core.training.checkpoints import KEEP_CHECKPOINTS, barrier, staged
+from vlmtui.core.training.diskspace import disk_full_reason, ensure_free, need_for_model
+from vlmtui.core.training.progress import RunFiles, package_versions
 
 
 class StopRequested(BaseException):
@@ -65,6 +68,8 @@ class TrainRequest:
     recipe_files: tuple[Path, ...] = ()
     argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
     gpu: str = ""
+    allow_normalized: bool = False
+    """Boxes all within [0, 1] are normalised coordinates: scale them to pixels."""
     stage: int | None = None
     """Train only this stage (1-based; the earlier ones must be done): a cluster runs a
     multi-stage recipe as one job per stage."""
@@ -194,11 +199,12 @@ def fit(
     files: RunFiles | None = None,
     stage: int = 1,
     stop: _StopState | None = None,
+    callbacks: tuple[Any, ...] = (),
 ) -> Any:
-    """Train a prepared model with SFTTrainer; returns the trainer."""
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig, SFTTrainer
+    """Train a prepared model with SFTTrainer (plus extra TrainerCallbacks); returns the trainer."""
+    from trl import SFTConfig
 
+    from vlmtui.core.training.checkpoints import resume_checkpoint, run_trainer, trainer_class
     from vlmtui.core.training.collate import AssistantOnlyCollator
 
     stop = stop or _StopState()
@@ -217,7 +223,7 @@ def fit(
         logging_steps=1,
         save_strategy="steps",
         save_steps=save_steps,
-        save_total_limit=2,
+        save_total_limit=KEEP_CHECKPOINTS,
         max_length=None,
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
@@ -226,6 +232,7 @@ def fit(
         bf16=device.is_cuda,
         ddp_backend=("gloo" if not device.is_cuda else "nccl") if distributed else None,
         gradient_checkpointing=recipe.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0,
         seed=seed,
         disable_tqdm=True,
@@ -236,19 +243,29 @@ def fit(
             stage_dir / TRAINABLE_JSON,
             {**prepared.summary.to_dict(), "optimizer_params": names, "recipe": recipe.name},
         )
-    trainer = SFTTrainer(
+    # TRL casts every trainable parameter of a quantized model to bf16 (QLoRA). A base weight
+    # trained in full beside the adapters (the MoE router, `also_full`) multiplies its layer's
+    # activations directly, so it keeps its dtype.
+    full = {n: p.dtype for n, p in prepared.model.named_parameters() if p.requires_grad}
+    full = {n: d for n, d in full.items() if ".lora_" not in n}
+    trainer = trainer_class()(
         model=prepared.model,
         args=config,
         train_dataset=rows,
         processing_class=prepared.processor,
         data_collator=AssistantOnlyCollator(prepared.processor, prepared.family),
         optimizers=(optimizer, None),
-        callbacks=[_progress_callback(files, stage, stop)],
+        callbacks=[_progress_callback(files, stage, stop), *callbacks],
     )
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    if recipe.quantized:
+        keep_adapters_fp32(prepared.model)
+    for name, param in prepared.model.named_parameters():
+        if name in full and param.dtype != full[name]:
+            param.data = param.data.to(full[name])
+    last = resume_checkpoint(ckpt_dir) if resume else None
     stop.training = True
     try:
-        trainer.train(resume_from_checkpoint=last)
+        run_trainer(trainer, last)
     finally:
         stop.training = False
     return trainer
@@ -257,24 +274,20 @@ def fit(
 def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> dict[str, Any]:
     """Save what the stage trained; returns its weights.json record."""
     model = prepared.model
-    if hasattr(model, "peft_config"):
-        out = stage_dir / "adapter"
-        model.save_pretrained(str(out))
+    kind = "adapter" if hasattr(model, "peft_config") else "full"
+    out = stage_dir / ("adapter" if kind == "adapter" else "model")
+    with staged(out) as tmp:  # a full disk mid-save leaves no half-written weights
+        model.save_pretrained(str(tmp))
         full = {
             strip_peft(n.removeprefix("base_model.model.")): p.detach().cpu().contiguous()
             for n, p in model.named_parameters()
-            if p.requires_grad and ".lora_" not in n
+            if kind == "adapter" and p.requires_grad and ".lora_" not in n
         }
         if full:
             from safetensors.torch import save_file
 
-            save_file(full, str(out / "full_params.safetensors"))
-        kind = "adapter"
-    else:
-        out = stage_dir / "model"
-        model.save_pretrained(str(out))
-        kind = "full"
-    prepared.processor.save_pretrained(str(out))
+            save_file(full, str(tmp / "full_params.safetensors"))
+        prepared.processor.save_pretrained(str(tmp))
     record = {
         "kind": kind,
         "path": str(out.resolve()),
@@ -285,26 +298,6 @@ def save_stage(prepared: Prepared, stage_dir: Path, recipe: TrainingRecipe) -> d
     }
     write_json_atomic(stage_dir / WEIGHTS_JSON, record)
     return record
-
-
-def _barrier() -> None:
-    """Under torchrun, the other ranks wait for rank 0 to finish saving a stage."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("vlmtui", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def run_training(req: TrainRequest) -> int:
@@ -334,7 +327,7 @@ def run_training(req: TrainRequest) -> int:
             gpu=req.gpu or os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             device=device.torch_device,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
-            versions=_versions(),
+            versions=package_versions(),
             started=info.get("started", time.time()),
             pid=os.getpid(),
             stages=[
@@ -344,6 +337,7 @@ def run_training(req: TrainRequest) -> int:
         files.write_run_info(info)
     state = "loading"
     try:
+        records = load_split(req.data, "train", allow_normalized=req.allow_normalized)
         model_path = req.model
         for i, (recipe, stage_dir) in enumerate(zip(stages, stage_dirs, strict=False), start=1):
             stage_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +359,8 @@ def run_training(req: TrainRequest) -> int:
                 files.set_status(state := "loading", **tag)
                 files.append_event({"phase": "loading", "stage": i, "time": time.time()})
             prepared = prepare_stage(model_path, recipe, device)
-            records = load_split(req.data, "train")
+            if main:
+                ensure_free(stage_dir, need_for_model(prepared.model, KEEP_CHECKPOINTS))
             rows = to_trl_dataset(records, prepared.family, prepared.processor)
             if files:
                 files.set_status(
@@ -393,7 +388,7 @@ def run_training(req: TrainRequest) -> int:
                 files.append_event({"phase": "saving", "stage": i, "time": time.time()})
             if main:
                 save_stage(prepared, stage_dir, recipe)
-            _barrier()
+            barrier()  # the other ranks wait for rank 0 to finish saving the stage
             model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
             del prepared
         if files and req.stage is not None and req.stage < len(stages):
@@ -410,15 +405,15 @@ def run_training(req: TrainRequest) -> int:
         if files:
             files.set_status("stopped", exit_code=code, error=f"stopped by {exc}", during=state)
         return code
-    except BadInput as exc:
+    except (BadInput, WorkFailed) as exc:
         if files:
-            files.set_status("failed", exit_code=2, error=str(exc), during=state)
+            code = 2 if isinstance(exc, BadInput) else 1
+            files.set_status("failed", exit_code=code, error=str(exc), during=state)
         raise
     except Exception as exc:
         if files:
-            files.set_status(
-                "failed", exit_code=1, error=f"{type(exc).__name__}: {exc}", during=state
-            )
+            error = disk_full_reason(exc, req.output) or f"{type(exc).__name__}: {exc}"
+            files.set_status("failed", exit_code=1, error=error, during=state)
         raise
     finally:
         for sig, handler in previous.items():

@@ -1,0 +1,142 @@
+"""Fault suite, full disk (issue 11 item 4), on a real small tmpfs (root only; skipped with the
+reason otherwise): the pre-flight refuses a disk too small, a disk that fills mid-run gives
+the true reason and leaves no half-written checkpoint, and `--resume` skips an incomplete
+checkpoint (the state an older version left behind) and says which one it used."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        where = tmp_path / f"disk-{size}"
+        where.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def train_argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "vlmtui", "train", "--recipe", "r2-vision-only",
+        "--model", str(model), "--data", str(data), "--output", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_preflight_refuses_a_disk_too_small(
+    small_disk: Callable[[str], Path], qwen2_vl_dir: Path, shapes_data_dir: Path
+) -> None:
+    out = small_disk("8m") / "run"
+    proc = subprocess.run(
+        train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "3"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"vlmtui: not enough free space at {re.escape(str(out))}: [\d.]+ MiB free, the run "
+        r"needs about [\d.]+ MiB \(3 checkpoints of [\d.]+ MiB with optimizer state, final "
+        r"weights [\d.]+ MiB\)",
+        last,
+    ), last
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == last.removeprefix("vlmtui: ")
+    assert '"loss"' not in (out / "events.jsonl").read_text()  # refused before step 1
+
+
+def fill(disk: Path, leave: int) -> Path:
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_disk_full_mid_run_gives_the_reason_and_resume_skips_incomplete(
+    small_disk: Callable[[str], Path], qwen2_vl_dir: Path, shapes_data_dir: Path
+) -> None:
+    disk = small_disk("64m")
+    out = disk / "run"
+    ckpts = out / "checkpoints"
+    argv = train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "1000")
+    proc = subprocess.Popen(
+        [*argv, "--save-steps", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 180
+    while not (ckpts / "checkpoint-5").is_dir():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"no first checkpoint: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    filler = fill(disk, leave=96 * 1024)  # room for logs and status, not for a checkpoint
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err[-2000:]
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert re.fullmatch(
+        rf"no space left on device \([\d.]+ MiB free at {re.escape(str(out))}\)", status["error"]
+    ), status["error"]
+    assert sorted(p.name for p in ckpts.iterdir() if "checkpoint" in p.name) == ["checkpoint-5"]
+
+    # An older version's half-written checkpoint: no trainer state, no weights.
+    (ckpts / "checkpoint-10").mkdir()
+    (ckpts / "checkpoint-10" / "optimizer.pt").write_bytes(b"\0" * 100)
+    filler.unlink()
+    resumed = subprocess.run(
+        [*argv[:-2], "--max-steps", "7", "--resume"], capture_output=True, text=True, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (
+        f"[vlmtui] skipping incomplete checkpoint {ckpts / 'checkpoint-10'} "
+        "(missing trainable.safetensors, trainer_state.json)\n"
+        f"[vlmtui] resuming from {ckpts / 'checkpoint-5'} (step 5)\n"
+    ) in resumed.stdout
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if "loss" in e][-2:] == [6, 7]
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_torch_save_on_a_full_disk_is_named_as_such(small_disk: Callable[[str], Path]) -> None:
+    """torch.save says only "unexpected pos … vs …" when the disk fills (optimizer.pt)."""
+    import torch
+
+    from vlmtui.core.training.diskspace import disk_full_reason
+
+    disk = small_disk("64k")
+    with pytest.raises(RuntimeError) as err:
+        torch.save({"exp_avg": torch.zeros(100_000)}, disk / "optimizer.pt")
+    reason = disk_full_reason(err.value, disk)
+    assert reason is not None and re.fullmatch(
+        rf"no space left on device \([\d.]+ MiB free at {re.escape(str(disk))}\)", reason
+    )
+    assert disk_full_reason(RuntimeError("shape mismatch"), disk) is None

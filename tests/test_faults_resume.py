@@ -1,0 +1,130 @@
+"""Fault suite, resume (issue 11 item 1): a resumed run starts from every tensor it trained.
+
+The fault: transformers 5 saved checkpoints in its checkpoint key layout and the Trainer
+loaded them back non-strictly under module names, so a resumed full fine-tune silently
+restarted from the base weights. Here a run trains and checkpoints, a fresh process-like
+second model resumes from that checkpoint, and every parameter is compared tensor by tensor
+with the first run's and with the checkpoint file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlmtui.core.families import DEFAULT_LLM_TARGETS
+from vlmtui.core.model.loading import Device
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan, TrainingRecipe
+
+pytestmark = pytest.mark.slow
+CPU = Device("cpu")
+MIXED = TrainingRecipe(
+    name="mixed",
+    vision=AreaPlan(mode="full"),
+    projector=AreaPlan(mode="full"),
+    llm=AreaPlan(mode="lora", targets=DEFAULT_LLM_TARGETS),
+    learning_rate=1e-3,
+)
+
+
+def snapshot(model) -> dict[str, object]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("recipe_name", ["r2-vision-only", "r1-llm-only", "mixed"])
+def test_resume_restores_every_trained_tensor(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, recipe_name: str
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.training.checkpoints import TRAINABLE_FILE
+    from vlmtui.core.training.train import fit, prepare_stage
+
+    recipe = MIXED if recipe_name == "mixed" else BUILTIN_RECIPES[recipe_name]
+    first = prepare_stage(qwen2_vl_dir, recipe, CPU)
+    rows = to_trl_dataset(load_split(shapes_data_dir, "train"), first.family, first.processor)
+    fit(first, recipe, rows, tmp_path, CPU, max_steps=4, save_steps=2)
+    trained = snapshot(first.model)
+    trainable = {n for n, p in first.model.named_parameters() if p.requires_grad}
+    del first
+
+    second = prepare_stage(qwen2_vl_dir, recipe, CPU)
+    base = snapshot(second.model)
+    at_start: dict[str, object] = {}
+
+    class AtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw) -> None:
+            at_start.update(snapshot(second.model), step=state.global_step)
+
+    fit(second, recipe, rows, tmp_path, CPU, max_steps=5, resume=True, callbacks=(AtStart(),))
+    assert at_start.pop("step") == 4
+    resumed = at_start
+
+    assert set(resumed) == set(trained)
+    for name, tensor in trained.items():
+        assert torch.equal(resumed[name], tensor), f"{name} not restored"
+    moved = {n for n in trainable if not torch.equal(base[n], trained[n])}
+    assert moved == trainable  # the comparison above is not vacuous
+    saved = load_file(str(tmp_path / "checkpoints" / "checkpoint-4" / TRAINABLE_FILE))
+    assert set(saved) == trainable
+    for name in trainable:
+        assert torch.equal(saved[name], resumed[name]), name
+
+
+def test_checkpoint_of_another_trainable_set_is_an_error(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+
+    def train(recipe: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [
+            sys.executable, "-m", "vlmtui", "train", "--recipe", recipe,
+            "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir),
+            "--output", str(out), "--max-steps", "2", "--save-steps", "2", *extra,
+        ]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    assert train("r2-vision-only").returncode == 0
+    proc = train("r4-joint", "--max-steps", "3", "--resume")
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"vlmtui: {ckpt}: checkpoint does not match this recipe's trainable set (missing keys: "
+    )
+    assert "unexpected keys: model.visual." in last
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == last.removeprefix("vlmtui: ")
+    assert f"resuming from {ckpt} (step 2)" in proc.stdout
+
+
+def test_two_stage_resume_restores_stage_2_strictly(
+    qwen25_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    """Stage 1 finished, stage 2 checkpointed: resume skips stage 1 and loads stage 2's
+    checkpoint strictly (a key mismatch would fail the run)."""
+    out = tmp_path / "r3"
+    argv = [
+        sys.executable, "-m", "vlmtui", "train", "--recipe", "r3-two-stage",
+        "--model", str(qwen25_vl_dir), "--data", str(shapes_data_dir),
+        "--output", str(out), "--save-steps", "2",
+    ]  # fmt: skip
+    first = subprocess.run([*argv, "--max-steps", "2"], capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for done in (out / "weights.json", out / "stage2" / "weights.json"):
+        done.unlink()  # as if stopped in stage 2, after its checkpoint
+    resumed = subprocess.run(
+        [*argv, "--max-steps", "3", "--resume"], capture_output=True, text=True, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ckpt = out / "stage2" / "checkpoints" / "checkpoint-2"
+    assert f"[vlmtui] resuming from {ckpt} (step 2)" in resumed.stdout
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in events if "loss" in e][-1] == (2, 3)
