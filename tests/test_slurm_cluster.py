@@ -71,9 +71,15 @@ def test_a_second_submit_waits_queued_with_the_reason_then_runs(
     slurm_standin(steps=3, step_s=0.1)
     run_id = launch(capsys, qwen2_vl_dir, shapes_data_dir, "--recipe", "r1-llm-only")
     reason = "queued with Slurm's reason"
-    view = wait_for(
-        reason, lambda: v if (v := state_in(run_id, "queued")) and v.error in REASONS else None, 30
-    )
+    seen: list[tuple[str, str | None]] = []
+
+    def queued_with_reason() -> RunView | None:
+        view = get_run(run_id)
+        seen.append((view.state, view.error))
+        return view if view.error in REASONS else None
+
+    view = wait_for(reason, queued_with_reason, 30)
+    assert view.state == "queued", seen
     _, out, _ = cli(capsys, "runs")
     assert "queued" in out and view.error in out
     c.run("scancel", blocker)
