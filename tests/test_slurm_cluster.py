@@ -78,7 +78,8 @@ def test_a_second_submit_waits_queued_with_the_reason_then_runs(
         seen.append((view.state, view.error))
         return view if view.error in REASONS else None
 
-    view = wait_for(reason, queued_with_reason, 30)
+    # Slurm names the reason at its next scheduling pass (seconds on a loaded machine)
+    view = wait_for(reason, queued_with_reason, 60)
     assert view.state == "queued", seen
     _, out, _ = cli(capsys, "runs")
     assert "queued" in out and view.error in out
