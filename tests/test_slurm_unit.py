@@ -343,3 +343,13 @@ def test_the_app_offers_submit_for_a_cluster_and_reads_its_queue() -> None:
     assert snap.note == "n1 mixed 3/4 GPUs allocated (1 by vlmtui) [gpu]; gpu: 2 pending"
     options = device_options(snap)
     assert options == [("submit to Slurm (1 GPU; 1 free now, gpu: 2 pending)", AUTO)]
+
+
+def test_train_stage_out_of_range_is_one_line(capsys, tmp_path) -> None:
+    """`train --stage N` (what a cluster's per-stage job runs) names the recipe's stages."""
+    from vlmtui.cli import main
+
+    argv = ["train", "--recipe", "r3-two-stage", "--model", str(tmp_path), "--data", str(tmp_path)]
+    code = main([*argv, "--output", str(tmp_path / "o"), "--stage", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "vlmtui: --stage: recipe r3-two-stage has 2 stage(s), got 3\n"
