@@ -19,7 +19,8 @@ setup: $(STAMP)  ## create .venv and install vlmtui with its dev tools
 run: $(STAMP)  ## set up and open the app on the embedded default (local host, tiny model, synthetic data)
 	$(BIN)/vlmtui
 
-test: $(STAMP)  ## set up and run the whole test suite
+test: $(STAMP)  ## set up and run the whole test suite (system packages first, once, as root)
+	scripts/install-system-deps
 	$(BIN)/pytest -n 2 -q
 
 test-fast: $(STAMP)  ## the fast tier: no training, no sshd, no terminal

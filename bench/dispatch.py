@@ -1,12 +1,16 @@
-"""Dispatch benchmark: launch-to-run-id latency over a warm SSH connection, and one `gpus`
-refresh of 4 hosts in parallel against the same 4 in series.
+"""Dispatch benchmark: launch-to-run-id latency over a warm SSH connection, one `gpus`
+refresh of 4 hosts in parallel against the same 4 in series, and launch-to-job-id through a
+one-node Slurm cluster on this machine.
 
 The hosts are real OpenSSH daemons on 127.0.0.1 (tests/sshd.py) with the stand-in nvidia-smi
 on their PATH (this machine has no NVIDIA GPU). The launched command is a sleeping stand-in
 instead of `vlmtui train`: what is measured is everything up to the run id (validation, GPU
 query, registry transaction, the remote script that checks paths and starts the supervisor),
 which does not depend on the command. Every figure is measured in the same run; targets:
-launch ≤ 0.3 s, 4 hosts in parallel ≤ 1.3 × one host.
+launch ≤ 0.3 s, 4 hosts in parallel ≤ 1.3 × one host, Slurm launch → job id ≤ 0.5 s.
+
+The Slurm part uses the test cluster of tests/slurm_cluster.py (root, slurm-wlm and munge;
+skipped with the reason otherwise); its jobs run a sleeping stand-in and are cancelled.
 
     .venv/bin/python bench/dispatch.py [--repeat N]
 """
@@ -159,7 +163,38 @@ def main() -> int:
         f"  launch (auto) / 0.3 s target: {median(auto) / target:.2f}  "
         f"launch (cpu) / target: {median(cpu) / target:.2f}"
     )
+    slurm_launch(root, args.repeat)
     return 0
+
+
+def slurm_launch(root: Path, repeat: int) -> None:
+    """`launch --host cluster` to the job id (validation, registry, batch script, sbatch)."""
+    from slurm_cluster import ClusterUnavailable, start_cluster
+    from vlmtui.core.fleet import slurm
+    from vlmtui.core.fleet.hosts import save_host
+    from vlmtui.core.fleet.launch import LaunchRequest, launch
+
+    try:
+        cluster = start_cluster(root / "slurm")
+    except ClusterUnavailable as exc:
+        print(f"  slurm launch -> job id: skipped ({exc})")
+        return
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    save_host("cluster", kind="slurm", runs_dir=str(root / "cluster-runs"), python=sys.executable)
+    slurm.train_command = lambda spec: [spec.python, "-c", "import time; time.sleep(60)"]  # type: ignore[assignment]
+    times = []
+    try:
+        for _ in range(repeat):
+            req = LaunchRequest("r1-llm-only", str(root / "model"), str(root / "data"), "cluster")
+            start = time.perf_counter()
+            result = launch(req)
+            times.append(time.perf_counter() - start)
+            assert result.job and result.job.isdigit(), result
+    finally:
+        cluster.cancel_all()
+        cluster.stop()
+    print(f"  slurm launch -> job id (sbatch)       {fmt(times)}")
+    print(f"  slurm launch / 0.5 s target: {median(times) / 0.5:.2f}")
 
 
 if __name__ == "__main__":

@@ -64,4 +64,4 @@ def shapes_data_dir(_demo_root: Path) -> Path:
 
 
 # Host, GPU and launch fixtures (loopback sshd, stand-in nvidia-smi, stand-in trainer).
-pytest_plugins = ["conftest_ssh"]
+pytest_plugins = ["conftest_ssh", "conftest_slurm"]

@@ -6,8 +6,8 @@ key. `SetEnv SHLVL=1` makes bash skip ~/.bashrc for ssh commands (bash sources i
 sees it was started by sshd with SHLVL unset): some development images run slow setup there
 (e.g. `pyenv init`, ~0.1 s per command), which a typical remote host does not.
 
-CI installs openssh-server (see .ci/run); `ensure_sshd` installs it when running as root with
-apt-get, and tests skip only when that is impossible.
+`scripts/install-system-deps` installs openssh-server once, before the test workers start
+(`make test`, `.ci/run`); without it the ssh tests skip with that reason.
 """
 
 from __future__ import annotations
@@ -29,21 +29,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def ensure_sshd() -> str | None:
-    """None when sshd and ssh are usable; else why not (after trying apt-get as root)."""
-    if os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen"):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "openssh-server is not installed and cannot be installed (not root / no apt-get)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"],
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"],
-    ):
-        res = subprocess.run(cmd, capture_output=True, env=env, timeout=600)
-        if res.returncode == 0 and os.path.exists(SSHD) and shutil.which("ssh"):
-            return None
-    return "apt-get could not install openssh-server"
+    """None when sshd and ssh are usable; else why not.
+
+    Tests never install packages: two xdist workers installing openssh-server at once left one
+    of them with an sshd binary whose privilege-separation user did not exist yet.
+    `scripts/install-system-deps` (run by `make test` and `.ci/run` before pytest) does it.
+    """
+    if not os.path.exists(SSHD) or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+        return "openssh-server/-client are not installed (run scripts/install-system-deps as root)"
+    return None
 
 
 def free_port() -> int:

@@ -28,11 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_check)
     a = hsub.add_parser("add", help="add or replace a host in hosts.toml")
     a.add_argument("name")
-    a.add_argument("target", help="ssh alias, host or user@host")
+    a.add_argument(
+        "target", nargs="?", help="ssh alias, host or user@host (Slurm: the login node; "
+        "leave out when it is this machine)",
+    )  # fmt: skip
+    a.add_argument("--kind", choices=("ssh", "slurm"), default="ssh")
     a.add_argument("--port", type=int)
     a.add_argument("--workdir", help="remote working directory (default: the login dir)")
     a.add_argument("--python", help="remote interpreter that has vlmtui (default: python3)")
     a.add_argument("--identity", help="ssh private key file")
+    a.add_argument("--runs-dir", help="where run directories go (Slurm: on shared storage)")
+    for key in ("partition", "account", "qos", "time", "gres", "constraint", "mem-per-gpu"):
+        a.add_argument(f"--{key}", help="Slurm host: default for its jobs")
+    a.add_argument("--cpus-per-gpu", type=int, help="Slurm host: CPUs per GPU")
+    a.add_argument(
+        "--sbatch-extra", action="append", default=None, metavar="OPTION",
+        help="Slurm host: one more sbatch --option[=value] (repeatable)",
+    )  # fmt: skip
     a.set_defaults(func=run_add)
     r = hsub.add_parser("remove", help="remove a host from hosts.toml")
     r.add_argument("name")
@@ -57,6 +69,9 @@ def run_gpus(args: argparse.Namespace) -> int:
     each = [local_gpus()] if args.local else iter_gpu_status(args.host or None, args.timeout)
     for s in each:  # each host as soon as it answers: a slow one holds back no other
         head = f"{s.name}: " + ("reachable" if s.reachable else f"UNREACHABLE ({s.error})")
+        if s.source == "slurm":
+            _print_cluster(head, s)
+            continue
         print(head + (f" — {s.note}" if s.note else ""))
         for g in s.gpus:
             state = f"reserved by {g.reserved_by}" if g.state == "reserved" else g.state
@@ -70,6 +85,16 @@ def run_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_cluster(head: str, s: Any) -> None:
+    """A Slurm host: one line per node and the queue, then its GPUs (Slurm allocates them)."""
+    print(head + " — Slurm")
+    for part in (s.note or "").split("; "):
+        print(f"  {part}")
+    for g in s.gpus:
+        state = "free" if g.free else f"allocated ({g.reserved_by})" if g.reserved_by else "down"
+        print(f"  [{g.index}] {g.name:<24} {state}")
+
+
 def warn_hosts_problem(problem: str | None) -> None:
     """One line on stderr when hosts.toml is broken; the command goes on with `local`."""
     if problem:
@@ -79,7 +104,7 @@ def warn_hosts_problem(problem: str | None) -> None:
 def _host_row(c: Any) -> dict[str, Any]:
     return {
         "name": c.name,
-        "kind": "local" if c.is_local else "ssh",
+        "kind": "slurm" if c.slurm else "local" if c.is_local else "ssh",
         "target": c.target,
         "port": c.port,
         "workdir": c.workdir,
@@ -96,7 +121,7 @@ def run_hosts(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
-        where = "this machine" if r["kind"] == "local" else r["target"]
+        where = (r["target"] or "this machine") + (" (Slurm)" if r["kind"] == "slurm" else "")
         port = f":{r['port']}" if r["port"] else ""
         print(f"{r['name']:<16} {where}{port}  python={r['python']}  workdir={r['workdir'] or '-'}")
     return 0
@@ -116,6 +141,8 @@ def run_check(args: argparse.Namespace) -> int:
         else:
             if result.latency_s is not None:
                 print(f"  round trip: {result.latency_s * 1000:.0f} ms")
+            for label, value in result.details:
+                print(f"  {label}: {value}")
             print(f"  vlmtui: {result.vlmtui_version or 'not found with ' + result.python}")
             if result.gpus.note:
                 print(f"  note: {result.gpus.note}")
@@ -129,13 +156,22 @@ def run_add(args: argparse.Namespace) -> int:
 
     if args.name == LOCAL:
         raise BadInput("'local' is built in; edit [hosts.local] in hosts.toml to change it")
+    if args.kind == "ssh" and not args.target:
+        raise BadInput("hosts add: a target (ssh alias, host or user@host) is required")
+    slurm_only = ("partition", "account", "qos", "time", "gres", "constraint", "mem_per_gpu")
+    slurm = {k: getattr(args, k) for k in (*slurm_only, "cpus_per_gpu", "sbatch_extra")}
+    if args.kind != "slurm" and any(v is not None for v in slurm.values()):
+        raise BadInput("hosts add: Slurm options need --kind slurm")
     save_host(
         args.name,
+        kind="slurm" if args.kind == "slurm" else None,
         target=args.target,
         port=args.port,
         workdir=args.workdir,
         python=args.python,
         identity=args.identity,
+        runs_dir=args.runs_dir,
+        **slurm,
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""`vlmtui launch`, `runs`, `logs` and `stop`: detached runs on local and SSH hosts."""
+"""`vlmtui launch`, `runs`, `logs` and `stop`: detached runs on local, SSH and Slurm hosts."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strategy", default="ddp", help="ddp (default) or fsdp: shard over the run's processes"
     )
     p.add_argument("--force", action="store_true", help="use the GPU even if busy or reserved")
+    p.add_argument("--gpus", type=int, default=None, help="Slurm host: GPUs per node (1)")
+    p.add_argument("--nodes", type=int, default=None, help="Slurm host: nodes (1)")
+    p.add_argument("--time", default=None, help="Slurm host: time limit, e.g. 04:00:00")
+    p.add_argument("--partition", default=None, help="Slurm host: partition")
+    p.add_argument("--requeue", action="store_true", help="Slurm host: requeue allowed (resumes)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the bare id")
     p.set_defaults(func=run_launch)
 
@@ -80,6 +85,11 @@ def run_launch(args: argparse.Namespace) -> int:
                 force=args.force,
                 nproc=args.nproc,
                 strategy=args.strategy,
+                gpus=args.gpus,
+                nodes=args.nodes,
+                time=args.time,
+                partition=args.partition,
+                requeue=args.requeue,
             )
         )
     if args.json:
@@ -91,6 +101,7 @@ def run_launch(args: argparse.Namespace) -> int:
             "pid": result.pid,
             "elapsed_s": round(result.elapsed_s, 4),
             "command": list(result.command),
+            "job": result.job,
         }
         print(json.dumps(out, indent=1))
     else:
@@ -122,7 +133,9 @@ def run_runs(args: argparse.Namespace) -> int:
         loss = f"{v.loss:.4f}" if v.loss is not None else "-"
         line = f"{v.id}  {v.recipe:<16} {v.host}:{v.gpu:<5} {v.state:<9} {steps:>9} {loss:>8}"
         line += f"  {_age(v.created)}"
-        if v.error and v.state in ("failed", "stopped", "unknown"):
+        if v.job:
+            line += f"  job {v.job}"
+        if v.error and v.state in ("failed", "stopped", "unknown", "queued"):
             line += f"  {v.error[:80]}"
         print(line)
     return 0

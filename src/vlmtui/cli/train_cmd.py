@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="boxes all within [0, 1] are fractions of the image size: scale them to pixels",
     )
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="train only stage N of a multi-stage recipe (the earlier stages must be done)",
+    )
     add_recipes_file_arg(p)
     p.set_defaults(func=run)
 
@@ -114,6 +120,11 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
             "--strategy fsdp: shards over 2 or more processes; start it with "
             "`vlmtui launch --gpu 0,1 --strategy fsdp` (or under torchrun)"
         )
+    if args.stage is not None and not 1 <= args.stage <= max(1, len(recipe.stages)):
+        raise BadInput(
+            f"--stage: recipe {recipe.name} has {max(1, len(recipe.stages))} stage(s), "
+            f"got {args.stage}"
+        )
     if args.max_steps is not None and args.max_steps < 1:
         raise BadInput(f"--max-steps: must be at least 1, got {args.max_steps}")
     family_of_checkpoint(args.model)
@@ -142,4 +153,5 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
         gpu=gpu,
         allow_normalized=args.allow_normalized,
         strategy=strategy,
+        stage=args.stage,
     )

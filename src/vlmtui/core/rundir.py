@@ -34,6 +34,8 @@ class RunState(StrEnum):
 
     LAUNCHING = "launching"
     """The registry row exists; the host has not confirmed the start yet."""
+    QUEUED = "queued"
+    """Submitted to a cluster's scheduler (Slurm), waiting for its resources or turn."""
     PENDING = "pending"
     LOADING = "loading"
     TRAINING = "training"
@@ -57,9 +59,13 @@ ACTIVE_STATES: tuple[str, ...] = tuple(
         RunState.LOADING,
         RunState.TRAINING,
         RunState.SAVING,
+        RunState.QUEUED,
     )
 )
-TRAINER_STATES: tuple[str, ...] = (RunState.PENDING.value, *ACTIVE_STATES[2:], *FINAL_STATES)
+TRAINER_STATES: tuple[str, ...] = (
+    *(s.value for s in (RunState.PENDING, RunState.LOADING, RunState.TRAINING, RunState.SAVING)),
+    *FINAL_STATES,
+)
 """The states a run writes into status.json itself."""
 
 

@@ -23,6 +23,7 @@ RUN_STATE_STYLES: Mapping[str, str] = {
     "stopped": "yellow",
     "unknown": "magenta",
     "training": "bold cyan",
+    "queued": "cyan",
 }
 """Run states; the others (pending, loading, saving, launching) use the default style."""
 

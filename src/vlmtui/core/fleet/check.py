@@ -25,6 +25,9 @@ class HostCheck:
     """`vlmtui --version` there; None when the configured python lacks vlmtui."""
     python: str
     gpus: HostGpus
+    details: tuple[tuple[str, str], ...] = ()
+    """Kind-specific findings as (label, text): a cluster's commands, partition, runs dir,
+    and the `srun` probe of vlmtui on a compute node."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,10 +39,15 @@ class HostCheck:
             "vlmtui_version": self.vlmtui_version,
             "python": self.python,
             "gpus": self.gpus.to_json(),
+            "details": dict(self.details),
         }
 
 
 def check_host(host: Host) -> HostCheck:
+    if host.kind == "slurm":
+        from vlmtui.core.fleet.slurmcheck import check_cluster
+
+        return check_cluster(host)
     res = host.run(join(host.vlmtui_argv("--version")) + " 2>&1")
     if res.transport_error:
         gpus = HostGpus(host.name, reachable=False, error=res.transport_error)

@@ -357,6 +357,10 @@ class SshHost(Host):
 
 
 def make_host(config: HostConfig) -> Host:
+    if config.slurm is not None:
+        from vlmtui.core.fleet.slurmhost import SlurmHost  # it builds on this module
+
+        return SlurmHost(config)
     return LocalHost(config) if config.is_local else SshHost(config)
 
 

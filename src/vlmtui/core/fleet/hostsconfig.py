@@ -22,6 +22,11 @@ hosts.toml (in `config_dir()`):
     free = { max_mem_used_mib = 2048 }     # per-host override of [free] (optional)
 
 `[hosts.local]` may set workdir, python, env, runs_dir, timeout and free for this machine.
+
+A Slurm cluster is a host with `kind = "slurm"` (see `slurm.py`): `target` is its login node
+(leave it out when this machine is the login node), `runs_dir` must be on storage the
+compute nodes share, and these optional keys shape the jobs: partition, account, qos, time,
+gres, constraint, cpus_per_gpu, mem_per_gpu, sbatch_extra (a list of `--option=value`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.shell import ENV_NAME_RE, check_name, check_path, check_target
+from vlmtui.core.fleet.slurm import SlurmSettings
 from vlmtui.core.fleet.snapshot import FreeRule
 from vlmtui.core.paths import config_dir
 from vlmtui.core.tomlio import check_keys, toml_key, toml_value, write_text_atomic
@@ -53,6 +59,9 @@ _HOST_KEYS = {
     "free",
 }
 _LOCAL_KEYS = _HOST_KEYS - {"target", "port", "identity", "ssh_options", "connect_timeout"}
+_SLURM_STR_KEYS = ("partition", "account", "qos", "time", "gres", "constraint", "mem_per_gpu")
+_SLURM_KEYS = {*_SLURM_STR_KEYS, "cpus_per_gpu", "sbatch_extra", "term_before_s"}
+KINDS = ("ssh", "slurm")
 
 
 @dataclass(frozen=True)
@@ -77,9 +86,12 @@ class HostConfig:
     runs_dir: str | None = None
     """Parent folder of run directories; None: WORKDIR/runs (local: `paths.runs_dir()`)."""
     free_rule: FreeRule = field(default_factory=FreeRule)
+    slurm: SlurmSettings | None = None
+    """Set for a `kind = "slurm"` host: runs are submitted as jobs, not started."""
 
     @property
     def is_local(self) -> bool:
+        """Commands run on this machine (for a cluster: this machine is its login node)."""
         return self.target is None
 
 
@@ -115,10 +127,16 @@ def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
         raise BadInput(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{where}: expected a table")
-    check_keys(where, data, _LOCAL_KEYS if name == LOCAL else _HOST_KEYS)
-    if name != LOCAL and "target" not in data:
+    kind = data.get("kind", "ssh")
+    if (name == LOCAL and "kind" in data) or kind not in KINDS:
+        raise BadInput(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    allowed = _LOCAL_KEYS if name == LOCAL else _HOST_KEYS | {"kind"}
+    check_keys(where, data, allowed | _SLURM_KEYS if kind == "slurm" else allowed)
+    if name != LOCAL and kind != "slurm" and "target" not in data:
         raise BadInput(f"{where}: missing 'target' (an ssh alias, host or user@host)")
     kw: dict[str, Any] = {"name": name}
+    if kind == "slurm":
+        kw["slurm"] = _slurm_settings(where, data)
     for key in ("target", "workdir", "python", "identity", "runs_dir"):
         if key in data:
             if not isinstance(data[key], str):
@@ -144,6 +162,27 @@ def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
     if name == LOCAL:
         kw.setdefault("python", sys.executable)
     return HostConfig(**kw)
+
+
+def _slurm_settings(where: str, data: dict[str, Any]) -> SlurmSettings:
+    kw: dict[str, Any] = {}
+    for key in _SLURM_STR_KEYS:
+        if key in data:
+            if not isinstance(data[key], str):
+                raise BadInput(f"{where}.{key}: expected a string")
+            kw[key] = data[key]
+    for key in ("cpus_per_gpu", "term_before_s"):
+        if key in data:
+            kw[key] = data[key]
+    if "sbatch_extra" in data:
+        extra = data["sbatch_extra"]
+        if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+            raise BadInput(f"{where}.sbatch_extra: expected a list of strings")
+        kw["sbatch_extra"] = tuple(extra)
+    try:
+        return SlurmSettings(**kw).validated()
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def load_hosts(path: Path | None = None) -> dict[str, HostConfig]:

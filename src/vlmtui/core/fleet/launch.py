@@ -65,6 +65,16 @@ class LaunchRequest:
     """Processes of a CPU run (torchrun when > 1); GPU runs use one per GPU."""
     strategy: str = "ddp"
     """`ddp` (a whole model per process) or `fsdp` (sharded; needs 2 or more processes)."""
+    gpus: int | None = None
+    """Cluster hosts: GPUs per node to ask Slurm for (default 1)."""
+    nodes: int | None = None
+    """Cluster hosts: nodes (default 1; several run `srun` torchrun)."""
+    time: str | None = None
+    """Cluster hosts: the job's time limit (else the host's `time`)."""
+    partition: str | None = None
+    """Cluster hosts: partition (else the host's `partition`)."""
+    requeue: bool = False
+    """Cluster hosts: let Slurm requeue the job; it resumes from its last checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +85,14 @@ class LaunchResult:
     """The device(s) the run got: `0`, `0,1` or `cpu`."""
     run_dir: str
     """Absolute run directory on the host."""
-    pid: int
-    """Supervisor pid = the run's process group id on its host."""
+    pid: int | None
+    """Supervisor pid = the run's process group id on its host (None on a cluster)."""
     elapsed_s: float
     """From the call to the run id, in seconds."""
     command: tuple[str, ...]
-    """The training command line the supervisor runs."""
+    """The training command line the supervisor runs (a cluster: the sbatch command)."""
+    job: str | None = None
+    """Slurm job ids, one per stage, of a run submitted to a cluster."""
 
 
 def parse_gpu_spec(spec: str) -> str | tuple[int, ...]:
@@ -200,7 +212,8 @@ class _Target:
     recipe_files: list[tuple[str, str]]
 
 
-def _validate(req: LaunchRequest) -> _Target:
+def _checked_host(req: LaunchRequest) -> Host:
+    """The request's host, after the checks every host kind shares."""
     check_name("recipe", req.recipe)
     check_path("model", req.model)
     check_path("data", req.data)
@@ -211,7 +224,15 @@ def _validate(req: LaunchRequest) -> _Target:
     from vlmtui.core.recipes.recipe import get_recipe
 
     get_recipe(req.recipe)
-    host = get_host(req.host)
+    return get_host(req.host)
+
+
+def _validate(req: LaunchRequest, host: Host) -> _Target:
+    if (req.gpus, req.nodes, req.time, req.partition, req.requeue) != (None,) * 4 + (False,):
+        raise BadInput(
+            f"--gpus/--nodes/--time/--partition/--requeue are for Slurm hosts; {host.name} "
+            "is not one (use --gpu)"
+        )
     spec = parse_gpu_spec(req.gpu)
     status = None
     if spec != CPU:
@@ -250,7 +271,13 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
     """Validate, reserve the GPUs, start the run detached; returns once its process exists."""
     start = time.perf_counter()
     registry = registry or Registry()
-    t = _validate(req)
+    host = _checked_host(req)
+    if host.kind == "slurm":  # Slurm picks node and GPUs: the run is submitted, not started
+        from vlmtui.core.fleet.slurmhost import require_slurm
+        from vlmtui.core.fleet.slurmlaunch import submit_run
+
+        return submit_run(req, require_slurm(host), registry)
+    t = _validate(req, host)
     for _attempt in range(5):
         run_id = new_run_id()
         workdir, model, data, run_dir = t.host.launch_paths(req.model, req.data, run_id)
@@ -291,7 +318,7 @@ def resume_run(
         gpu=gpu or rec.gpus, max_steps=max_steps or rec.max_steps, force=force,
         nproc=rec.nproc if rec.gpus == CPU else None,
     )  # fmt: skip
-    t = _validate(req)
+    t = _validate(req, _checked_host(req))
     workdir = t.host.launch_paths(req.model, req.data, rec.id)[0]
     base = replace(
         rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()

@@ -49,6 +49,13 @@ class LogTail:
 
     def _read(self, max_bytes: int) -> bytes:
         chunk = self._host.read_bytes(self._path, self.offset, max_bytes)
+        if not chunk and self.offset == 0 and self.record.jobs:
+            # A cluster job whose trainer never started (its batch script creates output.log
+            # first thing): Slurm's own output file is all there is.
+            fallback = f"{self.record.run_dir}/slurm-{self.record.jobs[-1]}.out"
+            if self._host.size(self._path) is None and self._host.size(fallback) is not None:
+                self._path = fallback
+                chunk = self._host.read_bytes(self._path, self.offset, max_bytes)
         self.offset += len(chunk)
         return chunk
 

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     loss REAL,
     error TEXT,
     checked REAL,
-    command TEXT NOT NULL DEFAULT '[]'
+    command TEXT NOT NULL DEFAULT '[]',
+    job TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_host_state ON runs(host, state);
 """
@@ -95,10 +96,19 @@ class RunRecord:
     """When the state was last confirmed on the host (epoch seconds)."""
     command: str = "[]"
     """JSON list: the command line the supervisor runs."""
+    job: str | None = None
+    """Slurm job ids, one per stage (`123,124`), for a run submitted to a cluster."""
 
     @property
     def gpu_indices(self) -> tuple[int, ...]:
-        return () if self.gpus == "cpu" else tuple(int(g) for g in self.gpus.split(","))
+        """GPU indices the run holds on its host; () for the CPU and for a cluster run
+        (`2gpu`, `4gpux2`: Slurm places those, vlmtui reserves nothing)."""
+        parts = self.gpus.split(",")
+        return tuple(int(g) for g in parts) if all(p.isdigit() for p in parts) else ()
+
+    @property
+    def jobs(self) -> list[str]:
+        return self.job.split(",") if self.job else []
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -120,6 +130,17 @@ def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
+def _add_missing_columns(con: sqlite3.Connection) -> None:
+    """A registry written before the `job` column existed gets it (NULL for old rows)."""
+    have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+    if "job" not in have:
+        try:
+            con.execute("ALTER TABLE runs ADD COLUMN job TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it just now
+                raise
+
+
 class Registry:
     """The run registry. Cheap to create; every call opens its own connection (thread-safe)."""
 
@@ -139,6 +160,7 @@ class Registry:
             with self._lock:
                 _retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
                 _retry(lambda: con.executescript(_SCHEMA))
+                _retry(lambda: _add_missing_columns(con))
                 self._ready = True
         con.execute("PRAGMA synchronous = NORMAL")
         return con

@@ -71,6 +71,8 @@ class RunView:
     nproc: int
     reachable: bool
     """False when the host could not be asked (state is then `unknown`)."""
+    job: str | None = None
+    """Slurm job ids (one per stage) of a run on a cluster."""
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -97,6 +99,7 @@ def _view(rec: RunRecord, state: str, *, reachable: bool = True, **kw: Any) -> R
         data=rec.data,
         nproc=rec.nproc,
         reachable=reachable,
+        job=rec.job,
     )
 
 
@@ -114,6 +117,9 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
         kw.update(step=last.get("step"), loss=last.get("loss"))
         if last.get("max_steps"):
             kw["max_steps"] = last["max_steps"]
+    decided = facts.get("decided")
+    if decided:  # a scheduler host (Slurm) judged the state from its own records
+        return _view(rec, decided["state"], error=decided.get("error"), **kw)
     if state in FINAL_STATES:
         return _view(rec, state, error=status.get("error"), **kw)
     proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
@@ -148,6 +154,7 @@ def _probe_host(host_name: str, recs: list[RunRecord]) -> dict[str, RunView]:
             "run_dir": r.run_dir,
             "pid": r.pid,
             "known_state": r.state if r.state in FINAL_STATES else None,
+            "job": r.job,
         }
         for r in recs
     ]
@@ -241,7 +248,11 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
     registry = registry or Registry()
     rec = registry.get(run_id)
     host = get_host(rec.host)
-    payload = {"run_dir": rec.run_dir, "id": rec.id, "pid": rec.pid, "grace_s": grace_s}
+    payload: dict[str, Any] = {
+        "run_dir": rec.run_dir, "id": rec.id, "pid": rec.pid, "grace_s": grace_s,
+    }  # fmt: skip
+    if rec.job:
+        payload["job"] = rec.job  # a Slurm run: its host cancels the jobs
     try:
         result = host.call_probe("stop", payload, timeout=grace_s + host.config.timeout + 15)
     except HostUnreachable as exc:

@@ -80,6 +80,9 @@ class TrainRequest:
     """Boxes all within [0, 1] are normalised coordinates: scale them to pixels."""
     strategy: Strategy = "ddp"
     """`ddp`: a whole model per process; `fsdp`: sharded over the processes (sharding.py)."""
+    stage: int | None = None
+    """Train only this stage (1-based; the earlier ones must be done): a cluster runs a
+    multi-stage recipe as one job per stage."""
 
 
 @dataclass
@@ -374,10 +377,19 @@ def run_training(req: TrainRequest) -> int:
         for i, (recipe, stage_dir) in enumerate(zip(stages, stage_dirs, strict=False), start=1):
             stage_dir.mkdir(parents=True, exist_ok=True)
             done = read_json(stage_dir / WEIGHTS_JSON)
+            if req.stage is not None and i > req.stage:
+                break
+            if req.stage is not None and i < req.stage:
+                if not done:
+                    raise BadInput(f"--stage {req.stage}: stage {i} has not finished")
+                model_path = Path(done["path"])
+                continue
             if req.resume and done and len(stages) > 1:
                 model_path = Path(done["path"])
                 continue
-            tag = {"stage": i, "stages": len(stages), "stage_recipe": recipe.name}
+            tag: dict[str, Any] = {"stage": i, "stages": len(stages), "stage_recipe": recipe.name}
+            if req.stage is not None:
+                tag["stage_done"] = False
             if files:
                 files.set_status(state := "loading", **tag)
                 files.append_event({"phase": "loading", "stage": i, "time": time.time()})
@@ -414,6 +426,10 @@ def run_training(req: TrainRequest) -> int:
             barrier()  # the other ranks wait for rank 0 to finish saving the stage
             model_path = Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
             del prepared
+        if files and req.stage is not None and req.stage < len(stages):
+            # The next stage runs as a job of its own; until it starts the run waits.
+            files.set_status("pending", stage=req.stage, stages=len(stages), stage_done=True)
+            return 0
         if files:
             final = read_json(stage_dirs[len(stages) - 1] / WEIGHTS_JSON)
             write_json_atomic(req.output / WEIGHTS_JSON, final)

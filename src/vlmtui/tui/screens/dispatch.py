@@ -28,7 +28,14 @@ STRATEGIES = (("ddp (whole model)", "ddp"), ("fsdp (sharded)", "fsdp"))
 
 
 def device_options(host: Any) -> list[tuple[str, str]]:
-    """(label, value) of every device of a host snapshot: next free, each GPU, the CPU."""
+    """(label, value) of every device of a host snapshot: next free, each GPU, the CPU.
+
+    A Slurm cluster has one choice, submit: Slurm places the job; the label says how the
+    queue looks (free GPUs now, pending jobs) instead of offering a GPU to pick."""
+    if host is not None and getattr(host, "source", "") == "slurm":
+        free = sum(1 for g in host.gpus if g.free)
+        queue = (host.note or "").rsplit("; ", 1)[-1]
+        return [(f"submit to Slurm (1 GPU; {free} free now, {queue})", AUTO)]
     options = [("next free GPU (else CPU)", AUTO)]
     if host is not None and host.reachable:
         for g in host.gpus:

@@ -163,7 +163,8 @@ class RunsPane(Vertical):
                 )
             )
         if run.error:
-            info.append(f"  {run.error}", style="red")
+            # a queued run's "error" is Slurm's reason to wait, not a fault
+            info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         self.query_one("#run-info", Static).update(info)
         self.query_one("#loss-chart", Sparkline).data = (
             [v for _, v in detail.losses] if detail else []

@@ -88,7 +88,9 @@ def main(argv: list[str]) -> int:
     write_json_atomic(run_dir / EXIT_JSON, exit_info)
     status = read_json(run_dir / STATUS)
     status = status if isinstance(status, dict) else {}
-    if status.get("state") not in FINAL:
+    # A stage of a multi-stage run on a cluster ends `pending` with `stage_done` (the next
+    # stage is a job of its own): not a failure.
+    if status.get("state") not in FINAL and not (returncode == 0 and status.get("stage_done")):
         if stop_signal:
             name = signal.Signals(stop_signal[0]).name
             status.update(state="stopped", error=f"stopped by {name}")

@@ -1,0 +1,255 @@
+"""A real one-node Slurm cluster on this machine for tests and benchmarks.
+
+munged, slurmctld and slurmd run as root with everything in one temp dir: slurm.conf,
+gres.conf, state, spool, pid and log files, the munge socket, the job-completion file. The
+node has four fake GPUs (`gpu:4` GRES backed by four empty files: slurmd needs `File=`
+entries, a bare `Count=` leaves the node INVAL), ports are unused ones, and `JobCompType=
+jobcomp/filetxt` records finished jobs (there is no accounting database, hence no sacct).
+
+Commands reach this cluster through `SLURM_CONF`; `Cluster.env()` gives the variables and
+`Cluster.path_dir` holds wrappers for sinfo/sbatch/... that set it, so a `kind = "slurm"`
+host can use it with a plain `PATH`. `scripts/install-system-deps` installs the packages;
+without them, or without root, `start_cluster` raises `ClusterUnavailable` with the reason
+and the tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GPUS = 4
+SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun", "sacct")
+
+
+class ClusterUnavailable(RuntimeError):
+    """Slurm cannot run here (not installed, not root, a daemon did not start)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    node: str
+    partition: str
+    conf: Path
+    jobcomp: Path
+    path_dir: Path
+    """Wrappers of the Slurm client commands with SLURM_CONF set: put first on PATH."""
+    pids: dict[str, int]
+
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(argv),
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def node_state(self) -> str:
+        res = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T")
+        return res.stdout.strip() if res.returncode == 0 else f"error: {res.stderr.strip()}"
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until the node is idle (resumed when drained or down), or ClusterUnavailable."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.node_state()
+            if state == "idle":
+                return
+            if any(s in state for s in ("drain", "down")):
+                self.run("scontrol", "update", f"nodename={self.node}", "state=resume")
+            time.sleep(0.2)
+        raise ClusterUnavailable(f"node {self.node} is not idle after {timeout:g} s: {state}")
+
+    def cancel_all(self) -> None:
+        """Cancel every job and wait until the queue is empty (between tests)."""
+        self.run("scancel", "--full", "--signal=KILL", "--user", "root")
+        self.run("scancel", "--user", "root")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not self.run("squeue", "-h", "-o", "%i").stdout.strip():
+                return
+            time.sleep(0.2)
+
+    def stop_daemon(self, name: str) -> None:
+        pid = self.pids.get(name) or _read_pid(self.dir / f"{name}.pid")
+        if pid:
+            _kill_wait(pid)
+
+    def start_slurmctld(self) -> None:
+        self.pids["slurmctld"] = _start_daemon(
+            ["slurmctld", "-f", str(self.conf)], self.dir / "slurmctld.pid", self.env()
+        )
+
+    def stop(self) -> None:
+        for name in ("slurmd", "slurmctld", "munged"):
+            self.stop_daemon(name)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_wait(pid: int, timeout: float = 10) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def _start_daemon(argv: list[str], pidfile: Path, env: dict[str, str]) -> int:
+    """Start a daemonizing command and return the pid its pid file names."""
+    pidfile.unlink(missing_ok=True)
+    res = subprocess.run(
+        argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
+    if res.returncode != 0:
+        raise ClusterUnavailable(f"{argv[0]} did not start: {(res.stderr or res.stdout).strip()}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = _read_pid(pidfile)
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise ClusterUnavailable(f"{argv[0]} wrote no pid file {pidfile}")
+
+
+def _why_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the Slurm test cluster needs root (slurmd runs as root)"
+    missing = [c for c in ("munged", "slurmctld", "slurmd", *SLURM_COMMANDS) if not shutil.which(c)]
+    if missing:
+        return f"Slurm is not installed (no {missing[0]}; run scripts/install-system-deps as root)"
+    return None
+
+
+def _write_config(d: Path, node: str, partition: str) -> tuple[Path, Path]:
+    cpus = os.cpu_count() or 1
+    for i in range(GPUS):
+        (d / f"nvidia{i}").touch()
+    conf, jobcomp = d / "slurm.conf", d / "jobcomp.txt"
+    (d / "state").mkdir(exist_ok=True)
+    (d / "spool").mkdir(exist_ok=True)
+    conf.write_text(
+        "ClusterName=vlmtuitest\n"
+        f"SlurmctldHost={node}\n"
+        "SlurmUser=root\n"
+        "SlurmdUser=root\n"
+        "AuthType=auth/munge\n"
+        f"AuthInfo=socket={d}/munge.socket\n"
+        f"SlurmctldPort={_free_port()}\n"
+        f"SlurmdPort={_free_port()}\n"
+        f"StateSaveLocation={d}/state\n"
+        f"SlurmdSpoolDir={d}/spool\n"
+        f"SlurmctldPidFile={d}/slurmctld.pid\n"
+        f"SlurmdPidFile={d}/slurmd.pid\n"
+        f"SlurmctldLogFile={d}/slurmctld.log\n"
+        f"SlurmdLogFile={d}/slurmd.log\n"
+        "ProctrackType=proctrack/linuxproc\n"
+        "TaskPlugin=task/none\n"
+        "SelectType=select/cons_tres\n"
+        "SelectTypeParameters=CR_Core\n"
+        "AccountingStorageType=accounting_storage/none\n"
+        "JobCompType=jobcomp/filetxt\n"
+        f"JobCompLoc={jobcomp}\n"
+        "GresTypes=gpu\n"
+        "ReturnToService=2\n"
+        "SchedulerParameters=sched_interval=1\n"
+        "SchedulerType=sched/backfill\n"
+        "MinJobAge=2\n"
+        "KillWait=5\n"
+        "InactiveLimit=0\n"
+        "SlurmctldTimeout=10\n"
+        "SlurmdTimeout=30\n"
+        f"NodeName={node} CPUs={cpus} Gres=gpu:{GPUS} State=UNKNOWN\n"
+        f"PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP "
+        "OverSubscribe=NO\n"
+    )
+    (d / "gres.conf").write_text(
+        f"AutoDetect=off\nNodeName={node} Name=gpu File={d}/nvidia[0-{GPUS - 1}]\n"
+    )
+    return conf, jobcomp
+
+
+def _wrappers(d: Path, conf: Path) -> Path:
+    bindir = d / "bin"
+    bindir.mkdir(exist_ok=True)
+    for cmd in SLURM_COMMANDS:
+        real = shutil.which(cmd)
+        if real:
+            path = bindir / cmd
+            path.write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {real} "$@"\n')
+            path.chmod(0o755)
+    return bindir
+
+
+def start_cluster(d: Path, partition: str = "debug") -> Cluster:
+    """Start munged, slurmctld and slurmd with everything under `d`; waits for an idle node."""
+    why = _why_unavailable()
+    if why:
+        raise ClusterUnavailable(why)
+    d.mkdir(parents=True, exist_ok=True)
+    node = socket.gethostname().split(".")[0]
+    conf, jobcomp = _write_config(d, node, partition)
+    env = {"SLURM_CONF": str(conf)}
+    pids: dict[str, int] = {}
+    cluster = Cluster(d, node, partition, conf, jobcomp, _wrappers(d, conf), pids)
+    try:
+        # Its own socket and key copy: the system munged (if any) is left alone.
+        key = d / "munge.key"
+        shutil.copyfile("/etc/munge/munge.key", key) if Path(
+            "/etc/munge/munge.key"
+        ).exists() else key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        pids["munged"] = _start_daemon(
+            [
+                "munged", "--force", f"--socket={d}/munge.socket", f"--key-file={key}",
+                f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log",
+                f"--seed-file={d}/munged.seed",
+            ],
+            d / "munged.pid",
+            {},
+        )  # fmt: skip
+        cluster.start_slurmctld()
+        pids["slurmd"] = _start_daemon(["slurmd", "-f", str(conf)], d / "slurmd.pid", env)
+        cluster.wait_idle()
+    except (ClusterUnavailable, OSError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        logs = " | ".join(
+            f"{n}: {(d / n).read_text()[-300:]}"
+            for n in ("slurmctld.log", "slurmd.log")
+            if (d / n).exists()
+        )
+        raise ClusterUnavailable(f"{exc} ({logs})") from None
+    return cluster
