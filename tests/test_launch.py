@@ -19,8 +19,9 @@ import pytest
 
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
+from vlmtui.core.fleet.gpuchoice import parse_gpu_spec
 from vlmtui.core.fleet.hosts import get_host
-from vlmtui.core.fleet.launch import LaunchRequest, launch, parse_gpu_spec
+from vlmtui.core.fleet.launch import LaunchRequest, launch
 from vlmtui.core.fleet.logs import LogTail
 from vlmtui.core.fleet.onhost import hostprobe
 from vlmtui.core.fleet.registry import Registry

@@ -29,10 +29,10 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet.gpuchoice import chooser, parse_gpu_spec, reserving
 from vlmtui.core.fleet.hosts import Host, get_host
 from vlmtui.core.fleet.launchscript import (
     SCRIPT_ERRORS,
@@ -43,7 +43,7 @@ from vlmtui.core.fleet.launchscript import (
 )
 from vlmtui.core.fleet.registry import Registry, RunRecord
 from vlmtui.core.fleet.shell import check_name, check_path
-from vlmtui.core.fleet.snapshot import CPU, Gpu, HostGpus
+from vlmtui.core.fleet.snapshot import CPU, HostGpus
 
 
 @dataclass(frozen=True)
@@ -95,85 +95,8 @@ class LaunchResult:
     """Slurm job ids, one per stage, of a run submitted to a cluster."""
 
 
-def parse_gpu_spec(spec: str) -> str | tuple[int, ...]:
-    """`auto`, `cpu`, or a tuple of distinct GPU indices; BadInput otherwise."""
-    spec = spec.strip()
-    if spec in ("auto", CPU):
-        return spec
-    parts = spec.split(",")
-    if not all(p.strip().isdigit() for p in parts):
-        raise BadInput(f"--gpu: expected 'auto', 'cpu', an index or a list like 0,1; got {spec!r}")
-    indices = tuple(int(p) for p in parts)
-    if len(set(indices)) != len(indices):
-        raise BadInput(f"--gpu: {spec!r} names a GPU twice")
-    return indices
-
-
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def _describe_busy(g: Gpu) -> str:
-    bits = []
-    if g.processes:
-        bits.append(f"{len(g.processes)} compute process(es)")
-    if g.mem_used_mib is not None:
-        bits.append(f"{g.mem_used_mib:.0f} MiB used")
-    if g.util_pct is not None:
-        bits.append(f"{g.util_pct:.0f}% busy")
-    return ", ".join(bits) or "busy"
-
-
-def _chooser(
-    spec: str | tuple[int, ...], status: HostGpus, host: str, force: bool
-) -> Callable[[list[RunRecord]], tuple[str, ...]]:
-    """Picks the GPUs against the host's active runs (called inside the registry txn)."""
-    by_index = {g.index: g for g in status.gpus}
-
-    def choose(active: list[RunRecord]) -> tuple[str, ...]:
-        taken = {g: r.id for r in active for g in r.gpu_indices}
-        if spec == "auto":
-            pick = status.first_free(taken)
-            if pick is not None:
-                return (str(pick.index),)
-            raise BadInput(
-                f"no free GPU on {host}: "
-                + "; ".join(
-                    f"GPU {g.index}: "
-                    + (
-                        f"reserved by run {taken[g.index]}"
-                        if g.index in taken
-                        else _describe_busy(g)
-                    )
-                    for g in status.gpus
-                )
-                + " (use --gpu cpu, or --gpu N --force)"
-            )
-        assert isinstance(spec, tuple)
-        for i in spec:
-            if force:
-                continue
-            if i in taken:
-                raise BadInput(
-                    f"GPU {i} on {host} is reserved by run {taken[i]} (--force to share)"
-                )
-            if not by_index[i].free:
-                raise BadInput(
-                    f"GPU {i} on {host} is busy ({_describe_busy(by_index[i])}); "
-                    "use --gpu auto, or --force"
-                )
-        return tuple(str(i) for i in spec)
-
-    return choose
-
-
-def _reserving(
-    base: RunRecord, choose: Callable[[list[RunRecord]], tuple[str, ...]]
-) -> Callable[[list[RunRecord]], RunRecord]:
-    def check(active: list[RunRecord]) -> RunRecord:
-        return replace(base, gpus=",".join(choose(active)))
-
-    return check
 
 
 def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
@@ -263,7 +186,7 @@ def _reserve(
 
     reconcile_hosts([t.host.name], registry)
     assert t.status is not None
-    check = _reserving(base, _chooser(t.spec, t.status, t.host.name, req.force))
+    check = reserving(base, chooser(t.spec, t.status, t.host.name, req.force))
     return registry.add(base, check, replace=replace)
 
 

@@ -78,6 +78,15 @@ def main(argv: list[str]) -> int:
             print(f"[vlmtui] cannot start the command: {exc}", flush=True)
         else:
             returncode = child.wait()
+    state = _record_end(run_dir, returncode, stop_signal)
+    sig = signal.Signals(-returncode).name if returncode < 0 else None
+    how = f"signal {sig}" if sig else f"code {returncode}"
+    print(f"[vlmtui] command ended with {how}; state {state}", flush=True)
+    return 128 + (-returncode) if returncode < 0 else returncode
+
+
+def _record_end(run_dir: Path, returncode: int, stop_signal: list[int]) -> str | None:
+    """exit.json, and the final state when the trainer could not write one; returns it."""
     sig = signal.Signals(-returncode).name if returncode < 0 else None
     exit_info = {
         "returncode": returncode,
@@ -99,9 +108,7 @@ def main(argv: list[str]) -> int:
             status.update(state="failed", error=failure_reason(exit_info, tail))
         status.update(exit_code=returncode, updated=time.time())
         write_json_atomic(run_dir / STATUS, status)
-    how = f"signal {sig}" if sig else f"code {returncode}"
-    print(f"[vlmtui] command ended with {how}; state {status.get('state')}", flush=True)
-    return 128 + (-returncode) if returncode < 0 else returncode
+    return status.get("state")
 
 
 if __name__ == "__main__":
