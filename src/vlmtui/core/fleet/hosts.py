@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
@@ -189,6 +190,20 @@ class Host(ABC):
         script = join([*self.python_argv(), "-I", "-", *args])
         return self.run(script, timeout=timeout, input=source.encode())
 
+    def run_shipped(
+        self, module: ModuleType, op: str, payload: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        """`module.OPS[op](**payload)` on the host, its JSON result back. The module is
+        stdlib-only and self-contained (`onhost/`), so its source is sent and runs on the
+        host's Python whatever vlmtui version (if any) is installed there."""
+        src = Path(str(module.__file__)).read_text(encoding="utf-8")
+        res = self.run_python(src, [op, json.dumps(payload)], timeout=timeout)
+        if res.transport_error:
+            raise HostUnreachable(self.name, res.transport_error)
+        if res.returncode != 0:
+            raise WorkFailed(f"{op} on {self.name} failed: {res.stderr.strip()[-300:]}")
+        return json.loads(res.stdout)
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for local
         """Drop the shared connection (no-op for local)."""
 
@@ -290,15 +305,7 @@ class SshHost(Host):
         return int(m.group(1)) if rc == 0 and m else None
 
     def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
-        # hostprobe is stdlib-only and self-contained, so its source runs on a host whatever
-        # vlmtui version (if any) is installed there.
-        src = Path(hostprobe.__file__).read_text(encoding="utf-8")
-        res = self.run_python(src, [op, json.dumps(payload)], timeout=timeout)
-        if res.transport_error:
-            raise HostUnreachable(self.name, res.transport_error)
-        if res.returncode != 0:
-            raise WorkFailed(f"{op} on {self.name} failed: {res.stderr.strip()[-300:]}")
-        return json.loads(res.stdout)
+        return self.run_shipped(hostprobe, op, payload, timeout)
 
     def read_bytes(self, path: str, offset: int, n: int) -> bytes:
         script = f"tail -c +{int(offset) + 1} {quote_path(path)} 2>/dev/null | head -c {int(n)}"

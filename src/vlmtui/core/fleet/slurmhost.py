@@ -10,11 +10,9 @@ status.json's state, or a final one mapped from the job's end, see `slurmstate.p
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
@@ -75,13 +73,7 @@ class SlurmHost(Host):
         """`slurmprobe.OPS[op](**payload)` on the login node."""
         if self.config.is_local:
             return slurmprobe.OPS[op](**payload)
-        src = Path(slurmprobe.__file__).read_text(encoding="utf-8")
-        res = self.run_python(src, [op, json.dumps(payload)], timeout=timeout)
-        if res.transport_error:
-            raise HostUnreachable(self.name, res.transport_error)
-        if res.returncode != 0:
-            raise WorkFailed(f"{op} on {self.name} failed: {res.stderr.strip()[-300:]}")
-        return json.loads(res.stdout)
+        return self.run_shipped(slurmprobe, op, payload, timeout)
 
     def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
         if op == "probe":
