@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from vlmtui.core.errors import BadInput
@@ -104,6 +104,7 @@ class VlmtuiApp(WorkersMixin, App[None]):
         Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
         Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("escape", "leave_input", show=False, id="app.leave_input"),
     ]
 
     def __init__(
@@ -365,6 +366,13 @@ class VlmtuiApp(WorkersMixin, App[None]):
 
     def action_show_pane(self, pane: str) -> None:
         self.main.query_one("#panes", TabbedContent).active = pane
+
+    def action_leave_input(self) -> None:
+        """Esc in any text field hands the keys back to the pane (a pane that needs to tidy
+        up, like the log search, handles Esc itself first)."""
+        if isinstance(self.focused, Input):
+            pane = self.main.query_one("#panes", TabbedContent).active or "recipes"
+            self.main.query_one(FOCUS[pane]).focus()
 
     def action_refresh(self) -> None:
         self.refresh_gpus()

@@ -62,7 +62,22 @@ def exclusive(selected: list[str], toggled: str) -> list[str]:
 
 class DeviceList(SelectionList[str]):
     """The device choices; an unchosen option's box is drawn empty (`▐ ▌`), so the choice
-    reads right in any colour depth or a plain-text capture, not only by the mark's colour."""
+    reads right in any colour depth or a plain-text capture, not only by the mark's colour.
+    Enter or space toggles the highlighted choice; a digit toggles that GPU, `c` the CPU and
+    `a` "next free"."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(Binding(str(i), f"toggle_value('{i}')", show=False) for i in range(10)),
+        Binding("c", f"toggle_value('{CPU}')", "CPU", show=False),
+        Binding("a", f"toggle_value('{AUTO}')", "next free", show=False),
+    ]
+
+    def action_toggle_value(self, value: str) -> None:
+        """Highlight and toggle the option `value` (a GPU index, `cpu` or `auto`), if offered."""
+        values = [o.value for o in self.options]
+        if value in values:
+            self.highlighted = values.index(value)
+            self.toggle(value)
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
@@ -117,13 +132,14 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
 
     def on_mount(self) -> None:
         self._fill_devices(next(iter(self.hosts)))
-        self.query_one("#next", Button).focus()
+        self.query_one("#dispatch-devices", DeviceList).focus()
 
     def _fill_devices(self, host_name: str) -> None:
         sl = self.query_one("#dispatch-devices", DeviceList)
         sl.clear_options()
         for label, value in device_options(self.hosts.get(host_name)):
             sl.add_option((label, value, value == AUTO))
+        sl.highlighted = 0
 
     def on_selection_list_selection_toggled(self, event: SelectionList.SelectionToggled) -> None:
         event.stop()

@@ -61,8 +61,12 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help", classes="dialog"):
             yield Static("Help — esc to close", classes="dialog--title")
-            with VerticalScroll():
+            with VerticalScroll(id="help-scroll"):
                 yield Markdown(HELP)
+
+    def on_mount(self) -> None:
+        # The scroll area takes the keys at once, so Down / PgDn scroll without a Tab first.
+        self.query_one("#help-scroll", VerticalScroll).focus()
 
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
         self.dismiss(None)

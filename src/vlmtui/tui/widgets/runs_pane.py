@@ -78,7 +78,7 @@ class RunsPane(Vertical):
         yield Static("no runs yet: mark recipes and press d to dispatch", id="run-info")
         with Horizontal(id="run-body"):
             with Vertical(id="run-log-box"):
-                yield Input(placeholder="search the log (enter: next, esc: close)", id="log-search")
+                yield Input(placeholder="search the log (enter: find, esc: close)", id="log-search")
                 yield LogView(max_lines=self.max_lines, id="run-log")
             with Vertical(id="run-side"):
                 yield Static("loss", id="loss-title")
@@ -247,6 +247,8 @@ class RunsPane(Vertical):
         if view.search != event.value:
             view.search = event.value
         view.find(forward=True)
+        # Enter ends the typing: the log takes the keys, so n / N move between matches.
+        view.focus()
 
     def key_escape(self) -> None:
         box = self.query_one("#log-search", Input)

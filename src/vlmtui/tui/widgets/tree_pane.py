@@ -162,6 +162,8 @@ class TreePane(Vertical):
         self._regex_error = ""
         if rx is not None:
             matches = [n for n in view.full.walk() if n.name and rx.search(n.name)]
+            if not matches:
+                tree.root.add_leaf(Text(f"no module name matches {pattern!r}", style="yellow"))
             for n in matches[:MAX_MATCHES]:
                 tree.root.add_leaf(node_label(n, n.name), data=n)
             if len(matches) > MAX_MATCHES:
@@ -179,6 +181,11 @@ class TreePane(Vertical):
 
         add(tree.root, view.root, 1)
         tree.root.expand()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "tree-filter":
+            event.stop()
+            self.query_one("#module-tree", Tree).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "tree-filter":
