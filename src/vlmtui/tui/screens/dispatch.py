@@ -74,7 +74,7 @@ class DeviceList(SelectionList[str]):
 
     def action_toggle_value(self, value: str) -> None:
         """Highlight and toggle the option `value` (a GPU index, `cpu` or `auto`), if offered."""
-        values = [o.value for o in self.options]
+        values = [self.get_option_at_index(i).value for i in range(self.option_count)]
         if value in values:
             self.highlighted = values.index(value)
             self.toggle(value)
