@@ -182,20 +182,17 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="Runs compared", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    # Names may wrap; numbers never: Rich shrinks wrappable columns first on a narrow screen.
-    table.add_column("run", overflow="fold")
-    table.add_column("recipe", overflow="fold", min_width=14)
-    for col in ("params", "time", "loss", "mAP", "mAP50", "recall", "IoU", "fail"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(
-            Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"],
-            r["recipe"] or "—",
+    from vlmtui.cli.tables import ident_column, number_column, plain_table
+
+    console = Console()
+    names = [
+        Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"] for r in rows
+    ]
+    recipes = [r["recipe"] or "—" for r in rows]
+    cells = [
+        [
             _count(r["trainable_params"]),
             _duration(r["train_time_s"]),
             _fmt(r["final_loss"], ".4g"),
@@ -204,9 +201,27 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
             _fmt(r["recall"]),
             _fmt(r["mean_iou"]),
             _fmt(r["parse_failure_rate"], ".0%"),
-        )
-    Console().print(table)
-    Console().print(
+        ]
+        for r in rows
+    ]
+    numbers = ("params", "time", "loss", "mAP", "mAP50", "recall", "IoU", "fail")
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(numbers)]
+    ids = max(len(x) for x in [*names, *recipes, "recipe"])
+    # Run and recipe side by side when they fit; else stacked in one column, never cut.
+    stacked = 2 * ids + sum(widths) + len(numbers) + 1 > console.width
+    table = plain_table("Runs compared")
+    if stacked:
+        ident_column(table, "run / recipe", [*names, *recipes])
+    else:
+        ident_column(table, "run", names)
+        ident_column(table, "recipe", recipes)
+    for col in numbers:
+        number_column(table, col)
+    for name, recipe, row in zip(names, recipes, cells, strict=True):
+        head = [f"{name}\n{recipe}"] if stacked else [name, recipe]
+        table.add_row(*head, *row)
+    console.print(table)
+    console.print(
         "params: trainable parameters; time: training time; loss: last logged loss; "
         "mAP: COCO mAP@[.5:.95]; recall: AR@100; IoU: mean IoU of matched boxes; "
         "fail: answers that could not be parsed",

@@ -331,22 +331,32 @@ def _rich_tree(root: Any, title: str) -> Any:
 
 
 def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
-    from rich.table import Table
+    from rich.console import Console
 
-    table = Table(title=f"modules matching {filt.pattern!r}: {sum(r['count'] for r in rows)}")
-    for col in ("path", "class", "state", "params", "trainable"):
-        table.add_column(col, justify="right" if col in ("params", "trainable") else "left")
-    for r in rows:
+    from vlmtui.cli.tables import fit_paths, ident_column, number_column, plain_table
+
+    title = f"modules matching {filt.pattern!r}: {sum(r['count'] for r in rows)}"
+    table = plain_table(title)
+    classes = [r["class"] + (f" {r['quant']}" if r["quant"] else "") for r in rows]
+    params = [_n(r["params"]) for r in rows]
+    trainable = [_n(r["trainable"]) for r in rows]
+    states = [r["state"] for r in rows]
+    full = [r["name"] + (f" ×{r['count']}" if r["count"] > 1 else "") for r in rows]
+    others = [
+        ["class", *classes],
+        ["state", *states],
+        ["params", *params],
+        ["trainable", *trainable],
+    ]
+    paths = fit_paths(full, others, Console().width)
+    ident_column(table, "path", paths)
+    ident_column(table, "class", classes)
+    ident_column(table, "state", states)
+    number_column(table, "params")
+    number_column(table, "trainable")
+    for r, path, cls, p, t in zip(rows, paths, classes, params, trainable, strict=True):
         style = STATE_STYLE[r["state"]]
-        count = f" ×{r['count']}" if r["count"] > 1 else ""
-        quant = f" {r['quant']}" if r["quant"] else ""
-        table.add_row(
-            r["name"] + count,
-            r["class"] + quant,
-            f"[{style}]{r['state']}[/]",
-            _n(r["params"]),
-            _n(r["trainable"]),
-        )
+        table.add_row(path, cls, f"[{style}]{r['state']}[/]", p, t)
     return table
 
 
@@ -425,17 +435,33 @@ def _diff(args: argparse.Namespace, insp: Any, results: list[Any]) -> int:
     if not changes:
         console.print("no module differs in trainable state")
         return 0
-    t = Table(title=f"modules whose state differs: {sum(c.count for c in changes)}")
-    for col in ("module", "class", names[0], names[1], "trainable each"):
-        t.add_column(col)
-    for c in changes:
-        count = f" ×{c.count}" if c.count > 1 else ""
+    t = _changes_table(changes, names, console.width)
+    console.print(t)
+    return 0
+
+
+def _changes_table(changes: list[Any], names: list[str], width: int) -> Any:
+    from vlmtui.cli.tables import fit_paths, ident_column, plain_table
+
+    t = plain_table(f"modules whose state differs: {sum(c.count for c in changes)}")
+    full = [c.name + (f" ×{c.count}" if c.count > 1 else "") for c in changes]
+    each = [f"{_n(c.trainable_before)} → {_n(c.trainable_after)}" for c in changes]
+    columns = {
+        "class": [c.cls for c in changes],
+        names[0]: [c.before for c in changes],
+        names[1]: [c.after for c in changes],
+        "trainable each": each,
+    }
+    paths = fit_paths(full, [[k, *v] for k, v in columns.items()], width)
+    ident_column(t, "module", paths)
+    for header, cells in columns.items():
+        ident_column(t, header, cells)
+    for c, path, trained in zip(changes, paths, each, strict=True):
         t.add_row(
-            c.name + count,
+            path,
             c.cls,
             f"[{STATE_STYLE[c.before]}]{c.before}[/]",
             f"[{STATE_STYLE[c.after]}]{c.after}[/]",
-            f"{_n(c.trainable_before)} → {_n(c.trainable_after)}",
+            trained,
         )
-    console.print(t)
-    return 0
+    return t

@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from vlmtui.core.errors import BadInput
@@ -41,6 +41,7 @@ from vlmtui.tui.screens.help import HelpScreen
 from vlmtui.tui.sources import Sources
 from vlmtui.tui.widgets.bars import human
 from vlmtui.tui.widgets.gpus_pane import GpusPane
+from vlmtui.tui.widgets.keys_footer import KeysFooter
 from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
 from vlmtui.tui.widgets.runs_pane import RunsPane
 from vlmtui.tui.widgets.tree_pane import TreePane
@@ -57,6 +58,10 @@ FOCUS = {
     "tree": "#module-tree",
     "runs": "#runs-table",
 }
+
+
+PANE_KEYS = Binding.Group("panes", compact=True)
+"""The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
 
 def preflight_table(checks: list[Any]) -> Table:
@@ -95,10 +100,10 @@ class VlmtuiApp(WorkersMixin, App[None]):
     TITLE = "vlmtui"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes"),
-        Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus"),
-        Binding("3", "show_pane('tree')", "Tree", id="app.tree"),
-        Binding("4", "show_pane('runs')", "Runs", id="app.runs"),
+        Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes", group=PANE_KEYS),
+        Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus", group=PANE_KEYS),
+        Binding("3", "show_pane('tree')", "Tree", id="app.tree", group=PANE_KEYS),
+        Binding("4", "show_pane('runs')", "Runs", id="app.runs", group=PANE_KEYS),
         Binding("d", "dispatch", "Dispatch", id="app.dispatch"),
         Binding("r", "refresh", "Refresh", show=False, id="app.refresh"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
@@ -140,15 +145,15 @@ class VlmtuiApp(WorkersMixin, App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         with TabbedContent(initial="recipes", id="panes"):
-            with TabPane("Recipes", id="recipes"):
+            with TabPane("1 Recipes", id="recipes"):
                 yield RecipesPane(id="recipes-pane")
-            with TabPane("GPUs", id="gpus"):
+            with TabPane("2 GPUs", id="gpus"):
                 yield GpusPane(id="gpus-pane")
-            with TabPane("Module tree", id="tree"):
+            with TabPane("3 Module tree", id="tree"):
                 yield TreePane(id="tree-pane")
-            with TabPane("Runs", id="runs"):
+            with TabPane("4 Runs", id="runs"):
                 yield RunsPane(self.sources, self.settings.log_lines, id="runs-pane")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         if self.settings_error:

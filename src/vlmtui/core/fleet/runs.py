@@ -120,6 +120,8 @@ class RunView:
     nproc: int
     reachable: bool
     """False when the host could not be asked (state is then `unknown`)."""
+    ended: float | None = None
+    """When a finished / failed / stopped run ended (its status.json's last update)."""
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -287,6 +289,7 @@ def _view(rec: RunRecord, state: str, *, reachable: bool = True, **kw: Any) -> R
         data=rec.data,
         nproc=rec.nproc,
         reachable=reachable,
+        ended=kw.get("ended"),
     )
 
 
@@ -302,6 +305,8 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
         if last.get("max_steps"):
             kw["max_steps"] = last["max_steps"]
     if state in FINAL_STATES:
+        ended = status.get("updated")
+        kw["ended"] = float(ended) if isinstance(ended, (int, float)) else None
         return _view(rec, state, error=status.get("error"), **kw)
     if facts.get("alive"):
         return _view(rec, state or "pending", error=None, **kw)
@@ -346,7 +351,8 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
     by_host: dict[str, list[RunRecord]] = {}
     for rec in records:
         if rec.state in FINAL_STATES:
-            views[rec.id] = _view(rec, rec.state)
+            # For a run that ended, `checked` is when it ended (see below).
+            views[rec.id] = _view(rec, rec.state, ended=rec.checked)
         else:
             by_host.setdefault(rec.host, []).append(rec)
     if by_host:
@@ -367,7 +373,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
                 error=v.error,
                 max_steps=v.max_steps,
                 run_dir=v.run_dir,
-                checked=now,
+                checked=v.ended if v.ended is not None else now,
             )
     return [views[r.id] for r in records]
 

@@ -120,15 +120,21 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
                 yield Label("host")
                 yield Select(
                     [(n, n) for n in self.hosts], value=next(iter(self.hosts)),
-                    allow_blank=False, id="dispatch-host",
+                    allow_blank=False, id="dispatch-host", compact=True,
                 )  # fmt: skip
-            yield DeviceList(id="dispatch-devices")
+            yield DeviceList(id="dispatch-devices", compact=True)
             with Horizontal(classes="dialog--row"):
                 yield Label("max steps")
-                yield Input(placeholder="recipe default", id="dispatch-steps", type="integer")
+                yield Input(
+                    placeholder="recipe default", id="dispatch-steps", type="integer", compact=True
+                )
+            yield Static(
+                "devices: ↑↓ enter, 0–9, c cpu, a auto · tab: next · esc: cancel",
+                classes="dialog--hint",
+            )
             with Horizontal(classes="dialog--buttons"):
-                yield Button("Next: check", variant="primary", id="next")
-                yield Button("Cancel", id="cancel")
+                yield Button("Next: check", variant="primary", id="next", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self._fill_devices(next(iter(self.hosts)))

@@ -29,7 +29,8 @@ STATE_STYLE = {
     "unknown": "magenta",
     "training": "bold cyan",
 }
-COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "elapsed", "eta")
+COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "time", "eta")
+"""`time`: elapsed (frozen at the end for a finished run); 79 columns in all at 80 wide."""
 ACTIVE = ("launching", "pending", "loading", "training", "saving")
 METRICS = ("map", "map50", "recall", "mean_iou")
 
@@ -52,8 +53,8 @@ class RunsPane(Vertical):
     """Runs table, the highlighted run's summary, output log and loss curve."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "stop_run", "Stop run", id="runs.stop"),
-        Binding("slash", "search", "Search log", id="runs.search"),
+        Binding("s", "stop_run", "Stop", id="runs.stop"),
+        Binding("slash", "search", "Search", id="runs.search"),
     ]
 
     class StopRequested(Message):
@@ -110,7 +111,7 @@ class RunsPane(Vertical):
         if [k.value for k in table.rows] == [k for k, _ in rows]:
             for key, cells in rows:
                 for col, cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(key, col, cell)
+                    table.update_cell(key, col, cell, update_width=True)
         else:
             current = self.highlighted
             table.clear()
