@@ -66,6 +66,9 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         save_images=args.save_images,
     )
+    from vlmtui.core.quiet import quiet_libraries
+
+    quiet_libraries()
     from rich.console import Console
     from rich.progress import (
         BarColumn,

@@ -85,14 +85,32 @@ def run(args: argparse.Namespace) -> int:
         recipe_files=tuple(args.recipes),
         gpu=gpu,
     )
+    from vlmtui.core.quiet import quiet_libraries
     from vlmtui.core.training.progress import output_log
 
+    quiet_libraries()
     with output_log(args.output):
         try:
-            return run_training(req)
+            code = run_training(req)
         except BadInput:
             raise
         except Exception:
             # The work failed: the traceback belongs in output.log; status.json has the summary.
             traceback.print_exc()
             return 1
+        if code == 0:
+            print(next_step(args.output, args.data))
+        return code
+
+
+def next_step(output: Path, data: Path) -> str:
+    """The closing line: where the weights are and the command that evaluates them."""
+    import shlex
+
+    from vlmtui.core.training.progress import read_json
+
+    record = read_json(output / "weights.json") or {}
+    what = "adapter" if record.get("kind") == "adapter" else "model"
+    where = record.get("path") or str(output)
+    run, d = shlex.quote(str(output)), shlex.quote(str(data))
+    return f"{what} saved to {where}; next: vlmtui eval {run} --data {d}"

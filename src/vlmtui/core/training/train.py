@@ -135,6 +135,17 @@ def build_optimizer(
     return optimizer, sorted(names)
 
 
+def _print_step(step: int, max_steps: int, logs: dict[str, Any], elapsed_s: float) -> None:
+    """`step 3/10  loss 6.1950  lr 2e-04  0:04` instead of the Trainer's raw log dicts."""
+    from vlmtui.core.textfmt import clock
+
+    parts = [f"step {step}/{max_steps}", f"loss {logs['loss']:.4f}"]
+    if isinstance(logs.get("learning_rate"), (int, float)):
+        parts.append(f"lr {logs['learning_rate']:.0e}")
+    parts.append(clock(elapsed_s))
+    print("  ".join(parts), flush=True)
+
+
 def _progress_callback(files: RunFiles | None, stage: int, stop: _StopState) -> Any:
     from transformers import TrainerCallback
 
@@ -148,6 +159,9 @@ def _progress_callback(files: RunFiles | None, stage: int, stop: _StopState) -> 
             if files is None or not state.is_world_process_zero or not logs:
                 return
             if "loss" in logs:
+                _print_step(
+                    state.global_step, state.max_steps, logs, time.monotonic() - self.started
+                )
                 files.append_event(
                     {
                         "stage": stage,
@@ -237,6 +251,9 @@ def fit(
         optimizers=(optimizer, None),
         callbacks=[_progress_callback(files, stage, stop)],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its raw dict lines; the callback prints steps
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     stop.training = True
     try:
