@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="one table row per run: recipe, loss, mAP, recall, IoU")
     c.add_argument("runs", nargs="+", metavar="RUN", help="run ids or run directories")
     c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument(
+        "--save-images", type=Path, metavar="DIR",
+        help="the same image from every run side by side (needs each run's eval)",
+    )  # fmt: skip
     c.set_defaults(func=run_compare_cmd)
 
 
@@ -182,6 +187,8 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
     from vlmtui.core.eval.evaluate import compare_rows
 
     rows = compare_rows(args.runs)
+    if args.save_images is not None:
+        _save_comparison(rows, args.save_images)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -231,3 +238,19 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
         style="dim",
     )
     return 0
+
+
+def _save_comparison(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """One picture per evaluated image with a panel per run; gold from the first run's data."""
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.eval.pictures import Box, save_comparison
+    from vlmtui.core.training.progress import read_json
+
+    first = read_json(Path(rows[0]["run_dir"]) / "eval.json") or {}
+    gold: dict[str, list[Box]] = {}
+    if first.get("data"):
+        for rec in load_split(Path(first["data"]), first.get("split") or "val"):
+            gold[str(rec.image_path)] = [Box(o.label, tuple(o.bbox)) for o in rec.objects]
+    runs = [(Path(r["run_dir"]).name, Path(r["run_dir"])) for r in rows]
+    paths = save_comparison(runs, gold, out_dir)
+    print(f"wrote {len(paths)} side-by-side images to {out_dir}", file=sys.stderr)
