@@ -78,8 +78,9 @@ class MetricsChart(PlotextPlot):
         self.shown = tuple(r[0] for r in runs)
         if runs:
             values = [[float(m.get(k) or 0.0) for k in METRICS] for _, m, _ in runs]
-            plt.multiple_bar(list(METRICS), values, labels=[r[0] for r in runs],
-                             color=[r[2] for r in runs])  # fmt: skip
+            # plotext's hints say `label`/one colour; at run time it takes one of each per run
+            plt.multiple_bar(list(METRICS), values, labels=[r[0] for r in runs],  # type: ignore[call-arg]
+                             color=[r[2] for r in runs])  # type: ignore[arg-type]  # fmt: skip
             plt.ylim(0, 1)
         plt.title("eval")
         self.refresh()
