@@ -127,6 +127,7 @@ def fake_sources(recorder: Recorder | None = None, **overrides: Any) -> Sources:
         demo_ready=lambda: None,
         gpu_interval_s=3600.0,
         runs_interval_s=3600.0,
+        inspection_worker=False,
     )
     base.update(overrides)
     return Sources(**base)

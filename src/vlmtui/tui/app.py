@@ -252,6 +252,8 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- panes ------------------------------------------------------------------------------
 
     def on_recipes_loaded(self, event: RecipesLoaded) -> None:
+        if not self.recipes:
+            self.warm_inspection()
         self.recipes = event.recipes
         pane = self.main.query_one(RecipesPane)
         pane.show_recipes(event.recipes)
@@ -382,6 +384,13 @@ class VlmtuiApp(WorkersMixin, App[None]):
     def action_refresh(self) -> None:
         self.refresh_gpus()
         self.refresh_runs()
+
+    async def action_quit(self) -> None:
+        self.stop_inspection()
+        await super().action_quit()
+
+    def on_unmount(self) -> None:
+        self.stop_inspection()
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK

@@ -1,10 +1,10 @@
 """Module trees and pre-flight summaries for the app, on top of `core.modeltree` (the tree)
 and `core.inspection` (recipes applied to the meta model).
 
-One `ModelInspector` per model is kept for the whole session (its tree is built once; each
-recipe's marking is cached), shared by the module tree pane and the dispatch pre-flight.
-Every function here blocks (torch is imported on first use) and runs only in thread workers;
-one lock serialises them because the inspector is not thread-safe. Markings go through the
+Markings are computed by the app's `InspectionWorker` child process (torch is imported
+there, once, and the child is killed on quit), or without one in this process, one
+`ModelInspector` per model under a lock (it is not thread-safe). Every function here blocks
+and runs only in thread workers. Markings go through the
 on-disk cache (`core.inspection.cache`), so a model and recipe looked at before, by this
 process or any other, shows without torch.
 """
@@ -44,59 +44,33 @@ class TreeView:
     compare: str = ""
 
 
-def _inspector(model: str) -> Any:
-    from vlmtui.core.inspection.meta import ModelInspector
-
-    if model not in _inspectors:
-        _inspectors[model] = ModelInspector(model)
-    return _inspectors[model]
-
-
-def _memory(inspection: Any, gpu_mem_gib: float | None) -> Any:
-    """The largest stage's estimate."""
-    from vlmtui.core.inspection.memory import MemoryAssumptions
-
-    estimates = inspection.memory(MemoryAssumptions(gpu_mem_gib=gpu_mem_gib))
-    return max(estimates, key=lambda e: e.total) if estimates else None
-
-
-def marking(model: str, recipe: Any) -> Any:
+def marking(model: str, recipe: Any, worker: Any = None) -> Any:
     """The recipe's marking of `model` (`core.inspection.cache.Marking`): from the disk cache
-    when any process computed it before, else computed (torch, under the lock) and stored."""
+    when any process computed it before, else computed by `worker` (an `InspectionWorker`
+    child process) or, without one, here under the lock; either way it is then cached."""
     from vlmtui.core.inspection import cache
+    from vlmtui.core.inspection.worker import compute_marking
     from vlmtui.core.model.resolve import resolve_model
 
     ref = resolve_model(model)
-    key = cache.cache_key(ref.config, ref.family.name, recipe)
-    hit = cache.load(key)
+    hit = cache.load(cache.cache_key(ref.config, ref.family.name, recipe))
     if hit is not None:
         return hit
+    if worker is not None:
+        return worker.mark(model, recipe)
     with _lock:
-        insp = _inspector(model)
-        result = insp.inspect(recipe)
-        full = insp.tree().mark(result.marking)
-        data = result.to_dict()
-        est = _memory(result, None)
-    value = cache.Marking(
-        full=full,
-        areas={a: dict(data["areas"][a]) for a in AREAS},
-        total_params=data["total_params"],
-        trainable_params=data["trainable_params"],
-        memory_bytes=float(est.total) if est else None,
-    )
-    cache.store(key, value)
-    return value
+        return compute_marking(_inspectors, model, recipe)
 
 
-def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
+def tree_view(model: str, recipe: Any, compare: Any = None, worker: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
     from vlmtui.core.inspection.memory import gib
     from vlmtui.core.inspection.tree import collapse, diff_trees
 
-    m = marking(model, recipe)
+    m = marking(model, recipe, worker)
     changes: tuple[Any, ...] = ()
     if compare is not None:
-        changes = tuple(diff_trees(m.full, marking(model, compare).full))
+        changes = tuple(diff_trees(m.full, marking(model, compare, worker).full))
     return TreeView(
         model=model,
         recipe=recipe.name,
@@ -111,11 +85,13 @@ def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
     )
 
 
-def preflight(model: str, recipe: Any, device: str, gpu_mem_mib: float | None) -> Preflight:
+def preflight(
+    model: str, recipe: Any, device: str, gpu_mem_mib: float | None, worker: Any = None
+) -> Preflight:
     """Trainable per area and the memory estimate vs the GPU's memory for one recipe."""
     gpu_gib = gpu_mem_mib / 1024 if gpu_mem_mib else None
     try:
-        m = marking(model, recipe)
+        m = marking(model, recipe, worker)
     except BadInput as exc:
         return Preflight(recipe=recipe.name, device=device, problem=str(exc), gpu_mem_gib=gpu_gib)
     areas = {a: (m.areas[a]["trainable"], m.areas[a]["params"]) for a in AREAS}

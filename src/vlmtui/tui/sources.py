@@ -106,6 +106,9 @@ class Sources:
     """Seconds between GPU refreshes."""
     runs_interval_s: float = 2.0
     """Seconds between registry refreshes."""
+    inspection_worker: bool = True
+    """Mark module trees in a child process (torch imported there while the user looks at the
+    recipes, killed on quit); False marks them in a thread of the app (tests, benchmarks)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
