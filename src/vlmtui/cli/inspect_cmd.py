@@ -86,16 +86,19 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--diff compares two recipes: give either --recipe or --diff, not both")
     if (args.tree or args.filter) and args.diff:
         raise BadInput("--tree and --filter go with --recipe, not with --diff")
-    ref = resolve_model(args.model)
-    if args.diff:
-        recipes = [get_recipe(n, args.recipes) for n in args.diff]
-    else:
-        recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
+    with _status(f"reading {args.model} and the recipes…") as status:
+        ref = resolve_model(args.model)
+        if args.diff:
+            recipes = [get_recipe(n, args.recipes) for n in args.diff]
+        else:
+            recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
+        names = ", ".join(r.name for r in recipes if r is not None) or "no recipe"
+        if status is not None:
+            status.update(f"marking {ref.name} for {names} (importing torch, building on meta)…")
+        from vlmtui.core.inspection.meta import ModelInspector
 
-    from vlmtui.core.inspection.meta import ModelInspector
-
-    insp = ModelInspector(ref, args.recipes)
-    results = [_inspect(insp, r) for r in recipes]
+        insp = ModelInspector(ref, args.recipes)
+        results = [_inspect(insp, r) for r in recipes]
     first = recipes[0]
     assumptions = MemoryAssumptions(
         batch_size=args.batch_size or (first.batch_size if first else 1),
@@ -117,6 +120,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_human(insp, result, assumptions, filt, expand, tree=args.tree)
     return 0
+
+
+def _status(text: str) -> Any:
+    """A spinner on stderr while the slow part runs, only on a terminal: `inspect` used to
+    print nothing for ~13 s."""
+    import contextlib
+    import sys
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    # One plain line at once (Rich's import and first refresh cost ~0.1 s more), then the
+    # spinner with what is being done.
+    sys.stderr.write(f"vlmtui inspect: {text}\n")
+    sys.stderr.flush()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def _inspect(insp: Any, recipe: Any) -> Any:
