@@ -59,10 +59,11 @@ def counts_text(node: Any) -> Text:
     return t
 
 
-def node_label(node: Any, name: str | None = None) -> Text:
+def node_label(node: Any, name: str | None = None, with_class: bool = True) -> Text:
     t = Text()
     t.append(name or node.label or "(model)", style=STATE_STYLE.get(node.state, ""))
-    t.append(f"  {node.cls}", style="italic dim")
+    if with_class:
+        t.append(f"  {node.cls}", style="italic dim")
     if node.quant:
         t.append(f" {node.quant}", style="magenta")
     t.append("  ")
@@ -172,7 +173,8 @@ class TreePane(Vertical):
         view = self.view
         if view is None:
             return
-        tree.root.set_label(node_label(view.root, view.model))
+        # The root's class name is long and the summary names the model: counts fit at 80.
+        tree.root.set_label(node_label(view.root, view.model, with_class=False))
         tree.root.data = view.root
         rx = None
         if pattern:
