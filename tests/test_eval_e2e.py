@@ -191,19 +191,32 @@ def test_truncated_and_garbage_answers_are_counted(tmp_path):
     assert result["metrics"]["recall50"] == pytest.approx(1 / 4)
 
 
-def test_save_images_draws_gold_green_and_predictions_red(tmp_path):
+def test_save_images_upscales_and_draws_two_fixed_styles_with_a_legend(tmp_path):
+    """The fault: a gold box drawn in green vanished on a green object, and 112 px images were
+    too small to read. Gold is white with a black edge, predictions dashed magenta, on any
+    object colour; the image is upscaled and a legend strip is added."""
     from PIL import Image
 
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.eval.evaluate import Generated, save_images
+    from vlmtui.core.eval.evaluate import Generated
+    from vlmtui.core.eval.pictures import GOLD, LEGEND_H, MIN_SIDE, PRED, save_images
 
     records = load_split(_odd_sized_dataset(tmp_path / "d"), "val")[:1]
     pred = PredBox("red square", 30, 30, 90, 100)
     answers = [Generated("", ParseResult((pred,), 1, 0), (112, 112), True)]
     (path,) = save_images(records, answers, tmp_path / "imgs")
     img = Image.open(path).convert("RGB")
-    assert img.getpixel((35, 12)) == (0, 200, 0)  # gold top edge (10,12)-(60,12)
-    assert img.getpixel((60, 100)) == (230, 0, 0)  # predicted bottom edge
+    with Image.open(records[0].image_path) as src:
+        w, h = src.size
+    scale = -(-MIN_SIDE // min(w, h))
+    assert img.size == (w * scale, h * scale + LEGEND_H) and min(img.size) >= MIN_SIDE
+    top_edge = [img.getpixel((x, 12 * scale + 1)) for x in range(12 * scale, 58 * scale)]
+    assert img.getpixel((40 * scale, 12 * scale)) == (0, 0, 0)  # its black edge
+    assert GOLD in top_edge  # gold top edge (10,12)-(60,12), white whatever the object
+    bottom = [img.getpixel((x, 100 * scale)) for x in range(32 * scale, 88 * scale)]
+    assert PRED in bottom and GOLD not in bottom  # predicted: magenta dashes
+    legend = [img.getpixel((x, h * scale + LEGEND_H // 2)) for x in range(img.width)]
+    assert PRED in legend and (0, 0, 0) in legend
 
 
 # ---------------------------------------------------------------- compare
@@ -380,3 +393,35 @@ def test_train_eval_compare_end_to_end(
     assert main(["compare", str(run), str(base_out)]) == 0
     table = capsys.readouterr().out
     assert "r1-llm-only" in table and "base" in table
+
+
+def test_compare_save_images_puts_each_runs_picture_side_by_side(tmp_path, capsys):
+    from PIL import Image
+
+    from vlmtui.cli import main
+    from vlmtui.core.data.datasets import load_split
+
+    data = _odd_sized_dataset(tmp_path / "d")
+    records = load_split(data, "val")[:2]
+    runs = []
+    for name, shift in (("run-a", 0), ("run-b", 20)):
+        d = tmp_path / name
+        _write(d / "run.json", {"recipe": name, "model": "m"})
+        _write(d / "eval.json", {"data": str(data), "split": "val", "metrics": {}})
+        preds = [
+            {"image": str(r.image_path), "boxes": [{"label": "red square", "score": None,
+             "bbox": [10 + shift, 12, 60 + shift, 70]}]}
+            for r in records
+        ]  # fmt: skip
+        _write(d / "eval_predictions.jsonl", preds)
+        runs.append(str(d))
+    out = tmp_path / "side"
+    assert main(["compare", *runs, "--save-images", str(out)]) == 0
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) == 2
+    sheet = Image.open(pictures[0])
+    with Image.open(records[0].image_path) as src:
+        scale = -(-448 // min(src.size))
+        panel_w = src.width * scale
+    assert sheet.width == 2 * panel_w + 8  # two panels, one per run, same image
+    assert "wrote 2 side-by-side images" in capsys.readouterr().err

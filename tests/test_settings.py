@@ -85,3 +85,14 @@ def test_invalid_toml_names_the_file() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         DEFAULTS.theme = "light"  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    settings_path().parent.mkdir(parents=True, exist_ok=True)
+    settings_path().write_text('colour = 1\ngpu_refresh_s = "x"\nlog_lines = 5\ntheme = "blue"\n')
+    with pytest.raises(BadInput) as err:
+        load_settings()
+    message = str(err.value)
+    assert "4 problems" in message
+    for field in ("colour", "gpu_refresh_s", "log_lines", "theme"):
+        assert field in message

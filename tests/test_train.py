@@ -126,7 +126,11 @@ def test_train_cli_run_directory_and_refusals(
     for key in ("max_steps", "learning_rate", "grad_norm", "epoch", "elapsed_s"):
         assert key in steps[0]
     assert (out / "adapter" / "adapter_config.json").exists()
-    assert "'train_loss'" in (out / "output.log").read_text()  # foreground runs keep a log too
+    log = (out / "output.log").read_text()  # foreground runs keep a log too
+    assert "step 3/3  loss " in log and f"adapter saved to {out / 'adapter'}" in log
+    assert f"next: vlmtui eval {out} --data" in log
+    for noise in ("{'loss'", "'train_loss'", "FutureWarning", "Loading weights", "gemm_4bit"):
+        assert noise not in log, noise
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
 
     again = vlmtui(

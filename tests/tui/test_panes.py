@@ -50,6 +50,8 @@ async def test_gpus_pane_shows_every_gpu_and_updates_in_place() -> None:
         await wait_for(pilot, lambda: pane.refreshes == 1, what="first GPU snapshot")
         await pilot.press("2")
         table = app.query_one("#gpus-table", DataTable)
+        # The tab switch moves focus in a later message: keys pressed before it went nowhere.
+        await wait_for(pilot, lambda: app.focused is table, what="focus on the GPU table")
         assert table.row_count == 3 * 8 + 1
         states = [str(table.get_cell(k, "state")) for k in table.rows]
         assert {"free", "busy", "reserved", "unreachable"} <= set(states)
@@ -69,6 +71,7 @@ async def test_runs_pane_table_detail_log_and_stop() -> None:
         await pilot.press("4")
         pane = app.query_one(RunsPane)
         await wait_for(pilot, lambda: pane.table.row_count == 3, what="runs")
+        await wait_for(pilot, lambda: app.focused is pane.table, what="focus on the runs table")
         assert str(pane.table.get_cell("20250101-120003-ab13", "state")) == "training"
         assert pane.table.get_cell("20250101-120003-ab13", "eta") == "1:30"
         log = app.query_one(LogView)
@@ -82,6 +85,7 @@ async def test_runs_pane_table_detail_log_and_stop() -> None:
         await pilot.press("slash", *"loss", "space", *"0.1667", "enter")
         assert log._match_row == 17
         await pilot.press("escape")
+        await wait_for(pilot, lambda: app.focused is pane.table, what="focus back on the runs")
         # Stop asks first and stops only the training run
         await pilot.press("s")
         assert not isinstance(app.screen, ConfirmScreen)  # finished: nothing to stop

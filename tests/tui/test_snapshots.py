@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 from tui_fakes import fake_sources, wait_for
 
-from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.app import VlmtuiApp, preflight_table
+from vlmtui.tui.messages import Preflight
+from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.log_view import LogView
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
@@ -73,6 +75,50 @@ def test_dispatch_dialog(snap_compare, size) -> None:
         await wait_for(pilot, lambda: pilot.app.query_one(GpusPane).refreshes == 1)
         await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
         await pilot.press("d")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        await pilot.press("question_mark", "pagedown")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+PREFLIGHT = [
+    Preflight("r1-llm-only", "0", {"vision": (0, 665_000_000), "projector": (0, 45_000_000),
+              "llm": (9_200_000, 1_540_000_000)}, 2_250_000_000, 9_200_000, 6.3, 79.6),
+    Preflight("r2-vision-only", "3", {"vision": (665_000_000, 665_000_000),
+              "projector": (45_000_000, 45_000_000), "llm": (0, 1_540_000_000)},
+              2_250_000_000, 710_000_000, 96.2, 79.6),
+    Preflight("r3-two-stage-copy", "cpu", problem="quantization 4bit needs a CUDA GPU"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_preflight_dialog(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
+        dialog = ConfirmScreen("Launch on gpu01, 50 steps", preflight_table(PREFLIGHT), "Launch 2")
+        pilot.app.push_screen(dialog)
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stop_dialog(snap_compare, size) -> None:
+    async def before(pilot) -> None:
+        await pilot.press("4")
+        pane = pilot.app.query_one(RunsPane)
+        await wait_for(pilot, lambda: pane.table.row_count == 3)
+        pane.action_stop_run()  # `s` on the training run (the first row)
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
         await pilot.pause(0.2)
 
     assert snap_compare(_app(), terminal_size=size, run_before=before)

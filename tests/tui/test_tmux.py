@@ -43,8 +43,8 @@ def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
         _wait_screen(session, "r1-llm-only", 30)
         _tmux("send-keys", "-t", session, "d")
         _wait_screen(session, "Dispatch r1-llm-only", 120)  # the demo is generated first
-        time.sleep(0.5)  # the dialog focuses its button right after its first frame
-        _tmux("send-keys", "-t", session, "BTab")
+        time.sleep(0.5)  # the dialog focuses its device list right after its first frame
+        _tmux("send-keys", "-t", session, "Tab")  # devices -> max steps
         time.sleep(0.3)
         _tmux("send-keys", "-t", session, "2", "Enter")
         _wait_screen(session, "2 steps", 120)

@@ -15,7 +15,7 @@ from tui_fakes import fake_sources, wait_for
 
 from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.widgets.bars import human
-from vlmtui.tui.widgets.tree_pane import STATE_STYLE, TreePane
+from vlmtui.tui.widgets.tree_pane import STATE_STYLE, TreePane, counts_text
 
 pytestmark = pytest.mark.anyio
 
@@ -49,10 +49,10 @@ def state_of(pane: TreePane, name: str) -> tuple[str, str]:
 
 
 def area_summary(pane: TreePane) -> dict[str, str]:
-    """area -> "trainable/params" from the summary line."""
+    """area -> "trains N" or "frozen" from the summary line."""
     return dict(
         re.findall(
-            r"(vision|projector|llm|lm_head) (\S+/\S+)",
+            r"(vision|projector|llm|lm_head) (trains \S+|frozen)",
             text(pane.query_one("#tree-summary", Static)),
         )
     )
@@ -93,9 +93,17 @@ async def test_switching_recipes_remarks_tree_and_summary_at_once(app) -> None:
         r1 = pane.view.areas
         assert r1["vision"]["trainable"] == 0 < r1["llm"]["trainable"]
         summary = area_summary(pane)
-        assert summary["vision"] == f"{human(0)}/{human(r1['vision']['params'])}"
-        assert summary["llm"] == f"{human(r1['llm']['trainable'])}/{human(r1['llm']['params'])}"
+        assert summary["vision"] == "frozen"
+        assert summary["llm"] == f"trains {human(r1['llm']['trainable'])}"
         assert text(pane.query_one("#tree-summary", Static)).startswith(f"{R1} on ")
+        # The header and the root count the same way: base parameters, adapters apart
+        root = pane.query_one("#module-tree", Tree).root
+        head = text(pane.query_one("#tree-summary", Static)).splitlines()[0]
+        assert str(counts_text(pane.view.root)) in head
+        assert str(counts_text(pane.view.root)) in str(root.label)
+        lora = next(n for n in nodes(pane).values() if n.data.state == "lora")
+        base, adapter = human(lora.data.total_params), human(lora.data.lora_params)
+        assert f"{base} frozen + {adapter} lora" in str(lora.label)
 
         await choose(pilot, pane, "#tree-recipe", R2, lambda: pane.view.recipe == R2)
         # one message re-marks the tree and the summary together
@@ -105,10 +113,8 @@ async def test_switching_recipes_remarks_tree_and_summary_at_once(app) -> None:
         assert r2["vision"]["trainable"] == r2["vision"]["params"] > 0
         assert r2["llm"]["trainable"] == 0
         summary = area_summary(pane)
-        assert (
-            summary["vision"] == f"{human(r2['vision']['params'])}/{human(r2['vision']['params'])}"
-        )
-        assert summary["llm"] == f"{human(0)}/{human(r2['llm']['params'])}"
+        assert summary["vision"] == f"trains {human(r2['vision']['params'])}"
+        assert summary["llm"] == "frozen"
         assert text(pane.query_one("#tree-summary", Static)).startswith(f"{R2} on ")
         assert not pane.query_one("#tree-diff").display  # nothing compared
 

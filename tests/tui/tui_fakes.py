@@ -127,6 +127,7 @@ def fake_sources(recorder: Recorder | None = None, **overrides: Any) -> Sources:
         demo_ready=lambda: None,
         gpu_interval_s=3600.0,
         runs_interval_s=3600.0,
+        inspection_worker=False,
     )
     base.update(overrides)
     return Sources(**base)
@@ -139,3 +140,20 @@ async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 10.0, what:
         if time.monotonic() > end:
             pytest.fail(f"timed out waiting for {what or cond}")
         await pilot.pause(0.05)
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, the way a terminal shows it (dialogs over their pane)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(
+        width=width, height=height, file=io.StringIO(), force_terminal=True,
+        color_system="truecolor", record=True, legacy_windows=False, safe_box=False,
+    )  # fmt: skip
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    return console.export_text()

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_model(args: argparse.Namespace) -> int:
     from vlmtui.core.model.demo import make_demo_model
+    from vlmtui.core.quiet import quiet_libraries
+
+    quiet_libraries()
 
     out = make_demo_model(args.dir, args.family)
     print(f"wrote a tiny {args.family} model to {out}")

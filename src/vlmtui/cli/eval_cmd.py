@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="one table row per run: recipe, loss, mAP, recall, IoU")
     c.add_argument("runs", nargs="+", metavar="RUN", help="run ids or run directories")
     c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument(
+        "--save-images", type=Path, metavar="DIR",
+        help="the same image from every run side by side (needs each run's eval)",
+    )  # fmt: skip
     c.set_defaults(func=run_compare_cmd)
 
 
@@ -68,6 +73,9 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         save_images=args.save_images,
     )
+    from vlmtui.core.quiet import quiet_libraries
+
+    quiet_libraries()
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -199,23 +207,22 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
     from vlmtui.core.eval.evaluate import compare_rows
 
     rows = compare_rows(args.runs)
+    if args.save_images is not None:
+        _save_comparison(rows, args.save_images)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="Runs compared", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    # Names may wrap; numbers never: Rich shrinks wrappable columns first on a narrow screen.
-    table.add_column("run", overflow="fold")
-    table.add_column("recipe", overflow="fold", min_width=14)
-    for col in ("params", "time", "loss", "mAP", "mAP50", "recall", "IoU", "fail"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(
-            Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"],
-            r["recipe"] or "—",
+    from vlmtui.cli.tables import ident_column, number_column, plain_table
+
+    console = Console()
+    names = [
+        Path(r["run_dir"]).name if Path(r["run"]).expanduser().is_dir() else r["run"] for r in rows
+    ]
+    recipes = [r["recipe"] or "—" for r in rows]
+    cells = [
+        [
             _count(r["trainable_params"]),
             _duration(r["train_time_s"]),
             _fmt(r["final_loss"], ".4g"),
@@ -224,12 +231,48 @@ def run_compare_cmd(args: argparse.Namespace) -> int:
             _fmt(r["recall"]),
             _fmt(r["mean_iou"]),
             _fmt(r["parse_failure_rate"], ".0%"),
-        )
-    Console().print(table)
-    Console().print(
+        ]
+        for r in rows
+    ]
+    numbers = ("params", "time", "loss", "mAP", "mAP50", "recall", "IoU", "fail")
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(numbers)]
+    ids = max(len(x) for x in [*names, *recipes, "recipe"])
+    # Run and recipe side by side when they fit; else stacked in one column, never cut.
+    stacked = 2 * ids + sum(widths) + len(numbers) + 1 > console.width
+    table = plain_table("Runs compared")
+    if stacked:
+        ident_column(table, "run / recipe", [*names, *recipes])
+    else:
+        ident_column(table, "run", names)
+        ident_column(table, "recipe", recipes)
+    for col in numbers:
+        number_column(table, col)
+    for name, recipe, row in zip(names, recipes, cells, strict=True):
+        head = [f"{name}\n{recipe}"] if stacked else [name, recipe]
+        table.add_row(*head, *row)
+    console.print(table)
+    console.print(
         "params: trainable parameters; time: training time; loss: last logged loss; "
         "mAP: COCO mAP@[.5:.95]; recall: AR@100; IoU: mean IoU of matched boxes; "
         "fail: answers that could not be parsed",
         style="dim",
     )
     return 0
+
+
+def _save_comparison(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """One picture per evaluated image with a panel per run; gold from the first run's data."""
+    from vlmtui.core.data.datasets import load_split
+    from vlmtui.core.eval.pictures import Box, save_comparison
+    from vlmtui.core.rundir import EVAL_JSON, read_json
+
+    first = read_json(Path(rows[0]["run_dir"]) / EVAL_JSON) or {}
+    gold: dict[str, list[Box]] = {}
+    if first.get("data"):
+        for rec in load_split(Path(first["data"]), first.get("split") or "val"):
+            gold[str(rec.image_path)] = [
+                Box(o.label, (o.bbox[0], o.bbox[1], o.bbox[2], o.bbox[3])) for o in rec.objects
+            ]
+    runs = [(Path(r["run_dir"]).name, Path(r["run_dir"])) for r in rows]
+    paths = save_comparison(runs, gold, out_dir)
+    print(f"wrote {len(paths)} side-by-side images to {out_dir}", file=sys.stderr)

@@ -66,17 +66,20 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--diff compares two recipes: give either --recipe or --diff, not both")
     if (args.tree or args.filter) and args.diff:
         raise BadInput("--tree and --filter go with --recipe, not with --diff")
-    ref = resolve_model(args.model)
     recipes: list[TrainingRecipe | None]
-    if args.diff:
-        recipes = [get_recipe(n, args.recipes) for n in args.diff]
-    else:
-        recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
+    with _status(f"reading {args.model} and the recipes…") as status:
+        ref = resolve_model(args.model)
+        if args.diff:
+            recipes = [get_recipe(n, args.recipes) for n in args.diff]
+        else:
+            recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
+        names = ", ".join(r.name for r in recipes if r is not None) or "no recipe"
+        if status is not None:
+            status.update(f"marking {ref.name} for {names} (importing torch, building on meta)…")
+        from vlmtui.core.inspection.meta import ModelInspector
 
-    from vlmtui.core.inspection.meta import ModelInspector
-
-    insp = ModelInspector(ref, args.recipes)
-    results = [_inspect(insp, r) for r in recipes]
+        insp = ModelInspector(ref, args.recipes)
+        results = [_inspect(insp, r) for r in recipes]
     assumptions = assumptions_from_args(args, recipes[0])
     if args.diff:
         return _diff(args, insp, results, assumptions)
@@ -91,6 +94,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_human(insp, result, assumptions, filt, expand, tree=args.tree)
     return 0
+
+
+def _status(text: str) -> Any:
+    """A spinner on stderr while the slow part runs, only on a terminal: `inspect` used to
+    print nothing for ~13 s."""
+    import contextlib
+    import sys
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    # One plain line at once (Rich's import and first refresh cost ~0.1 s more), then the
+    # spinner with what is being done.
+    sys.stderr.write(f"vlmtui inspect: {text}\n")
+    sys.stderr.flush()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def _inspect(insp: Any, recipe: Any) -> Any:
@@ -293,22 +313,32 @@ def _rich_tree(root: Any, title: str) -> Any:
 
 
 def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
-    from rich.table import Table
+    from rich.console import Console
 
-    table = Table(title=f"modules matching {filt.pattern!r}: {sum(r['count'] for r in rows)}")
-    for col in ("path", "class", "state", "params", "trainable"):
-        table.add_column(col, justify="right" if col in ("params", "trainable") else "left")
-    for r in rows:
+    from vlmtui.cli.tables import fit_paths, ident_column, number_column, plain_table
+
+    title = f"modules matching {filt.pattern!r}: {sum(r['count'] for r in rows)}"
+    table = plain_table(title)
+    classes = [r["class"] + (f" {r['quant']}" if r["quant"] else "") for r in rows]
+    params = [_n(r["params"]) for r in rows]
+    trainable = [_n(r["trainable"]) for r in rows]
+    states = [r["state"] for r in rows]
+    full = [r["name"] + (f" ×{r['count']}" if r["count"] > 1 else "") for r in rows]
+    others = [
+        ["class", *classes],
+        ["state", *states],
+        ["params", *params],
+        ["trainable", *trainable],
+    ]
+    paths = fit_paths(full, others, Console().width)
+    ident_column(table, "path", paths)
+    ident_column(table, "class", classes)
+    ident_column(table, "state", states)
+    number_column(table, "params")
+    number_column(table, "trainable")
+    for r, path, cls, p, t in zip(rows, paths, classes, params, trainable, strict=True):
         style = STATE_STYLE[r["state"]]
-        count = f" ×{r['count']}" if r["count"] > 1 else ""
-        quant = f" {r['quant']}" if r["quant"] else ""
-        table.add_row(
-            r["name"] + count,
-            r["class"] + quant,
-            f"[{style}]{r['state']}[/]",
-            _n(r["params"]),
-            _n(r["trainable"]),
-        )
+        table.add_row(path, cls, f"[{style}]{r['state']}[/]", p, t)
     return table
 
 
@@ -391,17 +421,33 @@ def _diff(args: argparse.Namespace, insp: Any, results: list[Any], assumptions: 
     if not changes:
         console.print("no module differs in trainable state")
         return 0
-    t = Table(title=f"modules whose state differs: {sum(c.count for c in changes)}")
-    for col in ("module", "class", names[0], names[1], "trainable each"):
-        t.add_column(col)
-    for c in changes:
-        count = f" ×{c.count}" if c.count > 1 else ""
+    t = _changes_table(changes, names, console.width)
+    console.print(t)
+    return 0
+
+
+def _changes_table(changes: list[Any], names: list[str], width: int) -> Any:
+    from vlmtui.cli.tables import fit_paths, ident_column, plain_table
+
+    t = plain_table(f"modules whose state differs: {sum(c.count for c in changes)}")
+    full = [c.name + (f" ×{c.count}" if c.count > 1 else "") for c in changes]
+    each = [f"{_n(c.trainable_before)} → {_n(c.trainable_after)}" for c in changes]
+    columns = {
+        "class": [c.cls for c in changes],
+        names[0]: [c.before for c in changes],
+        names[1]: [c.after for c in changes],
+        "trainable each": each,
+    }
+    paths = fit_paths(full, [[k, *v] for k, v in columns.items()], width)
+    ident_column(t, "module", paths)
+    for header, cells in columns.items():
+        ident_column(t, header, cells)
+    for c, path, trained in zip(changes, paths, each, strict=True):
         t.add_row(
-            c.name + count,
+            path,
             c.cls,
             f"[{STATE_STYLE[c.before]}]{c.before}[/]",
             f"[{STATE_STYLE[c.after]}]{c.after}[/]",
-            f"{_n(c.trainable_before)} → {_n(c.trainable_after)}",
+            trained,
         )
-    console.print(t)
-    return 0
+    return t

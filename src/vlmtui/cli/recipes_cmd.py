@@ -34,11 +34,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="Recipes")
-    for col in ("name", "vision", "projector", "llm", "quant", "lr", "description"):
-        table.add_column(col)
+    from vlmtui.cli.tables import ident_column, plain_table, text_column
+
+    table = plain_table("Recipes")
+    ident_column(table, "name", [row["name"] for row in rows])
+    for col in ("vision", "projector", "llm"):
+        ident_column(table, col, [row[col] for row in rows])
+    ident_column(table, "quant", [row["quantization"] for row in rows])
+    ident_column(table, "lr", [f"{row['learning_rate']:g}" for row in rows])
+    text_column(table, "description")
     for row in rows:
         table.add_row(
             row["name"],

@@ -109,12 +109,19 @@ def run_launch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _age(created: float) -> str:
-    s = max(0, time.time() - created)
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+def _elapsed(view: object, now: float) -> str:
+    """Wall time since launch; a run that ended keeps the time it took."""
+    from vlmtui.core.textfmt import clock
+
+    created = getattr(view, "created", now)
+    ended = getattr(view, "ended", None)
+    return clock(max(0.0, (ended if ended is not None else now) - created))
 
 
 def run_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from vlmtui.cli.tables import ident_column, number_column, plain_table
     from vlmtui.core.fleet.registry import Registry
     from vlmtui.core.fleet.runs import list_runs
 
@@ -128,16 +135,28 @@ def run_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([v.to_json() for v in views], indent=1))
         return 0
-    for v in views:
+    if not views:
+        print("no runs yet: start one with `vlmtui launch --recipe R --model M --data D`")
+        return 0
+    now = time.time()
+    where = [f"{v.host}:{v.gpu}" for v in views]
+    table = plain_table()
+    ident_column(table, "run", [v.id for v in views])
+    ident_column(table, "recipe", [v.recipe for v in views])
+    ident_column(table, "where", where)
+    ident_column(table, "state", [v.state for v in views])
+    for col in ("step", "loss", "time"):
+        number_column(table, col)
+    for v, w in zip(views, where, strict=True):
         steps = f"{v.step if v.step is not None else '-'}/{v.max_steps or '-'}"
         loss = f"{v.loss:.4f}" if v.loss is not None else "-"
-        line = f"{v.id}  {v.recipe:<16} {v.host}:{v.gpu:<5} {v.state:<9} {steps:>9} {loss:>8}"
-        line += f"  {_age(v.created)}"
-        if v.job:
-            line += f"  job {v.job}"
+        table.add_row(v.id, v.recipe, w, v.state, steps, loss, _elapsed(v, now))
+    console = Console()
+    console.print(table)
+    # Errors go under the table, whole: a column for them would squeeze the ids.
+    for v in views:
         if v.error and v.state in ("failed", "stopped", "unknown", "queued"):
-            line += f"  {v.error[:80]}"
-        print(line)
+            console.print(f"{v.id} {v.state}: {v.error}", highlight=False)
     return 0
 
 

@@ -89,18 +89,23 @@ def run(args: argparse.Namespace) -> int:
     except BadInput as exc:
         record_refusal(args.output, exc)
         raise
+    from vlmtui.core.quiet import quiet_libraries
     from vlmtui.core.training.progress import output_log
     from vlmtui.core.training.train import run_training
 
+    quiet_libraries()
     with output_log(args.output):
         try:
-            return run_training(req)
+            code = run_training(req)
         except (BadInput, WorkFailed):
             raise
         except Exception:
             # The work failed: the traceback belongs in output.log; status.json has the summary.
             traceback.print_exc()
             return 1
+        if code == 0 and os.environ.get("RANK", "0") == "0":
+            print(next_step(args.output, args.data))
+        return code
 
 
 def check_request(args: argparse.Namespace) -> TrainRequest:
@@ -155,3 +160,16 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
         strategy=strategy,
         stage=args.stage,
     )
+
+
+def next_step(output: Path, data: Path) -> str:
+    """The closing line: where the weights are and the command that evaluates them."""
+    import shlex
+
+    from vlmtui.core.rundir import WEIGHTS_JSON, read_json
+
+    record = read_json(output / WEIGHTS_JSON) or {}
+    what = "adapter" if record.get("kind") == "adapter" else "model"
+    where = record.get("path") or str(output)
+    run, d = shlex.quote(str(output)), shlex.quote(str(data))
+    return f"{what} saved to {where}; next: vlmtui eval {run} --data {d}"

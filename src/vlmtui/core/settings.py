@@ -21,7 +21,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import config_dir
-from vlmtui.core.tomlio import check_keys
+from vlmtui.core.tomlio import unknown_keys
 
 SETTINGS_FILE = "settings.toml"
 THEMES = ("dark", "light")
@@ -50,33 +50,49 @@ def settings_path() -> Path:
     return config_dir() / SETTINGS_FILE
 
 
-def _number(path: Path, key: str, value: Any, minimum: float) -> float:
+def _number(key: str, value: Any, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadInput(f"{path}: {key}: expected a number of seconds, got {value!r}")
+        raise ValueError(f"{key}: expected a number of seconds, got {value!r}")
     if not value >= minimum:  # also rejects nan
-        raise BadInput(f"{path}: {key}: must be at least {minimum}, got {value!r}")
+        raise ValueError(f"{key}: must be at least {minimum}, got {value!r}")
     return float(value)
 
 
+def _log_lines(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"log_lines: expected a whole number, got {value!r}")
+    if value < MIN_LOG_LINES:
+        raise ValueError(f"log_lines: must be at least {MIN_LOG_LINES}, got {value}")
+    return value
+
+
+def _theme(value: Any) -> str:
+    if value not in THEMES:
+        raise ValueError(f'theme: expected "dark" or "light", got {value!r}')
+    return str(value)
+
+
 def parse_settings(table: dict[str, Any], path: Path) -> Settings:
-    """Validate a parsed settings table (`path` only names the file in errors)."""
-    check_keys(str(path), table, (f.name for f in fields(Settings)))
+    """Validate a parsed settings table (`path` only names the file in errors). Every problem
+    is reported at once, one per line, so one edit fixes the file."""
+    problems = unknown_keys(table, (f.name for f in fields(Settings)))
+    checks: dict[str, Any] = {
+        "gpu_refresh_s": lambda v: _number("gpu_refresh_s", v, MIN_REFRESH_S),
+        "runs_refresh_s": lambda v: _number("runs_refresh_s", v, MIN_REFRESH_S),
+        "log_lines": _log_lines,
+        "theme": _theme,
+    }
     values: dict[str, Any] = {}
-    for key in ("gpu_refresh_s", "runs_refresh_s"):
+    for key, check in checks.items():
         if key in table:
-            values[key] = _number(path, key, table[key], MIN_REFRESH_S)
-    if "log_lines" in table:
-        value = table["log_lines"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"{path}: log_lines: expected a whole number, got {value!r}")
-        if value < MIN_LOG_LINES:
-            raise BadInput(f"{path}: log_lines: must be at least {MIN_LOG_LINES}, got {value}")
-        values["log_lines"] = value
-    if "theme" in table:
-        value = table["theme"]
-        if value not in THEMES:
-            raise BadInput(f'{path}: theme: expected "dark" or "light", got {value!r}')
-        values["theme"] = value
+            try:
+                values[key] = check(table[key])
+            except ValueError as exc:
+                problems.append(str(exc))
+    if len(problems) == 1:
+        raise BadInput(f"{path}: {problems[0]}")
+    if problems:
+        raise BadInput(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems))
     return Settings(**values)
 
 

@@ -18,12 +18,20 @@ from vlmtui.core.errors import BadInput
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def unknown_keys(data: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """One problem line per key of `data` that is not in `known`, naming the keys known."""
+    allowed = sorted(known)
+    return [
+        f"unknown key {key!r} (known: {', '.join(allowed)})"
+        for key in sorted(set(data) - set(allowed))
+    ]
+
+
 def check_keys(where: str, data: Mapping[str, Any], known: Iterable[str]) -> None:
     """BadInput naming the first unknown key of `data` and the keys `where` accepts."""
-    allowed = sorted(known)
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise BadInput(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(allowed)})")
+    problems = unknown_keys(data, known)
+    if problems:
+        raise BadInput(f"{where}: {problems[0]}")
 
 
 def toml_key(key: str) -> str:

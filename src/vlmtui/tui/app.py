@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from vlmtui.core.errors import BadInput
@@ -41,6 +41,7 @@ from vlmtui.tui.screens.help import HelpScreen
 from vlmtui.tui.sources import Sources, stop_gpu_watchers, watched_gpus
 from vlmtui.tui.widgets.bars import human
 from vlmtui.tui.widgets.gpus_pane import GpusPane
+from vlmtui.tui.widgets.keys_footer import KeysFooter
 from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
 from vlmtui.tui.widgets.runs_pane import RunsPane
 from vlmtui.tui.widgets.tree_pane import TreePane
@@ -57,6 +58,10 @@ FOCUS = {
     "tree": "#module-tree",
     "runs": "#runs-table",
 }
+
+
+PANE_KEYS = Binding.Group("panes", compact=True)
+"""The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
 
 def preflight_table(checks: list[Any]) -> Table:
@@ -102,15 +107,16 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # Textual declares this an instance attribute, so it takes no ClassVar.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes"),
-        Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus"),
-        Binding("3", "show_pane('tree')", "Tree", id="app.tree"),
-        Binding("4", "show_pane('runs')", "Runs", id="app.runs"),
+        Binding("1", "show_pane('recipes')", "Recipes", id="app.recipes", group=PANE_KEYS),
+        Binding("2", "show_pane('gpus')", "GPUs", id="app.gpus", group=PANE_KEYS),
+        Binding("3", "show_pane('tree')", "Tree", id="app.tree", group=PANE_KEYS),
+        Binding("4", "show_pane('runs')", "Runs", id="app.runs", group=PANE_KEYS),
         Binding("d", "dispatch", "Dispatch", id="app.dispatch"),
         Binding("r", "refresh", "Refresh", show=False, id="app.refresh"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
         Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("escape", "leave_input", show=False, id="app.leave_input"),
     ]
 
     def __init__(
@@ -150,15 +156,15 @@ class VlmtuiApp(WorkersMixin, App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         with TabbedContent(initial="recipes", id="panes"):
-            with TabPane("Recipes", id="recipes"):
+            with TabPane("1 Recipes", id="recipes"):
                 yield RecipesPane(id="recipes-pane")
-            with TabPane("GPUs", id="gpus"):
+            with TabPane("2 GPUs", id="gpus"):
                 yield GpusPane(id="gpus-pane")
-            with TabPane("Module tree", id="tree"):
+            with TabPane("3 Module tree", id="tree"):
                 yield TreePane(id="tree-pane")
-            with TabPane("Runs", id="runs"):
+            with TabPane("4 Runs", id="runs"):
                 yield RunsPane(self.sources, self.settings.log_lines, id="runs-pane")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         if self.settings_error:
@@ -185,11 +191,6 @@ class VlmtuiApp(WorkersMixin, App[None]):
         self.refresh_runs()
         self.set_interval(self.sources.gpu_interval_s, self.refresh_gpus, name="gpus")
         self.set_interval(self.sources.runs_interval_s, self.refresh_runs, name="runs")
-
-    def on_unmount(self) -> None:
-        # The watchers' streams are child processes in their own sessions: end them with the
-        # app, so quitting is quick and leaves nothing behind (runs are not affected).
-        stop_gpu_watchers()
 
     @property
     def main(self) -> Screen:
@@ -277,6 +278,8 @@ class VlmtuiApp(WorkersMixin, App[None]):
     # --- panes ------------------------------------------------------------------------------
 
     def on_recipes_loaded(self, event: RecipesLoaded) -> None:
+        if not self.recipes:
+            self.warm_inspection()
         self.recipes = event.recipes
         pane = self.main.query_one(RecipesPane)
         pane.show_recipes(event.recipes)
@@ -399,9 +402,26 @@ class VlmtuiApp(WorkersMixin, App[None]):
     def action_show_pane(self, pane: str) -> None:
         self.main.query_one("#panes", TabbedContent).active = pane
 
+    def action_leave_input(self) -> None:
+        """Esc in any text field hands the keys back to the pane (a pane that needs to tidy
+        up, like the log search, handles Esc itself first)."""
+        if isinstance(self.focused, Input):
+            pane = self.main.query_one("#panes", TabbedContent).active or "recipes"
+            self.main.query_one(FOCUS[pane]).focus()
+
     def action_refresh(self) -> None:
         self.refresh_gpus()
         self.refresh_runs()
+
+    async def action_quit(self) -> None:
+        self.stop_inspection()
+        await super().action_quit()
+
+    def on_unmount(self) -> None:
+        # The inspection worker and the GPU watchers' streams are child processes: end them
+        # with the app, so quitting is quick and leaves nothing behind (runs are not affected).
+        self.stop_inspection()
+        stop_gpu_watchers()
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK

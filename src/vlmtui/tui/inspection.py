@@ -1,10 +1,12 @@
 """Module trees and pre-flight summaries for the app, on top of `core.modeltree` (the tree)
 and `core.inspection` (recipes applied to the meta model).
 
-One `ModelInspector` per model is kept for the whole session (its tree is built once; each
-recipe's marking is cached), shared by the module tree pane and the dispatch pre-flight.
-Every function here blocks (torch is imported on first use) and runs only in thread workers;
-one lock serialises them because the inspector is not thread-safe.
+Markings are computed by the app's `InspectionWorker` child process (torch is imported
+there, once, and the child is killed on quit), or without one in this process, one
+`ModelInspector` per model under a lock (it is not thread-safe). Every function here blocks
+and runs only in thread workers. Markings go through the
+on-disk cache (`core.inspection.cache`), so a model and recipe looked at before, by this
+process or any other, shows without torch.
 """
 
 from __future__ import annotations
@@ -42,74 +44,72 @@ class TreeView:
     compare: str = ""
 
 
-def _inspector(model: str) -> Any:
-    from vlmtui.core.inspection.meta import ModelInspector
+def marking(model: str, recipe: Any, worker: Any = None) -> Any:
+    """The recipe's marking of `model` (`core.inspection.cache.Marking`): from the disk cache
+    when any process computed it before, else computed by `worker` (an `InspectionWorker`
+    child process) or, without one, here under the lock; either way it is then cached."""
+    from vlmtui.core.inspection import cache
+    from vlmtui.core.inspection.worker import compute_marking
+    from vlmtui.core.model.resolve import resolve_model
 
-    if model not in _inspectors:
-        _inspectors[model] = ModelInspector(model)
-    return _inspectors[model]
+    ref = resolve_model(model)
+    hit = cache.load(cache.cache_key(ref.config, ref.family.name, recipe))
+    if hit is not None:
+        return hit
+    if worker is not None:
+        return worker.mark(model, recipe)
+    with _lock:
+        return compute_marking(_inspectors, model, recipe)
 
 
-def _memory(inspection: Any, gpu_mem_gib: float | None) -> Any:
-    """The largest stage's estimate."""
-    from vlmtui.core.inspection.memory import MemoryAssumptions
-
-    estimates = inspection.memory(MemoryAssumptions(gpu_mem_gib=gpu_mem_gib))
-    return max(estimates, key=lambda e: e.total) if estimates else None
-
-
-def tree_view(model: str, recipe: Any, compare: Any = None) -> TreeView:
+def tree_view(model: str, recipe: Any, compare: Any = None, worker: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
     from vlmtui.core.inspection.memory import gib
     from vlmtui.core.inspection.tree import collapse, diff_trees
 
-    with _lock:
-        insp = _inspector(model)
-        result = insp.inspect(recipe)
-        full = insp.tree().mark(result.marking)
-        data = result.to_dict()
-        est = _memory(result, None)
-        changes: tuple[Any, ...] = ()
-        if compare is not None:
-            other = insp.tree().mark(insp.inspect(compare).marking)
-            changes = tuple(diff_trees(full, other))
+    m = marking(model, recipe, worker)
+    changes: tuple[Any, ...] = ()
+    if compare is not None:
+        changes = tuple(diff_trees(m.full, marking(model, compare, worker).full))
     return TreeView(
         model=model,
         recipe=recipe.name,
-        root=collapse(full),
-        full=full,
-        areas={a: dict(data["areas"][a]) for a in AREAS},
-        total_params=data["total_params"],
-        trainable_params=data["trainable_params"],
-        memory=f"needs ≈ {gib(est.total)} GiB per GPU" if est else "",
+        root=collapse(m.full),
+        full=m.full,
+        areas=m.areas,
+        total_params=m.total_params,
+        trainable_params=m.trainable_params,
+        memory=f"needs ≈ {gib(m.memory_bytes)} GiB per GPU" if m.memory_bytes else "",
         changes=changes,
         compare=compare.name if compare is not None else "",
     )
 
 
 def preflight(
-    model: str, recipe: Any, device: str, gpu_mem_mib: float | None, strategy: str = "ddp"
+    model: str,
+    recipe: Any,
+    device: str,
+    gpu_mem_mib: float | None,
+    strategy: str = "ddp",
+    worker: Any = None,
 ) -> Preflight:
     """Trainable per area and the memory estimate vs the GPU's memory for one recipe."""
     gpu_gib = gpu_mem_mib / 1024 if gpu_mem_mib else None
     try:
-        with _lock:
-            result = _inspector(model).inspect(recipe)
-            data = result.to_dict()
-            est = _memory(result, gpu_gib)
+        m = marking(model, recipe, worker)
     except BadInput as exc:
         return Preflight(
             recipe=recipe.name, device=device, problem=str(exc), gpu_mem_gib=gpu_gib,
             strategy=strategy,
         )  # fmt: skip
-    areas = {a: (data["areas"][a]["trainable"], data["areas"][a]["params"]) for a in AREAS}
+    areas = {a: (m.areas[a]["trainable"], m.areas[a]["params"]) for a in AREAS}
     return Preflight(
         recipe=recipe.name,
         device=device,
         areas=areas,
-        total_params=data["total_params"],
-        trainable_params=data["trainable_params"],
-        memory_gib=est.total / 1024**3 if est else None,
+        total_params=m.total_params,
+        trainable_params=m.trainable_params,
+        memory_gib=m.memory_bytes / 1024**3 if m.memory_bytes else None,
         gpu_mem_gib=gpu_gib,
         strategy=strategy,
     )

@@ -23,6 +23,7 @@ from vlmtui.core.recipes.recipe import recipe_summary
 from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
 from vlmtui.core.settings import DEFAULTS
 from vlmtui.core.styles import GPU_STATE_STYLES, MODE_STYLES, RUN_STATE_STYLES
+from vlmtui.core.textfmt import clock, middle
 
 if TYPE_CHECKING:
     from vlmtui.core.fleet.launch import LaunchRequest, LaunchResult
@@ -41,8 +42,10 @@ __all__ = [
     "BadInput",
     "LogReader",
     "Sources",
+    "clock",
     "compile_filter",
     "filter_nodes",
+    "middle",
     "recipe_summary",
     "regex_problem",
     "stop_gpu_watchers",
@@ -159,4 +162,7 @@ class Sources:
     """Seconds between GPU refreshes."""
     runs_interval_s: float = 2.0
     """Seconds between registry refreshes."""
+    inspection_worker: bool = True
+    """Mark module trees in a child process (torch imported there while the user looks at the
+    recipes, killed on quit); False marks them in a thread of the app (tests, benchmarks)."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -45,6 +45,27 @@ class WorkersMixin(_Base):
     def _init_workers(self) -> None:
         self._details: dict[str, RunDetail] = {}
         self._busy: set[str] = set()
+        self.inspection_worker: Any = None
+        if self.sources.inspection_worker:
+            from vlmtui.core.inspection.worker import InspectionWorker
+
+            self.inspection_worker = InspectionWorker()
+
+    @work(thread=True, group="inspection", exit_on_error=False, description="importing torch")
+    def warm_inspection(self) -> None:
+        """Start the inspection child and import torch there while the user reads recipes."""
+        if self.inspection_worker is not None:
+            from contextlib import suppress
+
+            from vlmtui.core.errors import WorkFailed
+
+            with suppress(WorkFailed):  # stopped because the app quit
+                self.inspection_worker.warm()
+
+    def stop_inspection(self) -> None:
+        """End the inspection child at once (quit must not wait for a torch import)."""
+        if self.inspection_worker is not None:
+            self.inspection_worker.stop()
 
     def _once(self, group: str) -> bool:
         """True (and marks busy) unless a worker of `group` is still running: a slow host
@@ -130,14 +151,24 @@ class WorkersMixin(_Base):
     @work(thread=True, group="tree", exit_on_error=False, description="building the module tree")
     def build_tree(self, model: str, recipe: str, compare: str | None) -> None:
         view = inspection.tree_view(
-            model, self.recipes[recipe], self.recipes[compare] if compare else None
+            model,
+            self.recipes[recipe],
+            self.recipes[compare] if compare else None,
+            self.inspection_worker,
         )
         self.post_message(TreeReady(model, recipe, view, None, compare))
 
     @work(thread=True, group="dispatch", exit_on_error=False, description="pre-flight check")
     def run_preflight(self, plan: DispatchPlan, gpu_mem: dict[str, float | None]) -> None:
         checks = [
-            inspection.preflight(plan.model, self.recipes[r], d, gpu_mem.get(d), plan.strategy)
+            inspection.preflight(
+                plan.model,
+                self.recipes[r],
+                d,
+                gpu_mem.get(d),
+                plan.strategy,
+                self.inspection_worker,
+            )
             for r, d in zip(plan.recipes, plan.devices, strict=True)
         ]
         self.post_message(PreflightReady(plan, checks))

@@ -320,34 +320,10 @@ def run_eval(
             row = {"image": str(rec.image_path), "text": a.text, "finished": a.finished}
             fh.write(json.dumps({**row, **a.parse.to_dict()}) + "\n")
     if req.save_images is not None:
+        from vlmtui.core.eval.pictures import save_images
+
         save_images(records, answers, req.save_images)
     return report
-
-
-def save_images(records: Sequence[Any], answers: Sequence[Generated], out_dir: Path) -> list[Path]:
-    """Each image with gold boxes (green) and predicted boxes (red, labelled) drawn on it."""
-    from PIL import Image, ImageDraw
-
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"--save-images: cannot create {out_dir}: {exc}") from None
-    paths = []
-    for i, (rec, a) in enumerate(zip(records, answers, strict=True)):
-        with Image.open(rec.image_path) as src:
-            img = src.convert("RGB")
-        draw = ImageDraw.Draw(img)
-        for obj in rec.objects:
-            draw.rectangle(list(obj.bbox), outline=(0, 200, 0), width=2)
-            draw.text((obj.bbox[0] + 2, obj.bbox[1] + 1), obj.label, fill=(0, 150, 0))
-        for b in a.parse.boxes:
-            draw.rectangle([b.x1, b.y1, b.x2, b.y2], outline=(230, 0, 0), width=1)
-            draw.text((b.x1 + 2, max(0.0, b.y2 - 11)), b.label, fill=(230, 0, 0))
-        path = out_dir / f"{i:04d}_{Path(rec.image_path).stem}.png"
-        img.save(path)
-        paths.append(path)
-    return paths
 
 
 # ---------------------------------------------------------------------- compare

@@ -73,6 +73,8 @@ class RunView:
     """False when the host could not be asked (state is then `unknown`)."""
     job: str | None = None
     """Slurm job ids (one per stage) of a run on a cluster."""
+    ended: float | None = None
+    """When a finished / failed / stopped run ended (its status.json's last update)."""
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -100,6 +102,7 @@ def _view(rec: RunRecord, state: str, *, reachable: bool = True, **kw: Any) -> R
         nproc=rec.nproc,
         reachable=reachable,
         job=rec.job,
+        ended=kw.get("ended"),
     )
 
 
@@ -121,6 +124,8 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     if decided:  # a scheduler host (Slurm) judged the state from its own records
         return _view(rec, decided["state"], error=decided.get("error"), **kw)
     if state in FINAL_STATES:
+        ended = status.get("updated")
+        kw["ended"] = float(ended) if isinstance(ended, (int, float)) else None
         return _view(rec, state, error=status.get("error"), **kw)
     proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
     young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
@@ -182,7 +187,8 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
     by_host: dict[str, list[RunRecord]] = {}
     for rec in records:
         if rec.state in FINAL_STATES and rec.state not in RESUMABLE:
-            views[rec.id] = _view(rec, rec.state)
+            # For a run that ended, `checked` is when it ended (see below).
+            views[rec.id] = _view(rec, rec.state, ended=rec.checked)
         else:
             by_host.setdefault(rec.host, []).append(rec)
     if by_host:
@@ -204,7 +210,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
                 max_steps=v.max_steps,
                 run_dir=v.run_dir,
                 pid=v.pid,
-                checked=now,
+                checked=v.ended if v.ended is not None else now,
             )
     return [views[r.id] for r in records]
 

@@ -161,6 +161,17 @@ def build_optimizer(
     return optimizer, sorted(names)
 
 
+def _print_step(step: int, max_steps: int, logs: dict[str, Any], elapsed_s: float) -> None:
+    """`step 3/10  loss 6.1950  lr 2e-04  0:04` instead of the Trainer's raw log dicts."""
+    from vlmtui.core.textfmt import clock
+
+    parts = [f"step {step}/{max_steps}", f"loss {logs['loss']:.4f}"]
+    if isinstance(logs.get("learning_rate"), (int, float)):
+        parts.append(f"lr {logs['learning_rate']:.0e}")
+    parts.append(clock(elapsed_s))
+    print("  ".join(parts), flush=True)
+
+
 def _progress_callback(files: RunFiles | None, stage: int, stop: _StopState) -> Any:
     from transformers import TrainerCallback
 
@@ -174,6 +185,9 @@ def _progress_callback(files: RunFiles | None, stage: int, stop: _StopState) -> 
             if files is None or not state.is_world_process_zero or not logs:
                 return
             if "loss" in logs:
+                _print_step(
+                    state.global_step, state.max_steps, logs, time.monotonic() - self.started
+                )
                 files.append_event(
                     {
                         "stage": stage,
@@ -283,6 +297,9 @@ def fit(
     for name, param in prepared.model.named_parameters():
         if name in full and param.dtype != full[name]:
             param.data = param.data.to(full[name])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its raw dict lines; the callback prints steps
     last = resume_checkpoint(ckpt_dir) if resume else None
     stop.training = True
     try:

@@ -36,8 +36,9 @@ class ConfirmScreen(ModalScreen[bool]):
                     self.confirm_label,
                     variant="error" if self.danger else "primary",
                     id="confirm",
+                    compact=True,
                 )
-                yield Button("Cancel", id="cancel")
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#confirm", Button).focus()

@@ -82,7 +82,22 @@ def exclusive(selected: list[str], toggled: str) -> list[str]:
 
 class DeviceList(SelectionList[str]):
     """The device choices; an unchosen option's box is drawn empty (`▐ ▌`), so the choice
-    reads right in any colour depth or a plain-text capture, not only by the mark's colour."""
+    reads right in any colour depth or a plain-text capture, not only by the mark's colour.
+    Enter or space toggles the highlighted choice; a digit toggles that GPU, `c` the CPU and
+    `a` "next free"."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(Binding(str(i), f"toggle_value('{i}')", show=False) for i in range(10)),
+        Binding("c", f"toggle_value('{CPU}')", "CPU", show=False),
+        Binding("a", f"toggle_value('{AUTO}')", "next free", show=False),
+    ]
+
+    def action_toggle_value(self, value: str) -> None:
+        """Highlight and toggle the option `value` (a GPU index, `cpu` or `auto`), if offered."""
+        values = [self.get_option_at_index(i).value for i in range(self.option_count)]
+        if value in values:
+            self.highlighted = values.index(value)
+            self.toggle(value)
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
@@ -125,28 +140,35 @@ class DispatchScreen(ModalScreen[DispatchPlan | None]):
                 yield Label("host")
                 yield Select(
                     [(n, n) for n in self.hosts], value=next(iter(self.hosts)),
-                    allow_blank=False, id="dispatch-host",
+                    allow_blank=False, id="dispatch-host", compact=True,
                 )  # fmt: skip
-            yield DeviceList(id="dispatch-devices")
+            yield DeviceList(id="dispatch-devices", compact=True)
             with Horizontal(classes="dialog--row"):
                 yield Label("max steps")
-                yield Input(placeholder="recipe default", id="dispatch-steps", type="integer")
+                yield Input(
+                    placeholder="recipe default", id="dispatch-steps", type="integer", compact=True
+                )
                 yield Select(
-                    STRATEGIES, value="ddp", allow_blank=False, id="dispatch-strategy"
-                )  # fmt: skip
+                    STRATEGIES, value="ddp", allow_blank=False, id="dispatch-strategy", compact=True
+                )
+            yield Static(
+                "devices: ↑↓ enter, 0–9, c cpu, a auto · tab: next · esc: cancel",
+                classes="dialog--hint",
+            )
             with Horizontal(classes="dialog--buttons"):
-                yield Button("Next: check", variant="primary", id="next")
-                yield Button("Cancel", id="cancel")
+                yield Button("Next: check", variant="primary", id="next", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self._fill_devices(next(iter(self.hosts)))
-        self.query_one("#next", Button).focus()
+        self.query_one("#dispatch-devices", DeviceList).focus()
 
     def _fill_devices(self, host_name: str) -> None:
         sl = self.query_one("#dispatch-devices", DeviceList)
         sl.clear_options()
         for label, value in device_options(self.hosts.get(host_name)):
             sl.add_option((label, value, value == AUTO))
+        sl.highlighted = 0
 
     def on_selection_list_selection_toggled(self, event: SelectionList.SelectionToggled) -> None:
         event.stop()

@@ -29,13 +29,17 @@ Fine-tune Qwen2-VL-family models for object detection. Runs keep going when you 
 | key | does |
 |---|---|
 | `d` | dispatch the marked (or highlighted) recipes: pick devices, check, launch |
-| `space` | mark / unmark a recipe (Recipes) |
+| `space` | mark / unmark a recipe (Recipes) or a run for the charts (Runs) |
+| `c` | charts in place of the log: loss of the marked runs, eval metrics (Runs) |
+| `m` | smooth the loss curves on / off (Runs) |
 | `c` | copy the recipe into a user TOML file to edit (Recipes) |
 | `t` | show the recipe in the module tree (Recipes) |
 | `/` | search the log (Runs) / filter modules by regex (Module tree) |
 | `n` `N` | next / previous log match |
 | `f` | follow the log on / off (scrolling up stops following) |
 | `s` | stop the highlighted run (asks first) |
+| `0`–`9` `c` `a` | in the dispatch dialog: toggle that GPU, the CPU, next free |
+| `esc` | leave a text field; close a dialog |
 | `r` | refresh now |
 | `ctrl+t` | light / dark theme |
 | `ctrl+p` | command palette |
@@ -61,8 +65,12 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help", classes="dialog"):
             yield Static("Help — esc to close", classes="dialog--title")
-            with VerticalScroll():
+            with VerticalScroll(id="help-scroll"):
                 yield Markdown(HELP)
+
+    def on_mount(self) -> None:
+        # The scroll area takes the keys at once, so Down / PgDn scroll without a Tab first.
+        self.query_one("#help-scroll", VerticalScroll).focus()
 
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
         self.dismiss(None)

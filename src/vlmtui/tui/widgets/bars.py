@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
+from vlmtui.tui.sources import clock
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -50,9 +52,5 @@ def human(n: int | float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "–"
-    s = int(seconds)
-    if s < 3600:
-        return f"{s // 60}:{s % 60:02d}"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}"
+    """`4:05`, `1:02:33`; `–` when unknown."""
+    return clock(seconds)

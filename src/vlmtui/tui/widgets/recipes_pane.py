@@ -101,7 +101,7 @@ class RecipesPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_mark", "Mark", id="recipes.mark"),
-        Binding("c", "copy_recipe", "Copy to TOML", id="recipes.copy"),
+        Binding("c", "copy_recipe", "Copy", id="recipes.copy"),
         Binding("t", "show_tree", "Tree", id="recipes.tree"),
     ]
 

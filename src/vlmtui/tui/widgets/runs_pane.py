@@ -14,18 +14,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input, Sparkline, Static
+from textual.widgets import DataTable, Input, Static
 
 from vlmtui.tui.messages import LogFailed, LogLinesReady, RunDetail
-from vlmtui.tui.sources import ACTIVE_STATES, RUN_STATE_STYLES, Sources
+from vlmtui.tui.sources import ACTIVE_STATES, RUN_STATE_STYLES, Sources, middle
 from vlmtui.tui.widgets.bars import duration, sparkline
+from vlmtui.tui.widgets.charts import PALETTE, LossChart, MetricsChart, Series
 from vlmtui.tui.widgets.log_view import DEFAULT_MAX_LINES, LogView
 from vlmtui.tui.widgets.log_watcher import LogWatcher
 
 STATE_STYLE = RUN_STATE_STYLES
-COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "elapsed", "eta")
+COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "time", "eta")
+"""`time`: elapsed (frozen at the end for a finished run); 79 columns in all at 80 wide."""
 ACTIVE = ACTIVE_STATES
 METRICS = ("map", "map50", "recall", "mean_iou")
+SIDE_PATH_WIDTH = 50
+"""Paths in the side panel are shortened in the middle to this, keeping their tail."""
 
 
 def short_id(run_id: str) -> str:
@@ -46,8 +50,11 @@ class RunsPane(Vertical):
     """Runs table, the highlighted run's summary, output log and loss curve."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "stop_run", "Stop run", id="runs.stop"),
-        Binding("slash", "search", "Search log", id="runs.search"),
+        Binding("s", "stop_run", "Stop", id="runs.stop"),
+        Binding("slash", "search", "Search", id="runs.search"),
+        Binding("space", "toggle_mark", "Mark", id="runs.mark"),
+        Binding("c", "toggle_chart", "Chart", id="runs.chart"),
+        Binding("m", "toggle_smooth", "Smooth", show=False, id="runs.smooth"),
     ]
 
     class StopRequested(Message):
@@ -63,6 +70,9 @@ class RunsPane(Vertical):
         self.details: dict[str, RunDetail] = {}
         self.watcher: LogWatcher | None = None
         self.followed: str | None = None
+        self.marked: list[str] = []
+        """Runs chosen for the charts, in the order chosen (their colours follow it)."""
+        self.smooth = False
 
     def compose(self) -> ComposeResult:
         table: DataTable = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -72,11 +82,12 @@ class RunsPane(Vertical):
         yield Static("no runs yet: mark recipes and press d to dispatch", id="run-info")
         with Horizontal(id="run-body"):
             with Vertical(id="run-log-box"):
-                yield Input(placeholder="search the log (enter: next, esc: close)", id="log-search")
+                yield Input(placeholder="search the log (enter: find, esc: close)", id="log-search")
                 yield LogView(max_lines=self.max_lines, id="run-log")
             with Vertical(id="run-side"):
-                yield Static("loss", id="loss-title")
-                yield Sparkline([], id="loss-chart")
+                with Horizontal(id="run-charts"):
+                    yield LossChart(id="loss-chart")
+                    yield MetricsChart(id="metrics-chart")
                 yield Static("", id="run-detail")
 
     @property
@@ -104,7 +115,7 @@ class RunsPane(Vertical):
         if [k.value for k in table.rows] == [k for k, _ in rows]:
             for key, cells in rows:
                 for col, cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(key, col, cell)
+                    table.update_cell(key, col, cell, update_width=True)
         else:
             current = self.highlighted
             table.clear()
@@ -118,11 +129,18 @@ class RunsPane(Vertical):
         if run_id in self.runs:
             self.table.move_cursor(row=self.table.get_row_index(run_id))
 
+    def color_of(self, run_id: str) -> str | None:
+        """The run's chart colour while it is marked."""
+        if run_id not in self.marked:
+            return None
+        return PALETTE[self.marked.index(run_id) % len(PALETTE)]
+
     def _cells(self, r: Any) -> list[Any]:
         d = self.details.get(r.id)
         step = f"{r.step if r.step is not None else '–'}/{r.max_steps or '?'}"
+        color = self.color_of(r.id)
         return [
-            short_id(r.id),
+            Text(short_id(r.id), style=f"bold {color}" if color else ""),
             r.recipe,
             f"{r.host}:{r.gpu}",
             Text(r.state, style=STATE_STYLE.get(r.state, "")),
@@ -166,12 +184,12 @@ class RunsPane(Vertical):
             # a queued run's "error" is Slurm's reason to wait, not a fault
             info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         self.query_one("#run-info", Static).update(info)
-        self.query_one("#loss-chart", Sparkline).data = (
-            [v for _, v in detail.losses] if detail else []
-        )
+        self._show_charts()
         side = Text()
         side.append(f"recipe {run.recipe}\nhost {run.host}  device {run.gpu}\n")
-        side.append(f"model {run.model}\ndata {run.data}\ndir {run.run_dir}\n", style="dim")
+        paths = (f"{k} {middle(v, SIDE_PATH_WIDTH)}" for k, v in
+                 (("model", run.model), ("data", run.data), ("dir", run.run_dir)))  # fmt: skip
+        side.append("\n".join(paths) + "\n", style="dim")
         if detail and detail.losses:
             first, last = detail.losses[0][1], detail.losses[-1][1]
             side.append(f"loss {first:.4f} → {last:.4f}\n")
@@ -183,6 +201,50 @@ class RunsPane(Vertical):
                     side.append(f"  {k:<9}{v:.4f}\n")
         self.query_one("#run-detail", Static).update(side)
         self.follow(run_id)
+
+    # --- charts -----------------------------------------------------------------------------
+
+    def charted(self) -> list[str]:
+        """The marked runs, else the highlighted one."""
+        if self.marked:
+            return [r for r in self.marked if r in self.runs]
+        return [self.highlighted] if self.highlighted else []
+
+    def _show_charts(self) -> None:
+        series, bars = [], []
+        for i, run_id in enumerate(self.charted()):
+            color = self.color_of(run_id) or PALETTE[i % len(PALETTE)]
+            detail = self.details.get(run_id)
+            name = short_id(run_id)
+            series.append(Series(name, tuple(detail.losses) if detail else (), color))
+            if detail and detail.eval_metrics:
+                bars.append((name, dict(detail.eval_metrics), color))
+        self.query_one(LossChart).show(series, self.smooth)
+        metrics = self.query_one(MetricsChart)
+        metrics.show(bars)
+        metrics.set_class(bool(bars), "-shown")
+
+    def action_toggle_mark(self) -> None:
+        run_id = self.highlighted
+        if run_id is None:
+            return
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        else:
+            self.marked.append(run_id)
+        for key in self.runs:
+            color = self.color_of(key)
+            cell = Text(short_id(key), style=f"bold {color}" if color else "")
+            self.table.update_cell(key, "id", cell)
+        self._show_charts()
+
+    def action_toggle_chart(self) -> None:
+        """Charts in place of the log (the only way to see them on a narrow terminal)."""
+        self.toggle_class("-chart")
+
+    def action_toggle_smooth(self) -> None:
+        self.smooth = not self.smooth
+        self._show_charts()
 
     # --- log --------------------------------------------------------------------------------
 
@@ -242,6 +304,8 @@ class RunsPane(Vertical):
         if view.search != event.value:
             view.search = event.value
         view.find(forward=True)
+        # Enter ends the typing: the log takes the keys, so n / N move between matches.
+        view.focus()
 
     def key_escape(self) -> None:
         box = self.query_one("#log-search", Input)

@@ -30,15 +30,40 @@ def is_regex(pattern: str) -> bool:
     return regex_problem(pattern) is None
 
 
-def node_label(node: Any, name: str | None = None) -> Text:
+def counts_text(node: Any) -> Text:
+    """What a module trains, the frozen base and the adapter apart: `233.4M frozen`,
+    `1.5M full`, `4.2K frozen + 2.0K lora`, `2.2B base · trains 665.3M (2.0K lora)`.
+    `2.0K/4.2K lora` read as "half of q_proj trains", which is never what LoRA does."""
+    base, lora = node.total_params, node.lora_params
+    base_trains = node.trainable_params - lora
+    t = Text()
+    if node.state == "frozen":
+        t.append(f"{human(base)} frozen", style="dim")
+    elif node.state == "full":
+        t.append(f"{human(base)} full", style=STATE_STYLE["full"])
+    elif node.state == "lora":
+        t.append(f"{human(base)} frozen", style="dim")
+        t.append(" + ")
+        t.append(f"{human(lora)} lora", style=STATE_STYLE["lora"])
+    else:
+        t.append(f"{human(base)} base · ")
+        t.append(f"trains {human(node.trainable_params)}", style=STATE_STYLE["mixed"])
+        if lora and base_trains:
+            t.append(f" ({human(base_trains)} base + {human(lora)} lora)", style="dim")
+        elif lora:
+            t.append(" (lora)", style="dim")
+    return t
+
+
+def node_label(node: Any, name: str | None = None, with_class: bool = True) -> Text:
     t = Text()
     t.append(name or node.label or "(model)", style=STATE_STYLE.get(node.state, ""))
-    t.append(f"  {node.cls}", style="italic dim")
+    if with_class:
+        t.append(f"  {node.cls}", style="italic dim")
     if node.quant:
         t.append(f" {node.quant}", style="magenta")
-    t.append(f"  {human(node.trainable_params)}/{human(node.total_params)}")
-    if node.state != "frozen":
-        t.append(f" {node.state}", style=STATE_STYLE[node.state])
+    t.append("  ")
+    t.append_text(counts_text(node))
     return t
 
 
@@ -106,14 +131,16 @@ class TreePane(Vertical):
         self.view = view
         s = Text()
         s.append(f"{view.recipe}", style="bold")
-        s.append(
-            f" on {view.model}: trains {human(view.trainable_params)} of {human(view.total_params)}"
-        )
+        # The same numbers as the root line: base parameters, and the adapters beside them.
+        s.append(f" on {view.model}: ")
+        s.append_text(counts_text(view.root))
         for area, c in view.areas.items():
             if c["params"] or c["trainable"]:
                 s.append(f"  {area} ")
-                style = "dim" if not c["trainable"] else "bold"
-                s.append(f"{human(c['trainable'])}/{human(c['params'])}", style=style)
+                if c["trainable"]:
+                    s.append(f"trains {human(c['trainable'])}", style="bold")
+                else:
+                    s.append("frozen", style="dim")
         if view.memory:
             s.append(f"\nmemory: {view.memory}", style="cyan")
         self.query_one("#tree-summary", Static).update(s)
@@ -142,7 +169,8 @@ class TreePane(Vertical):
         view = self.view
         if view is None:
             return
-        tree.root.set_label(node_label(view.root, view.model))
+        # The root's class name is long and the summary names the model: counts fit at 80.
+        tree.root.set_label(node_label(view.root, view.model, with_class=False))
         tree.root.data = view.root
         rx = None
         if pattern:
@@ -160,6 +188,8 @@ class TreePane(Vertical):
         self._regex_error = ""
         if rx is not None:
             matches = filter_nodes(view.full, rx)
+            if not matches:
+                tree.root.add_leaf(Text(f"no module name matches {pattern!r}", style="yellow"))
             for n in matches[:MAX_MATCHES]:
                 tree.root.add_leaf(node_label(n, n.name), data=n)
             if len(matches) > MAX_MATCHES:
@@ -177,6 +207,11 @@ class TreePane(Vertical):
 
         add(tree.root, view.root, 1)
         tree.root.expand()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "tree-filter":
+            event.stop()
+            self.query_one("#module-tree", Tree).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "tree-filter":

@@ -1,0 +1,146 @@
+"""A child process that computes recipe markings, so torch is imported once, off the app's
+process, while the user is still looking at recipes, and quitting never waits for it: the
+app kills the child (a thread stuck in a torch import cannot be stopped; a process can).
+
+`InspectionWorker.mark` returns a `cache.Marking` and stores it in the on-disk cache; the
+child keeps one `ModelInspector` per model, so a second recipe on the same model only
+re-marks. Requests are served one at a time over the child's stdin/stdout (length-prefixed
+pickles; `multiprocessing` cannot spawn from inside a Textual app, whose stdio is replaced).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from vlmtui.core.errors import WorkFailed
+
+
+def compute_marking(inspectors: dict[str, Any], model: str, recipe: Any) -> Any:
+    """The recipe's marking of `model`, computed with torch, and stored in the cache."""
+    from vlmtui.core.families import AREAS
+    from vlmtui.core.inspection import cache
+    from vlmtui.core.inspection.memory import MemoryAssumptions
+    from vlmtui.core.inspection.meta import ModelInspector
+
+    if model not in inspectors:
+        inspectors[model] = ModelInspector(model)
+    insp = inspectors[model]
+    result = insp.inspect(recipe)
+    data = result.to_dict()
+    estimates = result.memory(MemoryAssumptions(gpu_mem_gib=None))
+    est = max(estimates, key=lambda e: e.total) if estimates else None
+    value = cache.Marking(
+        full=insp.tree().mark(result.marking),
+        areas={a: dict(data["areas"][a]) for a in AREAS},
+        total_params=data["total_params"],
+        trainable_params=data["trainable_params"],
+        memory_bytes=float(est.total) if est else None,
+    )
+    ref = insp.ref
+    cache.store(cache.cache_key(ref.config, ref.family.name, recipe), value)
+    return value
+
+
+def _send(stream: Any, value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("!Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("the other side closed the pipe")
+    (size,) = struct.unpack("!Q", head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the other side closed the pipe")
+    return pickle.loads(data)
+
+
+def serve() -> None:
+    """The child's loop over stdin/stdout: ("warm",) imports the libraries; ("mark", model,
+    recipe) marks. The protocol keeps the real stdout; anything the libraries print goes to
+    stderr (which the app discards)."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+    inspectors: dict[str, Any] = {}
+    while True:
+        try:
+            request = _receive(inp)
+        except EOFError:
+            return
+        try:
+            if request[0] == "warm":
+                import peft  # noqa: F401
+                import torch  # noqa: F401
+                import transformers  # noqa: F401
+
+                _send(out, (True, None))
+            else:
+                _send(out, (True, compute_marking(inspectors, request[1], request[2])))
+        except Exception as exc:  # the caller re-raises it (BadInput stays BadInput)
+            _send(out, (False, exc))
+
+
+class InspectionWorker:
+    """The client side: starts the child (`python -m vlmtui.core.inspection.worker`) on
+    first use; one request at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def _call(self, *request: Any) -> Any:
+        with self._lock:
+            if self._stopped:
+                raise WorkFailed("the inspection worker was stopped")
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "vlmtui.core.inspection.worker"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+            proc = self._proc
+            try:
+                _send(proc.stdin, request)
+                ok, value = _receive(proc.stdout)
+            except (EOFError, OSError, ValueError) as exc:
+                raise WorkFailed(f"the inspection worker ended: {exc}") from None
+        if not ok:
+            raise value
+        return value
+
+    def warm(self) -> None:
+        """Start the child and import torch there (returns when done)."""
+        self._call("warm")
+
+    def mark(self, model: str, recipe: Any) -> Any:
+        return self._call("mark", model, recipe)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Kill the child now (it holds nothing worth saving); later calls fail."""
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=1.0)
+
+
+if __name__ == "__main__":
+    serve()
