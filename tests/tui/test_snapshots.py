@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 from tui_fakes import fake_sources, wait_for
 
-from vlmtui.tui.app import VlmtuiApp, preflight_table
+from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.messages import Preflight
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.log_view import LogView
+from vlmtui.tui.widgets.preflight import preflight_table
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 from vlmtui.tui.widgets.runs_pane import RunsPane
 from vlmtui.tui.widgets.tree_pane import TreePane

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.table import Table
-from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
@@ -25,21 +23,17 @@ from textual.worker import Worker, WorkerState
 from vlmtui.core.errors import BadInput
 from vlmtui.core.settings import Settings, load_settings
 from vlmtui.tui import recent
+from vlmtui.tui.dispatching import DispatchFlowMixin
 from vlmtui.tui.messages import (
     DemoState,
-    DispatchPlan,
     GpusRefreshed,
-    Launched,
-    PreflightReady,
     RecipesLoaded,
     RunsRefreshed,
     TreeReady,
 )
 from vlmtui.tui.screens.confirm import ConfirmScreen
-from vlmtui.tui.screens.dispatch import DispatchScreen
 from vlmtui.tui.screens.help import HelpScreen
 from vlmtui.tui.sources import Sources, stop_gpu_watchers, watched_gpus
-from vlmtui.tui.widgets.bars import human
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.keys_footer import KeysFooter
 from vlmtui.tui.widgets.recipes_pane import RecipesPane, Workspace
@@ -64,41 +58,7 @@ PANE_KEYS = Binding.Group("panes", compact=True)
 """The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
 
-def preflight_table(checks: list[Any]) -> Table:
-    """Trainable/total per area and the memory estimate vs the GPU, one row per recipe."""
-    table = Table(box=None, pad_edge=False, expand=True)
-    for col in ("recipe", "device", "vision", "proj", "llm", "trains", "memory"):
-        table.add_column(col, no_wrap=col in ("recipe", "device"))
-    for c in checks:
-        if c.problem:
-            table.add_row(c.recipe, c.device, Text(c.problem, style="red"), "", "", "", "")
-            continue
-        cells = []
-        for area in ("vision", "projector", "llm"):
-            t, n = c.areas.get(area, (0, 0))
-            cells.append(Text(f"{human(t)}/{human(n)}", style="bold" if t else "dim"))
-        mem: Text
-        if c.memory_gib is None:
-            mem = Text("?")
-        elif c.strategy == "fsdp":
-            # The estimate holds a whole model per GPU; sharded, each GPU needs less.
-            mem = Text(f"≈{c.memory_gib:.1f} GiB unsharded")
-        elif c.gpu_mem_gib is None:
-            mem = Text(f"≈{c.memory_gib:.1f} GiB")
-        else:
-            fits = c.memory_gib <= c.gpu_mem_gib
-            # A whole model per GPU does not fit: sharding it over several GPUs might.
-            hint = "" if fits else " (try fsdp)"
-            mem = Text(
-                f"≈{c.memory_gib:.1f} / {c.gpu_mem_gib:.0f} GiB "
-                f"{'fits' if fits else 'TOO BIG'}{hint}",
-                style="green" if fits else "bold red",
-            )
-        table.add_row(c.recipe, c.device, *cells, human(c.trainable_params), mem)
-    return table
-
-
-class VlmtuiApp(WorkersMixin, App[None]):
+class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
     """`vlmtui` with no arguments."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -336,66 +296,6 @@ class VlmtuiApp(WorkersMixin, App[None]):
                           "SIGTERM (SIGKILL after a grace period).", "Stop", danger=True),
             answer,
         )  # fmt: skip
-
-    # --- dispatch flow: recipes → devices → pre-flight → confirm → launch -------------------
-
-    def action_dispatch(self) -> None:
-        recipes = self.main.query_one(RecipesPane).selected()
-        if not recipes:
-            self.notify("no recipe to dispatch", severity="warning")
-            return
-        if not self.with_workspace(self.action_dispatch):
-            return
-        model, data = self.resolved() or ("", "")
-        screen = DispatchScreen(recipes, self.main.query_one(GpusPane).hosts, model, data)
-        self.push_screen(screen, self._planned)
-
-    def _planned(self, plan: DispatchPlan | None) -> None:
-        if plan is None:
-            return
-        host = next((h for h in self.main.query_one(GpusPane).hosts if h.name == plan.host), None)
-        gpu_mem: dict[str, float | None] = {}
-        if host is not None:
-            for g in host.gpus:
-                gpu_mem[str(g.index)] = g.mem_total_mib
-            free = host.first_free()
-            gpu_mem["auto"] = free.mem_total_mib if free else None
-        self.notify("checking what each recipe trains…", title="pre-flight")
-        self.run_preflight(plan, gpu_mem)
-
-    def on_preflight_ready(self, event: PreflightReady) -> None:
-        plan, checks = event.plan, event.checks
-        ok = [c for c in checks if not c.problem]
-        keep = {c.recipe for c in ok}
-
-        def answer(go: bool | None) -> None:
-            if go and ok:
-                idx = [i for i, r in enumerate(plan.recipes) if r in keep]
-                self.launch_plan(
-                    DispatchPlan(
-                        recipes=tuple(plan.recipes[i] for i in idx),
-                        host=plan.host,
-                        devices=tuple(plan.devices[i] for i in idx),
-                        model=plan.model,
-                        data=plan.data,
-                        max_steps=plan.max_steps,
-                        strategy=plan.strategy,
-                    )
-                )
-
-        label = f"Launch {len(ok)}" if ok else "Nothing to launch"
-        title = f"Launch on {plan.host}" + (f", {plan.max_steps} steps" if plan.max_steps else "")
-        title += ", sharded (fsdp)" if plan.strategy == "fsdp" else ""
-        self.push_screen(ConfirmScreen(title, preflight_table(checks), label), answer)
-
-    def on_launched(self, event: Launched) -> None:
-        for r in event.results:
-            self.notify(f"{r.run_id} on {r.host}:{r.gpu}", title="launched")
-        if event.results:
-            self.main.query_one(RecipesPane).marked.clear()
-            self.action_show_pane("runs")
-            self._select_after_refresh = event.results[0].run_id
-            self.refresh_runs()
 
     # --- actions ----------------------------------------------------------------------------
 
