@@ -7,7 +7,7 @@ training conversations have, parses each answer with `boxparse` and scores it wi
 directory. `compare_rows` reads run directories' files into one row per run.
 
 Qwen2.5-VL answers are in pixels of the resized image; the resized size is taken from
-`data.resized_size` with the run's own processor, the same call training used to write the
+`chat.resized_size` with the run's own processor, the same call training used to write the
 targets, so evaluation inverts exactly the mapping training applied.
 """
 
@@ -123,7 +123,7 @@ def generate_answers(
     import torch
     from PIL import Image
 
-    from vlmtui.core.data.datasets import build_conversation, resized_size
+    from vlmtui.core.data.chat import build_conversation, resized_size
 
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
