@@ -124,7 +124,8 @@ def release() -> None:
 
 def image_side(tokens: int, scratch: Path) -> tuple[int, int]:
     """(image side in pixels, tokens per sample) so that one sample is about `tokens` long."""
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.data.shapes import make_shapes_dataset
     from vlmtui.core.families import QWEN2_VL
     from vlmtui.core.training.collate import AssistantOnlyCollator
@@ -161,7 +162,8 @@ def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: A
     """(allocated, reserved, seconds) of `steps` training steps of one single-stage recipe."""
     import torch
 
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.recipes.recipe import get_recipe
     from vlmtui.core.training.train import fit, prepare_stage
 
@@ -267,7 +269,8 @@ def run_fsdp(label: str, model_dir: Path, data: Path, seq_len: int, side: int, s
 def fsdp_worker(model_dir: str, data: str, steps: str) -> int:
     import torch
 
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.model.loading import detect_device
     from vlmtui.core.recipes.recipe import get_recipe
     from vlmtui.core.training.train import fit, prepare_stage

@@ -24,7 +24,8 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from vlmtui.core.data.datasets import load_split, to_trl_dataset
+from vlmtui.core.data.chat import to_trl_dataset
+from vlmtui.core.data.datasets import load_split
 from vlmtui.core.families import QWEN2_VL
 from vlmtui.core.training.collate import AssistantOnlyCollator
 

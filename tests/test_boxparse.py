@@ -279,7 +279,8 @@ def test_qwen3_json_is_relative_to_1000_whatever_the_resize():
 
 
 def test_format_boxes_round_trips_through_parse_boxes_in_every_format():
-    from vlmtui.core.data.datasets import DetectionObject, format_boxes
+    from vlmtui.core.data.chat import format_boxes
+    from vlmtui.core.data.datasets import DetectionObject
     from vlmtui.core.families import QWEN2_5_VL
 
     objs = [DetectionObject("red square", (20, 10, 100, 50)), DetectionObject("b", (0, 0, 37, 91))]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from vlmtui.core.data.datasets import DetectionObject, DetectionRecord, load_split, to_trl_dataset
+from vlmtui.core.data.chat import to_trl_dataset
+from vlmtui.core.data.datasets import DetectionObject, DetectionRecord, load_split
 from vlmtui.core.families import FAMILIES
 from vlmtui.core.training.collate import IGNORE_INDEX, AssistantOnlyCollator, assistant_mask
 

@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmtui.core.data.datasets import (
+from vlmtui.core.data.chat import (
     GROUNDING_PROMPT,
-    DetectionObject,
-    DetectionRecord,
     build_conversation,
     format_boxes,
+    resized_size,
+    to_trl_dataset,
+)
+from vlmtui.core.data.datasets import (
+    DetectionObject,
+    DetectionRecord,
     load_records,
     load_split,
-    resized_size,
     split_records,
-    to_trl_dataset,
 )
 from vlmtui.core.data.shapes import make_shapes_dataset
 from vlmtui.core.errors import BadInput

@@ -1,7 +1,7 @@
 """`vlmtui eval` / `vlmtui compare`: the generate-parse-score path, eval.json, the table.
 
 The fast tests drive `generate_answers` with a stand-in model that "generates" the gold
-answer (as `data.format_boxes` writes it, through the real tokenizer), so the decode, box
+answer (as `chat.format_boxes` writes it, through the real tokenizer), so the decode, box
 mapping and scoring are checked against known boxes; the slow one trains and evaluates the
 tiny model through the CLI.
 """
@@ -120,7 +120,8 @@ def _odd_sized_dataset(root: Path) -> Path:
 
 @pytest.mark.parametrize("family_name", ["qwen2-vl", "qwen2.5-vl"])
 def test_gold_answers_round_trip_to_perfect_scores(family_name, tmp_path):
-    from vlmtui.core.data.datasets import format_boxes, load_split, resized_size
+    from vlmtui.core.data.chat import format_boxes, resized_size
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.eval.evaluate import generate_answers, score
     from vlmtui.core.families import family_by_name
     from vlmtui.core.model.demo import build_processor

@@ -69,7 +69,8 @@ def test_image_broken_mid_run_saves_a_checkpoint_and_names_the_row(
 ) -> None:
     from transformers import TrainerCallback
 
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.data.images import DataError, validate_images
     from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
     from vlmtui.core.training.checkpoints import incomplete_reason

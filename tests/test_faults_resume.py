@@ -43,7 +43,8 @@ def test_resume_restores_every_trained_tensor(
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.training.checkpoints import TRAINABLE_FILE
     from vlmtui.core.training.train import fit, prepare_stage
 

@@ -39,7 +39,8 @@ def dtypes(model) -> tuple[dict[str, str], dict[str, str]]:
 def test_r1_bf16_keeps_frozen_weights_bf16_and_lora_fp32(
     qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, upcast_norms: bool
 ) -> None:
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.training.train import fit, prepare_stage
 
     recipe = replace(R1_BF16, upcast_norms=upcast_norms)

@@ -87,7 +87,8 @@ def test_recipe_trains_exactly_what_it_says(
 ) -> None:
     import torch
 
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
     from vlmtui.core.training.train import fit, prepare_stage
 
     recipe = moe_recipe() if recipe_name == "r1-experts" else BUILTIN_RECIPES[recipe_name]

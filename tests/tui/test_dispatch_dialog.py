@@ -115,8 +115,8 @@ async def test_fsdp_choice_makes_a_sharded_plan_or_says_what_is_missing() -> Non
 
 
 def test_preflight_suggests_fsdp_when_a_whole_model_does_not_fit() -> None:
-    from vlmtui.tui.widgets.preflight import preflight_table
     from vlmtui.tui.messages import Preflight
+    from vlmtui.tui.widgets.preflight import preflight_table
 
     def memory_cell(**kw) -> str:
         check = Preflight(recipe="r4-joint", device="0", memory_gib=150.0, **kw)

@@ -7,9 +7,12 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmtui.core.errors import BadInput
+
+if TYPE_CHECKING:
+    from vlmtui.core.eval.evaluate import EvalRequest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +51,10 @@ def _fmt(value: Any, spec: str = ".3f", none: str = "—") -> str:
     return none if value is None else format(value, spec)
 
 
-def run_eval_cmd(args: argparse.Namespace) -> int:
+def _eval_request(args: argparse.Namespace) -> EvalRequest:
+    """The request the arguments describe, refused early (before any model loads); picks the GPU."""
     from vlmtui.cli.train_cmd import select_gpu
-    from vlmtui.core.eval.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalRequest, resolve_run, run_eval
+    from vlmtui.core.eval.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalRequest, resolve_run
 
     if (args.run is None) == (args.base is None):
         raise BadInput("eval: give either RUN or --base MODEL (not both)")
@@ -62,7 +66,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     output = args.output or run_dir
     assert output is not None  # RUN or --output, checked above
     select_gpu(args.gpu)
-    req = EvalRequest(
+    return EvalRequest(
         data=args.data,
         output=output,
         run_dir=run_dir,
@@ -73,6 +77,12 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         save_images=args.save_images,
     )
+
+
+def run_eval_cmd(args: argparse.Namespace) -> int:
+    from vlmtui.core.eval.evaluate import run_eval
+
+    req = _eval_request(args)
     from vlmtui.core.quiet import quiet_libraries
 
     quiet_libraries()
@@ -204,7 +214,7 @@ def _duration(s: float | None) -> str:
 
 
 def run_compare_cmd(args: argparse.Namespace) -> int:
-    from vlmtui.core.eval.evaluate import compare_rows
+    from vlmtui.core.eval.compare import compare_rows
 
     rows = compare_rows(args.runs)
     if args.save_images is not None:

@@ -32,7 +32,7 @@ non-finite (a coordinate of hundreds of digits counts as infinite), inverted, un
 empty once clamped to the image is *invalid* and counted, never guessed at. An exact repeat of
 an earlier box (a generation loop) is dropped and counted as a duplicate. An output is
 *unparseable* when nothing in it could be read and it is not the format's explicit empty
-answer: empty text for Qwen2-VL, `[]` (or `{}`) for the JSON formats, as `data.format_boxes`
+answer: empty text for Qwen2-VL, `[]` (or `{}`) for the JSON formats, as `chat.format_boxes`
 writes them for an image without objects.
 
 Scores: generation gives no confidence, so every box gets score 1.0. COCO-style AP then

@@ -1,13 +1,13 @@
-"""Evaluate a run (or a base model) on held-out images; compare runs.
+"""Evaluate a run (or a base model) on held-out images.
 
 `evaluate_records` generates greedily in batches (left padding) with the same user turn the
 training conversations have, parses each answer with `boxparse` and scores it with
 `metrics`. `run_eval` wraps that for `vlmtui eval`: it loads the weights, writes `eval.json`
 (and `eval_predictions.jsonl`, every generated text with its parsed boxes) into the output
-directory. `compare_rows` reads run directories' files into one row per run.
+directory. Comparing finished runs is `compare`.
 
 Qwen2.5-VL answers are in pixels of the resized image; the resized size is taken from
-`data.resized_size` with the run's own processor, the same call training used to write the
+`chat.resized_size` with the run's own processor, the same call training used to write the
 targets, so evaluation inverts exactly the mapping training applied.
 """
 
@@ -28,11 +28,7 @@ from vlmtui.core.rundir import (
     EVAL_JSON,
     EVAL_PREDICTIONS,
     RUN_JSON,
-    STATUS,
-    TRAINABLE_JSON,
     WEIGHTS_JSON,
-    last_step_event,
-    read_events,
     read_json,
     write_json_atomic,
 )
@@ -123,7 +119,7 @@ def generate_answers(
     import torch
     from PIL import Image
 
-    from vlmtui.core.data.datasets import build_conversation, resized_size
+    from vlmtui.core.data.chat import build_conversation, resized_size
 
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
@@ -259,23 +255,13 @@ def run_eval(
     """Load, generate, score, write eval.json (+ predictions) into req.output; returns it."""
     from vlmtui.core.data.datasets import load_split
 
-    if req.batch_size < 1:
-        raise BadInput(f"--batch-size: must be at least 1, got {req.batch_size}")
-    if req.limit is not None and req.limit < 1:
-        raise BadInput(f"--limit: must be at least 1, got {req.limit}")
-    if req.max_new_tokens < 1:
-        raise BadInput(f"--max-new-tokens: must be at least 1, got {req.max_new_tokens}")
+    _check_request(req)
     t0 = time.monotonic()
     records = load_split(req.data, req.split)
     if req.limit is not None:
         records = records[: req.limit]
     identity = _run_identity(req)
-    if req.run_dir is not None:
-        from vlmtui.core.model.loading import load_for_inference
-
-        model, processor, family = load_for_inference(req.run_dir)
-    else:
-        model, processor, family = load_base(Path(req.base_model))  # type: ignore[arg-type]
+    model, processor, family = _load_model(req)
     t_loaded = time.monotonic()
     if on_start is not None:
         on_start(len(records))
@@ -313,6 +299,35 @@ def run_eval(
         },
         "created": time.time(),
     }
+    _write_outputs(req, report, records, answers)
+    return report
+
+
+def _check_request(req: EvalRequest) -> None:
+    if req.batch_size < 1:
+        raise BadInput(f"--batch-size: must be at least 1, got {req.batch_size}")
+    if req.limit is not None and req.limit < 1:
+        raise BadInput(f"--limit: must be at least 1, got {req.limit}")
+    if req.max_new_tokens < 1:
+        raise BadInput(f"--max-new-tokens: must be at least 1, got {req.max_new_tokens}")
+
+
+def _load_model(req: EvalRequest) -> tuple[Any, Any, Family]:
+    """(model, processor, family): the run's trained weights, else the base model."""
+    if req.run_dir is not None:
+        from vlmtui.core.model.loading import load_for_inference
+
+        return load_for_inference(req.run_dir)
+    return load_base(Path(req.base_model))  # type: ignore[arg-type]
+
+
+def _write_outputs(
+    req: EvalRequest,
+    report: dict[str, Any],
+    records: Sequence[Any],
+    answers: Sequence[Generated],
+) -> None:
+    """eval.json, one predictions line per image, and the drawn images when asked."""
     req.output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(req.output / EVAL_JSON, report)
     with open(req.output / EVAL_PREDICTIONS, "w", encoding="utf-8") as fh:
@@ -323,64 +338,3 @@ def run_eval(
         from vlmtui.core.eval.pictures import save_images
 
         save_images(records, answers, req.save_images)
-    return report
-
-
-# ---------------------------------------------------------------------- compare
-
-
-def _train_time(events: list[dict[str, Any]]) -> float | None:
-    """Sum over stages of the trainer's runtime, else of the last logged elapsed time."""
-    runtimes = {
-        e.get("stage", 1): e["summary"]["train_runtime"]
-        for e in events
-        if isinstance(e.get("summary"), dict) and "train_runtime" in e["summary"]
-    }
-    if runtimes:
-        return float(sum(runtimes.values()))
-    elapsed: dict[Any, float] = {}
-    for e in events:
-        if "elapsed_s" in e and e.get("elapsed_s") is not None:
-            elapsed[e.get("stage", 1)] = float(e["elapsed_s"])
-    return sum(elapsed.values()) if elapsed else None
-
-
-def _trainable_params(run_dir: Path, info: dict[str, Any]) -> int | None:
-    if info.get("trainable_params") is not None:
-        return int(info["trainable_params"])
-    status = read_json(run_dir / STATUS) or {}
-    if status.get("trainable_params") is not None:
-        return int(status["trainable_params"])
-    stage_dirs = [Path(s["dir"]) for s in info.get("stages", []) if "dir" in s] or [run_dir]
-    trainable = read_json(stage_dirs[-1] / TRAINABLE_JSON) or {}
-    value = trainable.get("trainable_params")
-    return int(value) if value is not None else None
-
-
-def compare_row(run: str | Path) -> dict[str, Any]:
-    """One comparison row from a run directory (or an eval-only baseline directory)."""
-    run_dir = resolve_run(run)
-    info = read_json(run_dir / RUN_JSON) or {}
-    ev = read_json(run_dir / EVAL_JSON) or {}
-    events = read_events(run_dir)
-    if not info and not ev:
-        raise BadInput(f"{run_dir}: neither run.json nor eval.json (not a run or eval directory)")
-    last = last_step_event(events)
-    metrics = ev.get("metrics") or {}
-    return {
-        "run": str(run),
-        "run_dir": str(run_dir),
-        "recipe": info.get("recipe") or ev.get("recipe"),
-        "model": info.get("model") or ev.get("model"),
-        "trainable_params": _trainable_params(run_dir, info),
-        "train_time_s": _train_time(events),
-        "final_loss": last.get("loss") if last else None,
-        "evaluated": bool(ev),
-        "n_images": ev.get("n_images"),
-        **{k: metrics.get(k) for k in ("map", "map50", "recall", "mean_iou")},
-        "parse_failure_rate": metrics.get("parse_failure_rate"),
-    }
-
-
-def compare_rows(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    return [compare_row(r) for r in runs]

@@ -200,21 +200,12 @@ def _stat(v: float) -> float | None:
     return None if v < 0 else float(v)
 
 
-def detection_metrics(
-    gold: Sequence[Iterable[Any]],
+def _match_per_label(
+    golds: Sequence[list[tuple[str, XYXY]]],
     preds: Sequence[Sequence[PredBox]],
-    sizes: Sequence[tuple[float, float]],
-) -> DetectionMetrics:
-    """Metrics of predicted boxes against gold boxes, one list of each per image.
-
-    `gold[i]` holds {"label", "bbox": [x1, y1, x2, y2]} dicts, data.DetectionObject values
-    (a record's `objects`) or PredBox values; `sizes[i]` is image i's (width, height) in pixels.
-    """
-    if not (len(gold) == len(preds) == len(sizes)):
-        raise ValueError("gold, preds and sizes need one entry per image")
-    gold = [list(g) for g in gold]
-    gt, results, cat_ids = coco_dicts(gold, preds, sizes)
-    golds = [_gold_boxes(objs) for objs in gold]
+    cat_ids: dict[str, int],
+) -> tuple[dict[str, LabelMetrics], dict[str, float], int]:
+    """Per-label counts and greedy IoU@0.5 matches, the IoU sums, and unknown-label preds."""
     per_label = {label: LabelMetrics() for label in cat_ids}
     iou_sum: dict[str, float] = {label: 0.0 for label in cat_ids}
     unknown = 0
@@ -234,7 +225,25 @@ def detection_metrics(
                 iou_sum[label] += iou
     for label, lm in per_label.items():
         lm.mean_iou = iou_sum[label] / lm.matched if lm.matched else None
+    return per_label, iou_sum, unknown
 
+
+def detection_metrics(
+    gold: Sequence[Iterable[Any]],
+    preds: Sequence[Sequence[PredBox]],
+    sizes: Sequence[tuple[float, float]],
+) -> DetectionMetrics:
+    """Metrics of predicted boxes against gold boxes, one list of each per image.
+
+    `gold[i]` holds {"label", "bbox": [x1, y1, x2, y2]} dicts, data.DetectionObject values
+    (a record's `objects`) or PredBox values; `sizes[i]` is image i's (width, height) in pixels.
+    """
+    if not (len(gold) == len(preds) == len(sizes)):
+        raise ValueError("gold, preds and sizes need one entry per image")
+    gold = [list(g) for g in gold]
+    gt, results, cat_ids = coco_dicts(gold, preds, sizes)
+    golds = [_gold_boxes(objs) for objs in gold]
+    per_label, iou_sum, unknown = _match_per_label(golds, preds, cat_ids)
     n_gold = sum(lm.n_gold for lm in per_label.values())
     n_pred = sum(len(p) for p in preds)
     matched = sum(lm.matched for lm in per_label.values())

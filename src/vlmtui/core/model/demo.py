@@ -126,7 +126,7 @@ DEMO_DATA_NAME = "shapes"
 
 def _corpus() -> list[str]:
     """Text the tokenizer is trained on: everything the demo conversations contain."""
-    from vlmtui.core.data.datasets import GROUNDING_PROMPT
+    from vlmtui.core.data.chat import GROUNDING_PROMPT
 
     colours = "red green blue yellow orange purple cyan magenta white black gray brown pink"
     shapes = "square rectangle circle triangle ellipse object objects shape shapes"

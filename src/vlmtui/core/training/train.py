@@ -353,7 +353,8 @@ def save_stage(
 
 def run_training(req: TrainRequest) -> int:
     """Train every stage of the recipe into req.output. Returns the process exit code."""
-    from vlmtui.core.data.datasets import load_split, to_trl_dataset
+    from vlmtui.core.data.chat import to_trl_dataset
+    from vlmtui.core.data.datasets import load_split
 
     stages = stage_recipes(req.recipe, req.recipe_files)
     main = is_main_process()
