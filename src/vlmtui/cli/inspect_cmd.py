@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
-    from vlmtui.core.inspection.tree import compile_filter
+    from vlmtui.core.inspection.views import compile_filter
 
     return None if pattern is None else compile_filter(pattern, flag)
 
@@ -134,7 +134,7 @@ def _marked(insp: Any, stage: Any) -> Any:
 
 
 def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     rule = (lambda n: bool(expand.search(n.name))) if expand else None
     return collapse(_marked(insp, stage), rule)
@@ -143,7 +143,7 @@ def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
 def _matches(
     insp: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
 ) -> list[dict[str, Any]]:
-    from vlmtui.core.inspection.tree import filter_nodes, group_names
+    from vlmtui.core.inspection.views import filter_nodes, group_names
 
     nodes = filter_nodes(_marked(insp, stage), filt)
     items = [
@@ -348,7 +348,7 @@ def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
 def _diff(args: argparse.Namespace, insp: Any, results: list[Any], assumptions: Any) -> int:
     from vlmtui.cli.inspect_memory import setup_diff, setup_table
     from vlmtui.core.families import AREAS
-    from vlmtui.core.inspection.tree import diff_trees
+    from vlmtui.core.inspection.views import diff_trees
 
     a, b = results
     tree = insp.tree()

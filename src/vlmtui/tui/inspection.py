@@ -65,7 +65,7 @@ def marking(model: str, recipe: Any, worker: Any = None) -> Any:
 def tree_view(model: str, recipe: Any, compare: Any = None, worker: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
     from vlmtui.core.inspection.memory import gib
-    from vlmtui.core.inspection.tree import collapse, diff_trees
+    from vlmtui.core.inspection.views import collapse, diff_trees
 
     m = marking(model, recipe, worker)
     changes: tuple[Any, ...] = ()

@@ -1,6 +1,6 @@
 """Applying recipes to a model built on the meta device: what trains, at what size.
 
-The tree in `modeltree.py` only shows a marking; this module computes it. The trainable set
+The tree in `tree.py` only shows a marking; this module computes it. The trainable set
 comes from the very functions the trainer runs (`policy.prepare_trainables`: LoRA injection
 with PEFT, the freeze policy and the pre-flight guard), applied to the real transformers
 model built on the meta device. Quantized recipes get the same bitsandbytes module
@@ -9,7 +9,7 @@ replacement `from_pretrained` performs before loading weights (transformers' qua
 4-bit modules, dtypes and names match training. The
 per-parameter results (`ParamInfo`) feed the memory estimate.
 
-The TUI keeps one `ModelInspector` per model; see `modeltree.py` for typical use.
+The TUI keeps one `ModelInspector` per model; see `tree.py` for typical use.
 """
 
 from __future__ import annotations
