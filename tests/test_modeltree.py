@@ -113,7 +113,7 @@ def test_r1_marks_llm_linears_4bit_only(q25) -> None:
 
 
 def test_tree_from_prepared_model_is_the_base_structure(q25) -> None:
-    from vlmtui.core.inspection.meta import prepare_meta_stage
+    from vlmtui.core.inspection.metaprep import prepare_meta_stage
     from vlmtui.core.inspection.tree import ModelTree
 
     prepared = prepare_meta_stage(q25.ref, BUILTIN_RECIPES["r1-llm-only"])
