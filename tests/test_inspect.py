@@ -305,8 +305,8 @@ def test_diff(capsys) -> None:
 
 
 def test_compare_recipes_is_what_diff_prints(capsys) -> None:
-    """The core comparison the CLI renders: stage modes joined, and the app's state changes
-    (`state_changes`) are the CLI's `changes`."""
+    """The core comparison the CLI renders: stage modes joined, `changes` are `state_changes`
+    (`views.diff_trees`, what the app's compare shows), and `to_json` is the CLI's JSON."""
     from vlmtui.core.inspection.compare import compare_recipes, state_changes
     from vlmtui.core.inspection.memory import MemoryAssumptions
     from vlmtui.core.inspection.meta import ModelInspector

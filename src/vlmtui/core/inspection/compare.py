@@ -1,8 +1,9 @@
 """Two recipes on one model, compared: what `vlmtui inspect --diff` and the app's compare show.
 
 The front ends only render; what differs (per-area mode and counts, setup and peak memory,
-modules whose trainable state changes) is decided here once, so the CLI's table, its JSON
-and the app's tree pane agree. Works on `meta.Inspection` results; no torch.
+modules whose trainable state changes) is decided here once, so the CLI's table and its JSON
+agree; module changes come from `views.diff_trees`, which the app's compare (working on cached
+markings) calls too. Works on `meta.Inspection` results; no torch.
 """
 
 from __future__ import annotations
