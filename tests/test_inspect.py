@@ -304,6 +304,26 @@ def test_diff(capsys) -> None:
     assert rc == 0 and "model.visual.blocks.{0–31}.attn.qkv ×32" in " ".join(out.split())
 
 
+def test_compare_recipes_is_what_diff_prints(capsys) -> None:
+    """The core comparison the CLI renders: stage modes joined, `changes` are `state_changes`
+    (`views.diff_trees`, what the app's compare shows), and `to_json` is the CLI's JSON."""
+    from vlmtui.core.inspection.compare import compare_recipes, state_changes
+    from vlmtui.core.inspection.memory import MemoryAssumptions
+    from vlmtui.core.inspection.meta import ModelInspector
+    from vlmtui.core.recipes.recipe import get_recipe
+
+    model = "Qwen/Qwen2-VL-2B-Instruct"
+    insp = ModelInspector(model)
+    a, b = (insp.inspect(get_recipe(n)) for n in ("r2-vision-only", "r3-two-stage"))
+    diff = compare_recipes(insp.tree(), a, b, MemoryAssumptions())
+    assert diff.areas["llm"][1]["mode"] == "frozen→lora"
+    assert diff.areas["vision"][1]["mode"] == "full→frozen"
+    assert diff.areas_differ == ["vision", "projector", "llm"]
+    assert diff.changes == state_changes(insp.tree(), a, b) != ()
+    cli = inspect_json(capsys, model, "--diff", "r2-vision-only", "r3-two-stage")
+    assert json.loads(json.dumps(diff.to_json())) == cli
+
+
 # --- identity with training -------------------------------------------------------------
 
 

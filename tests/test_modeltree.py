@@ -57,7 +57,7 @@ def test_nodes_are_frozen_dataclasses(q2) -> None:
 
 
 def test_collapse_repeated_blocks(q2) -> None:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     root = collapse(q2.tree().root)
     blocks = root.find("model.visual.blocks")
@@ -113,7 +113,7 @@ def test_r1_marks_llm_linears_4bit_only(q25) -> None:
 
 
 def test_tree_from_prepared_model_is_the_base_structure(q25) -> None:
-    from vlmtui.core.inspection.meta import prepare_meta_stage
+    from vlmtui.core.inspection.metaprep import prepare_meta_stage
     from vlmtui.core.inspection.tree import ModelTree
 
     prepared = prepare_meta_stage(q25.ref, BUILTIN_RECIPES["r1-llm-only"])
@@ -125,7 +125,7 @@ def test_tree_from_prepared_model_is_the_base_structure(q25) -> None:
 
 
 def test_partial_pattern_breaks_the_run(q2, tmp_path: Path) -> None:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     f = tmp_path / "r.toml"
     f.write_text(
@@ -144,7 +144,7 @@ def test_partial_pattern_breaks_the_run(q2, tmp_path: Path) -> None:
 
 
 def test_filter_nodes_and_bad_regex(q2) -> None:
-    from vlmtui.core.inspection.tree import filter_nodes, group_names
+    from vlmtui.core.inspection.views import filter_nodes, group_names
 
     root = marked(q2, "r1-llm-only")
     hits = filter_nodes(root, r"self_attn\.q_proj$")
@@ -156,7 +156,7 @@ def test_filter_nodes_and_bad_regex(q2) -> None:
 
 
 def test_group_names_ranges() -> None:
-    from vlmtui.core.inspection.tree import group_names
+    from vlmtui.core.inspection.views import group_names
 
     items = [(f"a.b.{i}.c", "x") for i in (0, 1, 2, 5, 7, 8)] + [("a.z", "y"), ("a.b.3.c", "q")]
     assert group_names(items) == [
@@ -167,7 +167,7 @@ def test_group_names_ranges() -> None:
 
 
 def test_diff_r2_vs_r1(q2) -> None:
-    from vlmtui.core.inspection.tree import diff_trees
+    from vlmtui.core.inspection.views import diff_trees
 
     changes = diff_trees(marked(q2, "r2-vision-only"), marked(q2, "r1-llm-only"))
     by_name = {c.name: c for c in changes}
@@ -199,7 +199,7 @@ def test_inspector_caches_per_recipe(q2) -> None:
 
 
 def test_tree_to_dict_roundtrips_counts(q2) -> None:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     d = collapse(marked(q2, "r4-joint")).to_dict()
     assert d["total_params"] == 2_208_985_600 and d["state"] == "lora"

@@ -230,7 +230,7 @@ def test_qwen35_keeps_a_log_and_gated_norm_fp32() -> None:
 
 
 def test_tree_keeps_layer_kinds_apart() -> None:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     insp = inspector("Qwen/Qwen3.5-0.8B")
     stage = insp.inspect(BUILTIN_RECIPES["r1-llm-only"]).stages[0]

@@ -26,7 +26,7 @@ BLOCK_CLASSES = {
 
 
 def meta_stage(model_id: str, recipe_name: str) -> object:
-    from vlmtui.core.inspection.meta import prepare_meta_stage
+    from vlmtui.core.inspection.metaprep import prepare_meta_stage
     from vlmtui.core.model.resolve import resolve_model
 
     return prepare_meta_stage(resolve_model(model_id), BUILTIN_RECIPES[recipe_name])

@@ -7,6 +7,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from vlmtui.cli.inspect_diff import run_diff
 from vlmtui.cli.inspect_layers import checkpoint_line, layer_kind_table, layer_kind_tag
 from vlmtui.cli.inspect_memory import add_memory_args, assumptions_from_args
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
-    from vlmtui.core.inspection.tree import compile_filter
+    from vlmtui.core.inspection.views import compile_filter
 
     return None if pattern is None else compile_filter(pattern, flag)
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         results = [_inspect(insp, r) for r in recipes]
     assumptions = assumptions_from_args(args, recipes[0])
     if args.diff:
-        return _diff(args, insp, results, assumptions)
+        return run_diff(args, insp, results, assumptions)
     result = results[0]
     if args.json:
         data = result.to_dict(assumptions)
@@ -134,7 +135,7 @@ def _marked(insp: Any, stage: Any) -> Any:
 
 
 def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
-    from vlmtui.core.inspection.tree import collapse
+    from vlmtui.core.inspection.views import collapse
 
     rule = (lambda n: bool(expand.search(n.name))) if expand else None
     return collapse(_marked(insp, stage), rule)
@@ -143,7 +144,7 @@ def _tree_of(insp: Any, stage: Any, expand: re.Pattern[str] | None) -> Any:
 def _matches(
     insp: Any, stage: Any, filt: re.Pattern[str], expand: re.Pattern[str] | None
 ) -> list[dict[str, Any]]:
-    from vlmtui.core.inspection.tree import filter_nodes, group_names
+    from vlmtui.core.inspection.views import filter_nodes, group_names
 
     nodes = filter_nodes(_marked(insp, stage), filt)
     items = [
@@ -340,114 +341,3 @@ def _filter_table(rows: list[dict[str, Any]], filt: re.Pattern[str]) -> Any:
         style = STATE_STYLE[r["state"]]
         table.add_row(path, cls, f"[{style}]{r['state']}[/]", p, t)
     return table
-
-
-# --- diff -------------------------------------------------------------------------------
-
-
-def _diff(args: argparse.Namespace, insp: Any, results: list[Any], assumptions: Any) -> int:
-    from vlmtui.cli.inspect_memory import setup_diff, setup_table
-    from vlmtui.core.families import AREAS
-    from vlmtui.core.inspection.tree import diff_trees
-
-    a, b = results
-    tree = insp.tree()
-    changes = diff_trees(tree.mark(a.marking), tree.mark(b.marking))
-    da, db = a.to_dict(), b.to_dict()
-    names = [a.recipe.name, b.recipe.name]
-
-    def modes(res: Any, area: str) -> str:
-        if area not in ("vision", "projector", "llm"):
-            return "frozen"
-        ms = [s.recipe.area(area).mode for s in res.stages]
-        return "→".join(dict.fromkeys(ms)) if len(set(ms)) > 1 else ms[0]
-
-    setup = setup_diff(results, names, assumptions)
-    areas = {
-        area: {
-            names[0]: {"mode": modes(a, area), **da["areas"][area]},
-            names[1]: {"mode": modes(b, area), **db["areas"][area]},
-        }
-        for area in AREAS
-    }
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": insp.ref.name,
-                    "family": insp.family.name,
-                    "diff": names,
-                    "areas": areas,
-                    "areas_differ": [ar for ar, v in areas.items() if v[names[0]] != v[names[1]]],
-                    "setup": setup,
-                    "changes": [
-                        {
-                            "name": c.name,
-                            "count": c.count,
-                            "class": c.cls,
-                            "area": c.area,
-                            names[0]: c.before,
-                            names[1]: c.after,
-                            "trainable": {
-                                names[0]: c.trainable_before,
-                                names[1]: c.trainable_after,
-                            },
-                        }
-                        for c in changes
-                    ],
-                },
-                indent=1,
-            )
-        )
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"[bold]{insp.ref.name}[/]  {insp.family.name} · {names[0]} vs {names[1]}")
-    t = Table(title="areas")
-    for col in ("area", names[0], names[1]):
-        t.add_column(col)
-    for area, v in areas.items():
-        x, y = v[names[0]], v[names[1]]
-        mark = "" if x == y else " [yellow]*[/]"
-        t.add_row(
-            area + mark,
-            f"{x['mode']} ({_n(x['trainable'])} trainable)",
-            f"{y['mode']} ({_n(y['trainable'])} trainable)",
-        )
-    console.print(t)
-    console.print(setup_table(setup, names))
-    if not changes:
-        console.print("no module differs in trainable state")
-        return 0
-    t = _changes_table(changes, names, console.width)
-    console.print(t)
-    return 0
-
-
-def _changes_table(changes: list[Any], names: list[str], width: int) -> Any:
-    from vlmtui.cli.tables import fit_paths, ident_column, plain_table
-
-    t = plain_table(f"modules whose state differs: {sum(c.count for c in changes)}")
-    full = [c.name + (f" ×{c.count}" if c.count > 1 else "") for c in changes]
-    each = [f"{_n(c.trainable_before)} → {_n(c.trainable_after)}" for c in changes]
-    columns = {
-        "class": [c.cls for c in changes],
-        names[0]: [c.before for c in changes],
-        names[1]: [c.after for c in changes],
-        "trainable each": each,
-    }
-    paths = fit_paths(full, [[k, *v] for k, v in columns.items()], width)
-    ident_column(t, "module", paths)
-    for header, cells in columns.items():
-        ident_column(t, header, cells)
-    for c, path, trained in zip(changes, paths, each, strict=True):
-        t.add_row(
-            path,
-            c.cls,
-            f"[{STATE_STYLE[c.before]}]{c.before}[/]",
-            f"[{STATE_STYLE[c.after]}]{c.after}[/]",
-            trained,
-        )
-    return t

@@ -103,28 +103,6 @@ def memory_table(m: Any, would_fit: list[str]) -> Any:
     return table
 
 
-def _peak(result: Any, assumptions: Any) -> Any:
-    return max(result.memory(assumptions), key=lambda m: m.total)
-
-
-def setup_diff(results: list[Any], names: list[str], assumptions: Any) -> dict[str, Any]:
-    """Quantization, compute dtype, checkpointing and peak memory of two recipes, and the
-    memory difference (second minus first, bytes per GPU)."""
-    out: dict[str, Any] = {}
-    for name, res in zip(names, results, strict=True):
-        stages = res.stages
-        peak = _peak(res, assumptions)
-        out[name] = {
-            "quantization": "→".join(dict.fromkeys(s.recipe.quantization for s in stages)),
-            "compute_dtype": "→".join(dict.fromkeys(s.recipe.compute_dtype for s in stages)),
-            "gradient_checkpointing": any(s.recipe.gradient_checkpointing for s in stages),
-            "memory_total": peak.total,
-            "weights_by_dtype": peak.weights_by_dtype,
-        }
-    out["memory_difference"] = out[names[1]]["memory_total"] - out[names[0]]["memory_total"]
-    return out
-
-
 def setup_table(setup: dict[str, Any], names: list[str]) -> Any:
     from rich.table import Table
 

@@ -30,7 +30,7 @@ class TreeView:
     model: str
     recipe: str
     root: Any
-    """The collapsed, marked `core.modeltree.ModuleNode` tree."""
+    """The collapsed, marked `core.inspection.tree.ModuleNode` tree."""
     full: Any
     """The uncollapsed marked tree (for name filtering)."""
     areas: dict[str, dict[str, int]]
@@ -40,7 +40,7 @@ class TreeView:
     memory: str
     """The memory estimate's verdict line (largest stage)."""
     changes: tuple[Any, ...] = ()
-    """`core.modeltree.StateChange`s against the compared recipe (empty: no comparison)."""
+    """`core.inspection.views.StateChange`s against the compared recipe (empty: no comparison)."""
     compare: str = ""
 
 
@@ -65,7 +65,7 @@ def marking(model: str, recipe: Any, worker: Any = None) -> Any:
 def tree_view(model: str, recipe: Any, compare: Any = None, worker: Any = None) -> TreeView:
     """The marked, collapsed tree of `model` under `recipe`, and the diff against `compare`."""
     from vlmtui.core.inspection.memory import gib
-    from vlmtui.core.inspection.tree import collapse, diff_trees
+    from vlmtui.core.inspection.views import collapse, diff_trees
 
     m = marking(model, recipe, worker)
     changes: tuple[Any, ...] = ()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 # the few stdlib-only core values they render with are passed on from here.
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
-from vlmtui.core.inspection.tree import compile_filter, filter_nodes, regex_problem
+from vlmtui.core.inspection.views import compile_filter, filter_nodes, regex_problem
 from vlmtui.core.recipes.recipe import recipe_summary
 from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
 from vlmtui.core.settings import DEFAULTS
