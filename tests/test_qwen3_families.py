@@ -18,7 +18,8 @@ from vlmtui.cli import main
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import FAMILIES
 from vlmtui.core.inspection.meta import ModelInspector
-from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan, recipe_from_dict
+from vlmtui.core.recipes.parse import recipe_from_dict
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan
 
 RECIPES = ["r1-llm-only", "r2-vision-only", "r3-two-stage", "r4-joint"]
 # The smallest shipped config of each family.
