@@ -149,13 +149,13 @@ def no_checkpoints() -> None:
     callback (which only writes run files, and there are none here) is replaced."""
     from transformers import TrainerCallback
 
-    from vlmtui.core.training import train
+    from vlmtui.core.training import fitting
 
     class NoSave(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             control.should_save = False
 
-    train._progress_callback = lambda *a: NoSave()  # type: ignore[assignment]
+    fitting.progress_callback = lambda *a: NoSave()
 
 
 def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: Any) -> Any:
@@ -165,7 +165,8 @@ def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: A
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.recipes.recipe import get_recipe
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = get_recipe(recipe_name)
     cuda = device.is_cuda
@@ -181,7 +182,7 @@ def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: A
     prepared = prepare_stage(model_dir, recipe, device)
     rows = to_trl_dataset(load_split(data, "train"), prepared.family, prepared.processor)
     with tempfile.TemporaryDirectory() as out:
-        trainer = fit(prepared, recipe, rows, Path(out), device, max_steps=steps)
+        trainer = fit(prepared, recipe, rows, Path(out), device, FitOptions(max_steps=steps))
     seconds = time.perf_counter() - start
     peak = None
     if cuda:
@@ -273,7 +274,8 @@ def fsdp_worker(model_dir: str, data: str, steps: str) -> int:
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.model.loading import detect_device
     from vlmtui.core.recipes.recipe import get_recipe
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     device = detect_device()
     torch.cuda.set_device(device.index)
@@ -281,7 +283,8 @@ def fsdp_worker(model_dir: str, data: str, steps: str) -> int:
     prepared = prepare_stage(Path(model_dir), recipe, device, "fsdp")
     rows = to_trl_dataset(load_split(Path(data), "train"), prepared.family, prepared.processor)
     with tempfile.TemporaryDirectory() as out:
-        fit(prepared, recipe, rows, Path(out), device, max_steps=int(steps), strategy="fsdp")
+        options = FitOptions(max_steps=int(steps), strategy="fsdp")
+        fit(prepared, recipe, rows, Path(out), device, options)
     peak = [torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()]
     print("@peak " + json.dumps(peak), flush=True)
     return 0

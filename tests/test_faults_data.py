@@ -74,7 +74,8 @@ def test_image_broken_mid_run_saves_a_checkpoint_and_names_the_row(
     from vlmtui.core.data.images import DataError, validate_images
     from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
     from vlmtui.core.training.checkpoints import incomplete_reason
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     records = load_split(data_copy, "train")
     validate_images(records)
@@ -90,8 +91,9 @@ def test_image_broken_mid_run_saves_a_checkpoint_and_names_the_row(
                 for rec in records:
                     truncate(rec.image_path)
 
+    options = FitOptions(max_steps=13, callbacks=(BreakImages(),))
     with pytest.raises(DataError) as err:
-        fit(stage, recipe, rows, tmp_path, CPU, max_steps=13, callbacks=(BreakImages(),))
+        fit(stage, recipe, rows, tmp_path, CPU, options)
     match = re.fullmatch(
         rf"{re.escape(str(data_copy / 'train.jsonl'))}:(\d+): cannot read image (\S+): "
         r"image file is truncated.* \(at step (\d+); saved checkpoint-(\d+): fix the file, "

@@ -46,12 +46,13 @@ def test_resume_restores_every_trained_tensor(
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.training.checkpoints import TRAINABLE_FILE
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = MIXED if recipe_name == "mixed" else BUILTIN_RECIPES[recipe_name]
     first = prepare_stage(qwen2_vl_dir, recipe, CPU)
     rows = to_trl_dataset(load_split(shapes_data_dir, "train"), first.family, first.processor)
-    fit(first, recipe, rows, tmp_path, CPU, max_steps=4, save_steps=2)
+    fit(first, recipe, rows, tmp_path, CPU, FitOptions(max_steps=4, save_steps=2))
     trained = snapshot(first.model)
     trainable = {n for n, p in first.model.named_parameters() if p.requires_grad}
     del first
@@ -64,7 +65,8 @@ def test_resume_restores_every_trained_tensor(
         def on_train_begin(self, args, state, control, model=None, **kw) -> None:
             at_start.update(snapshot(second.model), step=state.global_step)
 
-    fit(second, recipe, rows, tmp_path, CPU, max_steps=5, resume=True, callbacks=(AtStart(),))
+    options = FitOptions(max_steps=5, resume=True, callbacks=(AtStart(),))
+    fit(second, recipe, rows, tmp_path, CPU, options)
     assert at_start.pop("step") == 4
     resumed = at_start
 

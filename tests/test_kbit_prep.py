@@ -41,7 +41,8 @@ def test_r1_bf16_keeps_frozen_weights_bf16_and_lora_fp32(
 ) -> None:
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = replace(R1_BF16, upcast_norms=upcast_norms)
     stage = prepare_stage(qwen2_vl_dir, recipe, CPU)
@@ -60,7 +61,7 @@ def test_r1_bf16_keeps_frozen_weights_bf16_and_lora_fp32(
     assert lora and set(lora.values()) == {"torch.float32"}
 
     rows = to_trl_dataset(load_split(shapes_data_dir, "train"), stage.family, stage.processor)
-    trainer = fit(stage, recipe, rows, tmp_path, CPU, max_steps=3)
+    trainer = fit(stage, recipe, rows, tmp_path, CPU, FitOptions(max_steps=3))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     # TRL casts a quantized model's trainable parameters to bf16; fit puts them back.
@@ -74,7 +75,7 @@ def test_builtins_checkpoint_non_reentrant(qwen2_vl_dir: Path) -> None:
     """r1, r2 and r4 turn checkpointing on; the embedding output carries grad under LoRA."""
     import torch
 
-    from vlmtui.core.training.train import prepare_stage
+    from vlmtui.core.training.prepare import prepare_stage
 
     assert all(
         BUILTIN_RECIPES[r].gradient_checkpointing

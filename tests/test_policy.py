@@ -178,7 +178,8 @@ def test_diagnostics(qwen25_vl_dir: Path) -> None:
 
 
 def test_per_area_learning_rate_groups(qwen2_vl_dir: Path) -> None:
-    from vlmtui.core.training.train import build_optimizer, prepare_stage
+    from vlmtui.core.training.optimizer import build_optimizer
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = replace(
         BUILTIN_RECIPES["r4-joint"],

@@ -89,7 +89,8 @@ def test_recipe_trains_exactly_what_it_says(
 
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = moe_recipe() if recipe_name == "r1-experts" else BUILTIN_RECIPES[recipe_name]
     stage = prepare_stage(qwen3_demo_dirs[family_name], recipe, CPU)
@@ -114,7 +115,7 @@ def test_recipe_trains_exactly_what_it_says(
         family if family.box_format in BOX_FORMATS else replace(family, box_format="qwen2.5")
     )
     rows = to_trl_dataset(load_split(shapes_data_dir, "train"), data_family, stage.processor)
-    trainer = fit(stage, recipe, rows, tmp_path, CPU, max_steps=3)
+    trainer = fit(stage, recipe, rows, tmp_path, CPU, FitOptions(max_steps=3))
 
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)

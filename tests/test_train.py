@@ -39,14 +39,15 @@ def test_recipe_trains_what_it_says(
 
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.training.train import fit, prepare_stage
+    from vlmtui.core.training.fitting import FitOptions, fit
+    from vlmtui.core.training.prepare import prepare_stage
 
     recipe = BUILTIN_RECIPES[recipe_name]
     stage = prepare_stage(demo_model_dirs[family_name], recipe, CPU)
     before = snapshot(stage.model)
     trainable = {n for n, p in stage.model.named_parameters() if p.requires_grad}
     rows = to_trl_dataset(load_split(shapes_data_dir, "train"), stage.family, stage.processor)
-    trainer = fit(stage, recipe, rows, tmp_path, CPU, max_steps=3)
+    trainer = fit(stage, recipe, rows, tmp_path, CPU, FitOptions(max_steps=3))
 
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -78,7 +79,7 @@ def test_two_stage_hands_stage1_weights_to_stage2(
     import torch
     from safetensors.torch import load_file
 
-    from vlmtui.core.training.train import prepare_stage
+    from vlmtui.core.training.prepare import prepare_stage
 
     out = tmp_path / "r3"
     proc = vlmtui(
