@@ -164,7 +164,7 @@ def measure(model_dir: Path, recipe_name: str, data: Path, steps: int, device: A
 
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
     from vlmtui.core.training.fitting import FitOptions, fit
     from vlmtui.core.training.prepare import prepare_stage
 
@@ -203,7 +203,7 @@ def estimates(model_dir: Path, recipe_name: str, seq_len: int, side: int, **fsdp
 
     from vlmtui.core.inspection.memory import MemoryAssumptions
     from vlmtui.core.inspection.meta import ModelInspector
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
 
     known = {f.name for f in fields(MemoryAssumptions)}
     extra: dict[str, Any] = {}
@@ -273,7 +273,7 @@ def fsdp_worker(model_dir: str, data: str, steps: str) -> int:
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.model.loading import detect_device
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
     from vlmtui.core.training.fitting import FitOptions, fit
     from vlmtui.core.training.prepare import prepare_stage
 

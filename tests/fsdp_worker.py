@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor
 
-from vlmtui.core.recipes.recipe import get_recipe
+from vlmtui.core.recipes.catalog import get_recipe
 from vlmtui.core.training import train
 
 reports: list[dict[str, Any]] = []

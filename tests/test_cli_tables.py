@@ -65,7 +65,7 @@ def test_runs_header_empty_line_and_frozen_time(tmp_path: Path, capsys) -> None:
 
 
 def test_recipes_names_whole_and_descriptions_wrap(capsys) -> None:
-    from vlmtui.core.recipes.recipe import all_recipes
+    from vlmtui.core.recipes.catalog import all_recipes
     from vlmtui.core.recipes.toml import copy_recipe
 
     recipes = all_recipes()

@@ -95,7 +95,7 @@ def test_broken_user_file_warns_and_keeps_the_rest(
     assert "Traceback" not in named.stderr
 
     # The app's loader keeps working too (it reads the same function).
-    from vlmtui.core.recipes.recipe import all_recipes
+    from vlmtui.core.recipes.catalog import all_recipes
 
     seen: list[str] = []
     assert "mine" in all_recipes(on_problem=seen.append)

@@ -310,7 +310,7 @@ def test_compare_recipes_is_what_diff_prints(capsys) -> None:
     from vlmtui.core.inspection.compare import compare_recipes, state_changes
     from vlmtui.core.inspection.memory import MemoryAssumptions
     from vlmtui.core.inspection.meta import ModelInspector
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
 
     model = "Qwen/Qwen2-VL-2B-Instruct"
     insp = ModelInspector(model)

@@ -404,7 +404,7 @@ def test_ssh_paths_with_metacharacters_are_quoted(standin_train, ssh_host, tmp_p
 
 @pytest.mark.ssh
 def test_ssh_user_recipe_travels_with_the_run(standin_train, ssh_host, paths):
-    from vlmtui.core.recipes.recipe import user_recipe_dir
+    from vlmtui.core.recipes.catalog import user_recipe_dir
 
     user_recipe_dir().mkdir(parents=True)
     text = '[recipe.my-r1]\nextends = "r1-llm-only"\nlearning_rate = 1e-4\n'

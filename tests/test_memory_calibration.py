@@ -90,7 +90,7 @@ CASES = [
 
 def estimate(case: Case, recipe_file: Path) -> MemoryEstimate:
     from vlmtui.core.inspection.meta import ModelInspector
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
 
     insp = ModelInspector(case.model, [recipe_file])
     (stage,) = insp.inspect(get_recipe(case.recipe, [recipe_file])).stages

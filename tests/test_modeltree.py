@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from vlmtui.core.errors import BadInput
-from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, get_recipe
+from vlmtui.core.recipes.catalog import get_recipe
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES
 
 Q2 = "Qwen/Qwen2-VL-2B-Instruct"
 Q25 = "Qwen/Qwen2.5-VL-3B-Instruct"

@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.recipes.catalog import all_recipes, stage_recipes
 from vlmtui.core.recipes.parse import load_recipe_file
-from vlmtui.core.recipes.recipe import (
-    BUILTIN_RECIPES,
-    all_recipes,
-    recipe_summary,
-    stage_recipes,
-)
+from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, recipe_summary
 
 
 def test_builtins_match_the_design() -> None:

@@ -59,7 +59,7 @@ def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from vlmtui.core.model.resolve import resolve_model
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
 
     filt = _compile("--filter", args.filter)
     expand = _compile("--expand", args.expand)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmtui.core.recipes.recipe import all_recipes, recipe_summary
+from vlmtui.core.recipes.catalog import all_recipes
+from vlmtui.core.recipes.recipe import recipe_summary
 
 
 def add_recipes_file_arg(parser: argparse.ArgumentParser) -> None:

@@ -113,7 +113,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.data.images import validate_images
     from vlmtui.core.model.loading import family_of_checkpoint
-    from vlmtui.core.recipes.recipe import get_recipe
+    from vlmtui.core.recipes.catalog import get_recipe
     from vlmtui.core.training.outputdir import check_output, make_output
     from vlmtui.core.training.sharding import check_strategy
     from vlmtui.core.training.train import TrainRequest

@@ -117,7 +117,7 @@ def _hosts_problem() -> str | None:
 
 
 def _recipes() -> dict[str, TrainingRecipe]:
-    from vlmtui.core.recipes.recipe import all_recipes
+    from vlmtui.core.recipes.catalog import all_recipes
 
     return all_recipes()
 

@@ -9,14 +9,9 @@ naming its first row, unless its rows say `"normalized": true` or the user passe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vlmtui.core.errors import BadInput
-
-if TYPE_CHECKING:
-    from vlmtui.core.data.datasets import DetectionRecord
 
 ROW_FIELD = "normalized"
 
@@ -34,34 +29,3 @@ def to_pixels(raw: Any, width: int, height: int) -> Any:
     if isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw):
         return [raw[0] * width, raw[1] * height, raw[2] * width, raw[3] * height]
     return raw
-
-
-def _all_within_unit(records: Sequence[DetectionRecord]) -> bool:
-    boxes = [o.bbox for r in records for o in r.objects]
-    return bool(boxes) and all(0.0 <= v <= 1.0 for box in boxes for v in box)
-
-
-def check_pixel_boxes(
-    records: list[DetectionRecord], allow_normalized: bool
-) -> list[DetectionRecord]:
-    """Refuse a dataset whose boxes all lie in [0, 1], or scale it when allowed."""
-    if not _all_within_unit(records):
-        return records
-    if not allow_normalized:
-        first = next(r for r in records if r.objects)
-        box = ", ".join(f"{v:g}" for v in first.objects[0].bbox)
-        raise BadInput(
-            f"{first.source}: every box in the dataset lies within [0, 1] (first: [{box}]): "
-            "these look like normalised coordinates, but boxes are pixels; scale them, mark "
-            f'the rows "{ROW_FIELD}": true, or pass --allow-normalized'
-        )
-    return [
-        replace(
-            r,
-            objects=tuple(
-                replace(o, bbox=tuple(to_pixels(list(o.bbox), r.width, r.height)))
-                for o in r.objects
-            ),
-        )
-        for r in records
-    ]

@@ -17,11 +17,11 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vlmtui.core.data.boxcoords import check_pixel_boxes, declared_normalized, to_pixels
+from vlmtui.core.data.boxcoords import ROW_FIELD, declared_normalized, to_pixels
 from vlmtui.core.errors import BadInput
 
 SPLITS = ("train", "val")
@@ -315,3 +315,34 @@ def _pick(
     if not records:
         raise BadInput(f"the dataset has no records for the {split} split")
     return records
+
+
+def _all_within_unit(records: Sequence[DetectionRecord]) -> bool:
+    boxes = [o.bbox for r in records for o in r.objects]
+    return bool(boxes) and all(0.0 <= v <= 1.0 for box in boxes for v in box)
+
+
+def check_pixel_boxes(
+    records: list[DetectionRecord], allow_normalized: bool
+) -> list[DetectionRecord]:
+    """Refuse a dataset whose boxes all lie in [0, 1], or scale it when allowed."""
+    if not _all_within_unit(records):
+        return records
+    if not allow_normalized:
+        first = next(r for r in records if r.objects)
+        box = ", ".join(f"{v:g}" for v in first.objects[0].bbox)
+        raise BadInput(
+            f"{first.source}: every box in the dataset lies within [0, 1] (first: [{box}]): "
+            "these look like normalised coordinates, but boxes are pixels; scale them, mark "
+            f'the rows "{ROW_FIELD}": true, or pass --allow-normalized'
+        )
+    return [
+        replace(
+            r,
+            objects=tuple(
+                replace(o, bbox=tuple(to_pixels(list(o.bbox), r.width, r.height)))
+                for o in r.objects
+            ),
+        )
+        for r in records
+    ]

@@ -15,13 +15,19 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet.hosts import Host, LocalHost, all_hosts
 from vlmtui.core.fleet.hostsconfig import LOCAL, HostConfig
-from vlmtui.core.fleet.registry import Registry, RunRecord
+from vlmtui.core.fleet.runrecord import RunRecord
 from vlmtui.core.rundir import RunState
+
+
+class RowSink(Protocol):
+    """Where rebuilt rows go: the registry (which calls the rebuild, so it is not imported)."""
+
+    def add_missing(self, records: Sequence[RunRecord]) -> int: ...
 
 
 @dataclass
@@ -101,7 +107,7 @@ def _configured_hosts() -> list[Host]:
 
 
 def rebuild(
-    registry: Registry, hosts: Sequence[Host] | None = None, timeout: float | None = None
+    registry: RowSink, hosts: Sequence[Host] | None = None, timeout: float | None = None
 ) -> RebuildResult:
     """Add a row for every run directory on `hosts` (default: all configured) that has none;
     each host is given `timeout` seconds (default: its own timeout)."""

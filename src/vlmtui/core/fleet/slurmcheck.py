@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vlmtui.core.fleet.check import HostCheck
 from vlmtui.core.fleet.hosts import Host, HostUnreachable
 from vlmtui.core.fleet.slurmhost import require_slurm
-from vlmtui.core.fleet.snapshot import HostGpus
+from vlmtui.core.fleet.snapshot import HostCheck, HostGpus
 
 SRUN_TIMEOUT_S = 60.0
 COMMANDS = ("sinfo", "sbatch", "squeue", "scancel", "srun")

@@ -17,7 +17,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet import slurmstate
-from vlmtui.core.fleet.hosts import Host, HostUnreachable, LocalHost, SshHost
+from vlmtui.core.fleet.host import Host, HostUnreachable, LocalHost, SshHost
 from vlmtui.core.fleet.onhost import slurmprobe
 from vlmtui.core.fleet.slurm import SlurmSettings
 from vlmtui.core.fleet.snapshot import Gpu, HostGpus

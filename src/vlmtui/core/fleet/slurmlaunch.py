@@ -21,7 +21,7 @@ from vlmtui.core.fleet.slurm import JobSpec, batch_script, check_value, sbatch_a
 from vlmtui.core.fleet.slurmhost import SlurmHost
 
 if TYPE_CHECKING:
-    from vlmtui.core.fleet.launch import LaunchRequest, LaunchResult
+    from vlmtui.core.fleet.launchreq import LaunchRequest, LaunchResult
 
 SUBMIT_ERRORS = {
     "workdir": "cannot enter the working directory {workdir!r} on {host}",
@@ -82,7 +82,7 @@ def _register(
     req: LaunchRequest, host: SlurmHost, registry: Registry, label: str, nproc: int
 ) -> tuple[str, tuple[str, str, str, str]]:
     """Insert the `launching` row under a fresh run id; (run id, launch paths)."""
-    from vlmtui.core.fleet.launch import new_run_id
+    from vlmtui.core.fleet.launchreq import new_run_id
 
     for _attempt in range(5):
         run_id = new_run_id()
@@ -114,8 +114,8 @@ def _submit_error(out: dict[str, Any], host: SlurmHost, paths: tuple[str, ...]) 
 
 def submit_run(req: LaunchRequest, host: SlurmHost, registry: Registry) -> LaunchResult:
     """Register the run, write its job scripts into the run dir, sbatch them; the job ids."""
-    from vlmtui.core.fleet.launch import LaunchResult, recipe_files_for
-    from vlmtui.core.recipes.recipe import get_recipe, stage_recipes
+    from vlmtui.core.fleet.launchreq import LaunchResult, recipe_files_for
+    from vlmtui.core.recipes.catalog import get_recipe, stage_recipes
 
     start = time.perf_counter()
     gpus, nodes = check_request(req)

@@ -167,3 +167,36 @@ def gpu_from_dict(d: Mapping[str, Any]) -> Gpu:
             for p in d.get("processes") or ()
         ),
     )
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """`vlmtui hosts check NAME`: can we reach it, which vlmtui it has, its GPUs."""
+
+    name: str
+    where: str
+    """`this machine` or the ssh destination."""
+    reachable: bool
+    error: str | None
+    latency_s: float | None
+    """One round trip (`true`) over the shared connection, in seconds."""
+    vlmtui_version: str | None
+    """`vlmtui --version` there; None when the configured python lacks vlmtui."""
+    python: str
+    gpus: HostGpus
+    details: tuple[tuple[str, str], ...] = ()
+    """Kind-specific findings as (label, text): a cluster's commands, partition, runs dir,
+    and the `srun` probe of vlmtui on a compute node."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "where": self.where,
+            "reachable": self.reachable,
+            "error": self.error,
+            "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
+            "vlmtui_version": self.vlmtui_version,
+            "python": self.python,
+            "gpus": self.gpus.to_json(),
+            "details": dict(self.details),
+        }

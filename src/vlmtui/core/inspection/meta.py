@@ -272,8 +272,8 @@ class ModelInspector:
             return Inspection(self.ref, None, (), self._dims, self.base_summary(), self._mtp)
         if recipe in self._cache:
             return self._cache[recipe]
+        from vlmtui.core.recipes.catalog import stage_recipes
         from vlmtui.core.recipes.policy import summarize_trainables_by_area, summary_notes
-        from vlmtui.core.recipes.recipe import stage_recipes
 
         stages = []
         for i, stage in enumerate(stage_recipes(recipe, self.recipe_files), start=1):

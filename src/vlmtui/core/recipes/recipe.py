@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput
@@ -191,72 +189,6 @@ def validate_recipe(
         raise BadInput(
             f"{where}: quantization: a {recipe.quantization} LLM cannot train in mode 'full'"
         )
-
-
-def user_recipe_dir() -> Path:
-    from vlmtui.core.paths import config_dir
-
-    return config_dir() / "recipes"
-
-
-def load_recipes(
-    extra_files: Iterable[Path] = (),
-) -> tuple[dict[str, TrainingRecipe], list[str]]:
-    """Built-ins, every `*.toml` in the user's recipes folder, then `extra_files`.
-
-    A broken file in the folder must not take the built-ins and the other files down with
-    it: it is skipped and its error returned as a problem. A file named in `extra_files`
-    was asked for explicitly, so its error is raised.
-    """
-    # parse.py builds on this module's types, so it is imported when first needed.
-    from vlmtui.core.recipes.parse import load_recipe_file
-
-    recipes = dict(BUILTIN_RECIPES)
-    problems = []
-    folder = user_recipe_dir()
-    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-        try:
-            recipes.update(load_recipe_file(path, recipes))
-        except BadInput as exc:
-            problems.append(f"{exc} (skipped this file)")
-    for path in extra_files:
-        recipes.update(load_recipe_file(Path(path), recipes))
-    return recipes, problems
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(problem: str) -> None:
-    if problem not in _warned:
-        _warned.add(problem)
-        print(f"vlmtui: warning: {problem}", file=sys.stderr)
-
-
-def all_recipes(
-    extra_files: Iterable[Path] = (), on_problem: Callable[[str], None] = _warn_once
-) -> dict[str, TrainingRecipe]:
-    """`load_recipes`' recipes; each broken user file is reported once through `on_problem`."""
-    recipes, problems = load_recipes(extra_files)
-    for problem in problems:
-        on_problem(problem)
-    return recipes
-
-
-def get_recipe(name: str, extra_files: Iterable[Path] = ()) -> TrainingRecipe:
-    recipes = all_recipes(extra_files)
-    if name not in recipes:
-        raise BadInput(f"unknown recipe {name!r} (known: {', '.join(recipes)})")
-    return recipes[name]
-
-
-def stage_recipes(recipe: TrainingRecipe, extra_files: Iterable[Path] = ()) -> list[TrainingRecipe]:
-    """The single-stage recipes a recipe runs, in order (itself when it has no stages)."""
-    if not recipe.stages:
-        return [recipe]
-    known = all_recipes(extra_files)
-    known[recipe.name] = recipe
-    return [known[s] for s in recipe.stages]
 
 
 def recipe_summary(

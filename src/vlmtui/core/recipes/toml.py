@@ -10,8 +10,9 @@ from pathlib import Path
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
+from vlmtui.core.recipes.catalog import user_recipe_dir
 from vlmtui.core.recipes.parse import load_recipe_file
-from vlmtui.core.recipes.recipe import TrainingRecipe, user_recipe_dir
+from vlmtui.core.recipes.recipe import TrainingRecipe
 from vlmtui.core.tomlio import toml_value
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.model.loading import Device, detect_device
-from vlmtui.core.recipes.recipe import TrainingRecipe, stage_recipes
+from vlmtui.core.recipes.catalog import stage_recipes
+from vlmtui.core.recipes.recipe import TrainingRecipe
 from vlmtui.core.rundir import WEIGHTS_JSON, read_json, write_json_atomic
 from vlmtui.core.training.checkpoints import KEEP_CHECKPOINTS, barrier
 from vlmtui.core.training.diskspace import disk_full_reason, ensure_free, need_for_model
