@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 from vlmtui.core import rundir
-from vlmtui.core.fleet.onhost import hostprobe
+from vlmtui.core.fleet.onhost import hostprobe, slurmprobe
 
 
 def test_hostprobe_copy_of_the_contract_equals_rundir() -> None:
@@ -25,6 +25,12 @@ def test_hostprobe_copy_of_the_contract_equals_rundir() -> None:
     assert set(hostprobe.FINAL) == set(rundir.FINAL_STATES)
     for fn in ("read_json", "write_json_atomic"):
         assert _code(getattr(rundir, fn)) == _code(getattr(hostprobe, fn)), fn
+
+
+def test_slurmprobe_copy_of_the_json_io_equals_rundir() -> None:
+    # slurmprobe is shipped to a cluster's login node as one stdlib-only file, like hostprobe.
+    assert _code(rundir.read_json) == _code(slurmprobe._read_json)
+    assert _code(rundir.write_json_atomic) == _code(slurmprobe._write_json)
 
 
 def _code(fn: Any) -> str:

@@ -14,6 +14,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Label, Static
 
 from vlmtui.tui.sources import MODE_STYLES, TRAINABLE_AREAS, recipe_summary
+from vlmtui.tui.widgets.tables import highlighted_key
 
 MODE_STYLE = MODE_STYLES
 
@@ -162,10 +163,7 @@ class RecipesPane(Vertical):
 
     @property
     def highlighted(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return highlighted_key(self.table)
 
     def selected(self) -> list[str]:
         """Marked recipes in table order, else the highlighted one."""

@@ -22,6 +22,7 @@ from vlmtui.tui.widgets.bars import duration, sparkline
 from vlmtui.tui.widgets.charts import PALETTE, LossChart, MetricsChart, Series
 from vlmtui.tui.widgets.log_view import DEFAULT_MAX_LINES, LogView
 from vlmtui.tui.widgets.log_watcher import LogWatcher
+from vlmtui.tui.widgets.tables import highlighted_key
 
 STATE_STYLE = RUN_STATE_STYLES
 COLUMNS = ("id", "recipe", "where", "state", "step", "loss", "time", "eta")
@@ -100,10 +101,7 @@ class RunsPane(Vertical):
 
     @property
     def highlighted(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return highlighted_key(self.table)
 
     # --- registry ---------------------------------------------------------------------------
 
