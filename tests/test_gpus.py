@@ -54,7 +54,41 @@ def test_parse_recorded_not_available_fields():
     assert py.name == "/home/ann/venv, with comma/bin/python" and py.gpu_mem_mib == 288
     assert not FreeRule().is_free(g0)  # someone's processes
     assert FreeRule(allow_processes=True).is_free(g0)
-    assert FreeRule().is_free(g1)  # nothing reported against it
+    # Memory not reported (as on a GB10): unknown is not free, unless the host opts in.
+    assert not FreeRule().is_free(g1)
+    assert FreeRule(unknown_memory_is_free=True).is_free(g1)
+
+
+# Lines in the shape real machines print them. The lost-GPU line is the one quoted in
+# NVIDIA/open-gpu-kernel-modules#387 and NVIDIA/nvidia-docker#1553 ("Unable to determine the
+# device handle for GPU 0000:0B:00.0: Unknown Error"), printed among the rows of the GPUs
+# nvidia-smi could still read; `[Not Found]` is what --query-compute-apps prints for a
+# process name it cannot read (another container's process).
+LOST_GPU_CSV = (
+    "0, NVIDIA GeForce RTX 2080 Ti, 3, 10, 11264, 35, 21.50, GPU-67a571b1-79ee-1016-8ea3-c1ff\n"
+    "Unable to determine the device handle for GPU 0000:0B:00.0: Unknown Error\n"
+    "2, NVIDIA GeForce RTX 2080 Ti, 0, 10, 11264, 33, 9.80, GPU-2d540dd6-583b-cf11-80dd-cc28\n"
+)
+NOT_FOUND_APPS = "GPU-67a571b1-79ee-1016-8ea3-c1ff, 4242, [Not Found], 512\n"
+
+
+def test_a_lost_gpu_keeps_the_good_rows_and_is_reported() -> None:
+    from vlmtui.core.fleet.gpus import smi_result
+
+    status = smi_result("box", LOST_GPU_CSV, NOT_FOUND_APPS, FreeRule())
+    assert [g.index for g in status.gpus] == [0, 2]
+    assert status.note and "lost 1 GPU(s)" in status.note and "0000:0B:00.0" in status.note
+    (proc,) = status.gpus[0].processes
+    assert proc.pid == 4242 and proc.name is None  # [Not Found] is unknown, not a name
+
+
+def test_remote_output_with_a_failed_gpu_keeps_the_others() -> None:
+    from vlmtui.core.fleet.gpus import parse_remote_output
+
+    text = f"@@vlmtui-gpus-fallback\n{LOST_GPU_CSV}@@rc 15\n{NOT_FOUND_APPS}@@end\n"
+    status = parse_remote_output("box", text, FreeRule())
+    assert status.reachable and [g.index for g in status.gpus] == [0, 2]
+    assert "Unable to determine the device handle" in (status.note or "")
 
 
 def test_parse_ignores_chatter():

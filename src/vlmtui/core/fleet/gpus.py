@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 from vlmtui.core.fleet import nvml
 from vlmtui.core.fleet.snapshot import (
@@ -57,6 +57,8 @@ def parse_smi(gpu_csv: str, apps_csv: str = "") -> list[Gpu]:
         if len(parts) < 4 or not parts[1].isdigit():
             continue  # "No running processes found" and other chatter
         name = ",".join(raw[2:-1]).strip() or None  # a process name may hold commas
+        if name is not None and name.startswith("["):
+            name = None  # `[Not Found]`, `[Insufficient Permissions]`: unknown, not a name
         procs.setdefault(parts[0], []).append(
             GpuProcess(pid=int(parts[1]), name=name, gpu_mem_mib=_num(parts[-1]))
         )
@@ -80,6 +82,27 @@ def parse_smi(gpu_csv: str, apps_csv: str = "") -> list[Gpu]:
             )
         )
     return gpus
+
+
+def smi_lost_gpus(gpu_csv: str) -> list[str]:
+    """The lines of a `--query-gpu` output that are not GPU rows: nvidia-smi prints e.g.
+    "Unable to determine the device handle for GPU 0000:0B:00.0: Unknown Error" for a GPU
+    that fell off the bus, among the rows of the GPUs it could still read."""
+    out = []
+    for line in gpu_csv.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if line.strip() and not (len(parts) >= 8 and parts[0].isdigit()):
+            out.append(line.strip()[:200])
+    return out
+
+
+def smi_result(name: str, gpu_csv: str, apps_csv: str, rule: FreeRule, **kw: Any) -> HostGpus:
+    """A reachable host's GPUs from nvidia-smi output: the rows it could read, and a note
+    naming every GPU it could not (the good rows are kept, whatever the exit code)."""
+    gpus = judge_free(parse_smi(gpu_csv, apps_csv), rule)
+    lost = smi_lost_gpus(gpu_csv)
+    note = f"nvidia-smi lost {len(lost)} GPU(s): " + "; ".join(lost) if lost else None
+    return host_result(name, gpus, source="nvidia-smi", note=note, **kw)
 
 
 def _smi_argv(smi: str) -> tuple[list[str], list[str]]:
@@ -111,10 +134,10 @@ def local_gpus(rule: FreeRule | None = None, name: str = "local") -> HostGpus:
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = f"{why}; nvidia-smi: {exc}"
         else:
-            if g.returncode == 0:
-                gpus = judge_free(parse_smi(g.stdout, a.stdout if a.returncode == 0 else ""), rule)
+            if g.returncode == 0 or parse_smi(g.stdout):
+                apps = a.stdout if a.returncode == 0 else ""
                 elapsed = time.perf_counter() - start
-                return host_result(name, gpus, source="nvidia-smi", elapsed_s=elapsed)
+                return smi_result(name, g.stdout, apps, rule, elapsed_s=elapsed)
             why = f"{why}; nvidia-smi: {(g.stdout + g.stderr).strip()[:200]}"
     return host_result(
         name,
@@ -165,12 +188,12 @@ def parse_remote_output(name: str, text: str, rule: FreeRule) -> HostGpus:
     gpu_part, _, after = rest.partition("@@rc ")
     rc, _, apps_part = after.partition("\n")
     apps_part = apps_part.split("@@end", 1)[0]
-    if rc.strip() != "0":
+    if rc.strip() != "0" and not parse_smi(gpu_part):
         why = gpu_part.strip().splitlines()[-1:] or ["no output"]
         return host_result(
             name, [], source="none", note=f"nvidia-smi failed ({why[0][:200]}): runs use the CPU"
         )
-    return host_result(name, judge_free(parse_smi(gpu_part, apps_part), rule), source="nvidia-smi")
+    return smi_result(name, gpu_part, apps_part, rule)
 
 
 def remote_watch_script(python_argv: Sequence[str], interval_s: float) -> str:

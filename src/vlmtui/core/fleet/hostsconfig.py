@@ -6,6 +6,7 @@ hosts.toml (in `config_dir()`):
     max_mem_used_mib = 1024
     max_util_pct = 10
     allow_processes = false
+    unknown_memory_is_free = false   # a GPU that reports no memory use ([N/A]) is busy
 
     [hosts.gpubox]
     target = "gpubox"           # an ~/.ssh/config alias, host or user@host
@@ -104,7 +105,7 @@ def _free_rule(where: str, data: Any, base: FreeRule) -> FreeRule:
         raise BadInput(f"{where}: expected a table")
     check_keys(where, data, (f.name for f in fields(FreeRule)))
     for key, value in data.items():
-        if key == "allow_processes":
+        if key in ("allow_processes", "unknown_memory_is_free"):
             ok = isinstance(value, bool)
         else:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0

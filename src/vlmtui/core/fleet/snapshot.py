@@ -27,10 +27,16 @@ class FreeRule:
     """Utilisation must be below this (%)."""
     allow_processes: bool = False
     """False: any compute process (anyone's) makes the GPU busy."""
+    unknown_memory_is_free: bool = False
+    """False: a GPU whose memory use is not reported (`[N/A]`, as on a GB10) is not free:
+    unknown is not free. A host whose GPUs never report it can opt in."""
 
     def is_free(self, gpu: Gpu) -> bool:
-        """Unreported values (None) do not count against the GPU; the others must pass."""
+        """Unreported memory counts against the GPU (unless the host opts in); unreported
+        utilisation does not; the reported values must pass."""
         if gpu.processes and not self.allow_processes:
+            return False
+        if gpu.mem_used_mib is None and not self.unknown_memory_is_free:
             return False
         if gpu.mem_used_mib is not None and gpu.mem_used_mib >= self.max_mem_used_mib:
             return False
