@@ -139,7 +139,7 @@ def run_runs(args: argparse.Namespace) -> int:
         print("no runs yet: start one with `vlmtui launch --recipe R --model M --data D`")
         return 0
     now = time.time()
-    where = [f"{v.host}:{v.gpu}" for v in views]
+    where = [f"{v.host}:{v.gpu}" + (f" job {v.job}" if v.job else "") for v in views]
     table = plain_table()
     ident_column(table, "run", [v.id for v in views])
     ident_column(table, "recipe", [v.recipe for v in views])

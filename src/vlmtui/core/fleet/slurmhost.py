@@ -78,6 +78,8 @@ class SlurmHost(Host):
     def call_probe(self, op: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
         if op == "probe":
             return self._probe(payload["runs"], timeout)
+        if op == "scan":  # run directories on the shared storage, read from the login node
+            return self._via.call_probe(op, payload, timeout)
         if op == "stop":
             jobs = [j for j in (payload.get("job") or "").split(",") if j]
             out = self.slurm_call(
