@@ -23,8 +23,8 @@ test: $(STAMP)  ## set up and run the whole test suite (system packages first, o
 	scripts/install-system-deps
 	$(BIN)/pytest -n 2 -q
 
-test-fast: $(STAMP)  ## the fast tier: no training, no sshd, no terminal
-	$(BIN)/pytest -n 2 -q -m "not slow and not ssh and not tmux"
+test-fast: $(STAMP)  ## the fast tier: no training, no sshd, no terminal, no cluster
+	$(BIN)/pytest -n 2 -q -m "not slow and not ssh and not tmux and not slurm"
 
 snapshot-update: $(STAMP)  ## re-record the app's snapshots (look at snapshot_report.html first)
 	$(BIN)/pytest -q tests/tui/test_snapshots.py --snapshot-update
