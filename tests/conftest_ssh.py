@@ -129,6 +129,14 @@ def _standin_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def paths(tmp_path: Path) -> tuple[str, str]:
+    """A model dir and a data dir that exist (the stand-in does not read them)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "data").mkdir()
+    return str(tmp_path / "model"), str(tmp_path / "data")
+
+
+@pytest.fixture
 def standin_train(_standin_script: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Call as `standin_train(mode="ok", steps=5, step_s=0.2)` before `launch`: the run then
     executes the stand-in script instead of `vlmtui train` (modes: ok, child, ignore-term,

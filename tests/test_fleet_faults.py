@@ -42,13 +42,6 @@ from vlmtui.core.fleet.status import gpu_status
 RECIPE = "r1-llm-only"
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> tuple[str, str]:
-    (tmp_path / "model").mkdir()
-    (tmp_path / "data").mkdir()
-    return str(tmp_path / "model"), str(tmp_path / "data")
-
-
 @pytest.fixture(autouse=True)
 def _end_leftovers():
     """Every run group a test started is killed when it ends (by the run id it carries)."""

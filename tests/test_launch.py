@@ -30,14 +30,6 @@ from vlmtui.core.fleet.runs import get_run, stop_run
 RECIPE = "r1-llm-only"
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> tuple[str, str]:
-    """A model dir and a data dir that exist (the stand-in does not read them)."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / "data").mkdir()
-    return str(tmp_path / "model"), str(tmp_path / "data")
-
-
 @pytest.fixture(autouse=True)
 def _end_leftover_runs():
     """Whatever a test leaves running is killed (by process group) when it ends."""
