@@ -85,7 +85,8 @@ async def test_quitting_the_app_leaves_the_run_running(standin_train, tmp_path: 
         pid = launched[0].pid
         view = get_run(run_id)
         assert view.state in ("loading", "training"), view.error
-        assert view.step < STEPS
+        # 'training' is written before the first step line, so no step yet is fine
+        assert view.step is None or view.step < STEPS
         assert alive(pid), "the run's supervisor died with the app"
 
         deadline = time.monotonic() + 60
