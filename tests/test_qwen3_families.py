@@ -286,3 +286,11 @@ def test_guard_passes_r1_to_r4_on_every_shipped_config(model_id: str) -> None:
         assert set(stage.summary.lora_modules) == lora, name
     assert len(insp.inspect(BUILTIN_RECIPES["r3-two-stage"]).stages) == 2
     _inspectors.pop(model_id)  # the large ones are not needed again
+
+
+def test_the_not_quantized_note_names_the_recipes_bit_width() -> None:
+    insp = inspector("Qwen/Qwen3-VL-30B-A3B-Instruct")
+    recipe = replace(BUILTIN_RECIPES["r1-llm-only"], name="r1-8bit", quantization="8bit")
+    notes = insp.inspect(recipe).stages[0].notes
+    assert any("LLM parameters are not 8-bit" in n for n in notes), notes
+    assert not any("not 4-bit" in n for n in notes), notes

@@ -101,5 +101,6 @@ def guard_notes(
     if not_4bit:
         total = sum(not_4bit.values())
         parts = "; ".join(f"{NOT_4BIT_REASONS[k]} {v:,}" for k, v in not_4bit.items() if v)
-        notes.append(f"{total:,} LLM parameters are not 4-bit: {parts}")
+        bits = recipe.quantization.removesuffix("bit")
+        notes.append(f"{total:,} LLM parameters are not {bits}-bit: {parts}")
     return notes
