@@ -40,7 +40,7 @@ types: $(STAMP)  ## import-linter layering contracts and mypy over src/
 check: lint types test  ## format, lint, layering, types, tests
 
 bench: $(STAMP)  ## run the benchmarks (prints ratios against in-run baselines)
-	for b in train_overhead inspect_speed dispatch gpu_watch tui_startup tui_logs tui_gpus; do \
+	for b in train_overhead inspect_speed inspect_cache dispatch gpu_watch tui_startup tui_logs tui_gpus; do \
 		$(BIN)/python bench/$$b.py || exit 1; done
 
 .PHONY: help setup run test test-fast snapshot-update lint types check bench

@@ -25,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -72,11 +73,16 @@ def timed(fn, *args) -> tuple[float, float, int]:
 
 
 def cold(cmd: list[str], repeats: int) -> float:
+    """Median wall seconds of `cmd`, each run with an empty data dir: `vlmtui inspect` would
+    otherwise serve the repeats from the inspection cache (bench/inspect_cache.py times that)."""
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - t)
+        with tempfile.TemporaryDirectory(prefix="vlmtui-bench-") as home:
+            t = time.perf_counter()
+            subprocess.run(
+                cmd, check=True, capture_output=True, env={**os.environ, "VLMTUI_HOME": home}
+            )
+            times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 

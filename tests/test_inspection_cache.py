@@ -50,8 +50,9 @@ def test_key_follows_config_recipe_and_versions(tmp_path: Path) -> None:
     assert base != cache.cache_key({**config, "hidden_size": 128}, "qwen2-vl", r1)
     assert base != cache.cache_key(config, "qwen2-vl", r2)
     assert base != cache.cache_key(config, "qwen2.5-vl", r1)
-    marking = cache.Marking(None, {}, 1, 0, None)
-    cache.store(base, marking)
-    assert cache.load(base) == marking
+    assert base != cache.cache_key(config, "qwen2-vl", r1, [r2])  # a stage's definition
+    entry = cache.Entry(inspection=None, tree=None)
+    cache.store(base, entry)
+    assert cache.load(base) == entry
     (cache.cache_dir() / f"{base}.pickle").write_bytes(b"torn")
     assert cache.load(base) is None  # unreadable: rebuilt, never an error

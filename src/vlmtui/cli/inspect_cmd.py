@@ -1,4 +1,9 @@
-"""`vlmtui inspect`: what a recipe trains on a model, from its config alone (no weights)."""
+"""`vlmtui inspect`: what a recipe trains on a model, from its config alone (no weights).
+
+Served from the inspection cache (`core.inspection.cache`) when the model's config, the
+recipe and the library versions match an earlier inspection by any process: then torch is
+never imported. Every view, `--diff` and the memory options included, is computed from the
+cached entry, so its output is the same as a fresh build's."""
 
 from __future__ import annotations
 
@@ -46,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--diff", nargs=2, metavar=("R1", "R2"), help="modules and areas that differ between R1, R2"
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="rebuild the meta model even when the inspection cache holds this model and "
+        "recipe (the fresh result replaces the entry)",
+    )
     add_memory_args(p)
     add_recipes_file_arg(p)
     p.set_defaults(func=run)
@@ -58,6 +69,7 @@ def _compile(flag: str, pattern: str | None) -> re.Pattern[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmtui.core.inspection.cached import CachedInspector
     from vlmtui.core.model.resolve import resolve_model
     from vlmtui.core.recipes.catalog import get_recipe
 
@@ -75,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             recipes = [get_recipe(args.recipe, args.recipes)] if args.recipe else [None]
         names = ", ".join(r.name for r in recipes if r is not None) or "no recipe"
-        if status is not None:
-            status.update(f"marking {ref.name} for {names} (importing torch, building on meta)…")
-        from vlmtui.core.inspection.meta import ModelInspector
 
-        insp = ModelInspector(ref, args.recipes)
-        results = [_inspect(insp, r) for r in recipes]
+        def building() -> None:
+            if status is not None:
+                status.update(f"marking {ref.name} for {names} (importing torch, meta build)…")
+
+        insp = CachedInspector(ref, args.recipes, use_cache=not args.no_cache, on_miss=building)
+        results = [insp.inspect(r) for r in recipes]
     assumptions = assumptions_from_args(args, recipes[0])
     if args.diff:
         return run_diff(args, insp, results, assumptions)
@@ -112,15 +125,6 @@ def _status(text: str) -> Any:
     from rich.console import Console
 
     return Console(stderr=True).status(text)
-
-
-def _inspect(insp: Any, recipe: Any) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        # transformers' deprecation notes
-        warnings.simplefilter("ignore", FutureWarning)
-        return insp.inspect(recipe)
 
 
 def _stages(result: Any) -> list[Any]:

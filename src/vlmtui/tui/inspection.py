@@ -3,7 +3,7 @@ and `core.inspection` (recipes applied to the meta model).
 
 Markings are computed by the app's `InspectionWorker` child process (torch is imported
 there, once, and the child is killed on quit), or without one in this process, one
-`ModelInspector` per model under a lock (it is not thread-safe). Every function here blocks
+`CachedInspector` per model under a lock (it is not thread-safe). Every function here blocks
 and runs only in thread workers. Markings go through the
 on-disk cache (`core.inspection.cache`), so a model and recipe looked at before, by this
 process or any other, shows without torch.
@@ -49,13 +49,14 @@ def marking(model: str, recipe: Any, worker: Any = None) -> Any:
     when any process computed it before, else computed by `worker` (an `InspectionWorker`
     child process) or, without one, here under the lock; either way it is then cached."""
     from vlmtui.core.inspection import cache
+    from vlmtui.core.inspection.cached import app_marking
     from vlmtui.core.inspection.worker import compute_marking
     from vlmtui.core.model.resolve import resolve_model
 
     ref = resolve_model(model)
-    hit = cache.load(cache.cache_key(ref.config, ref.family.name, recipe))
+    hit = cache.load(cache.key_for(ref, recipe))
     if hit is not None:
-        return hit
+        return app_marking(hit.for_ref(ref))
     if worker is not None:
         return worker.mark(model, recipe)
     with _lock:

@@ -2,8 +2,8 @@
 process, while the user is still looking at recipes, and quitting never waits for it: the
 app kills the child (a thread stuck in a torch import cannot be stopped; a process can).
 
-`InspectionWorker.mark` returns a `cache.Marking` and stores it in the on-disk cache; the
-child keeps one `ModelInspector` per model, so a second recipe on the same model only
+`InspectionWorker.mark` returns a `cache.Marking` and stores the inspection in the on-disk
+cache; the child keeps one `CachedInspector` per model, so a second recipe on the same model only
 re-marks. Requests are served one at a time over the child's stdin/stdout (length-prefixed
 pickles; `multiprocessing` cannot spawn from inside a Textual app, whose stdio is replaced).
 """
@@ -22,29 +22,14 @@ from vlmtui.core.errors import WorkFailed
 
 
 def compute_marking(inspectors: dict[str, Any], model: str, recipe: Any) -> Any:
-    """The recipe's marking of `model`, computed with torch, and stored in the cache."""
-    from vlmtui.core.families import AREAS
-    from vlmtui.core.inspection import cache
-    from vlmtui.core.inspection.memory import MemoryAssumptions
-    from vlmtui.core.inspection.meta import ModelInspector
+    """The recipe's marking of `model` (`cache.Marking`): from the disk cache, or computed
+    with torch and stored there (one `CachedInspector` per model in `inspectors`)."""
+    from vlmtui.core.inspection.cached import CachedInspector, app_marking
+    from vlmtui.core.model.resolve import resolve_model
 
     if model not in inspectors:
-        inspectors[model] = ModelInspector(model)
-    insp = inspectors[model]
-    result = insp.inspect(recipe)
-    data = result.to_dict()
-    estimates = result.memory(MemoryAssumptions(gpu_mem_gib=None))
-    est = max(estimates, key=lambda e: e.total) if estimates else None
-    value = cache.Marking(
-        full=insp.tree().mark(result.marking),
-        areas={a: dict(data["areas"][a]) for a in AREAS},
-        total_params=data["total_params"],
-        trainable_params=data["trainable_params"],
-        memory_bytes=float(est.total) if est else None,
-    )
-    ref = insp.ref
-    cache.store(cache.cache_key(ref.config, ref.family.name, recipe), value)
-    return value
+        inspectors[model] = CachedInspector(resolve_model(model))
+    return app_marking(inspectors[model].entry(recipe))
 
 
 def _send(stream: Any, value: Any) -> None:

@@ -19,6 +19,7 @@ again afterwards (`from_config` leaves them untied, which would count them twice
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -151,7 +152,9 @@ def config_object(ref: ModelRef) -> Any:
     """The transformers config object of a resolved model."""
     from transformers import CONFIG_MAPPING
 
-    data = dict(ref.config)
+    # A deep copy: transformers fills nested dicts (rope_scaling) in place, and `ref.config`
+    # must stay what config.json says (the inspection cache's key hashes it).
+    data = copy.deepcopy(ref.config)
     model_type = str(data.get("model_type"))
     try:
         config_cls = CONFIG_MAPPING[model_type]
