@@ -13,6 +13,7 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, Literal
 
 from rich.text import Text
@@ -97,6 +98,13 @@ def _cell_size(terminal: Any) -> Any:
     return terminal.CellSize(10, 20)
 
 
+def _warm_imports() -> None:
+    """numpy (textual_image's sixel encoder, 0.1–0.2 s to import) loads here in the loader
+    thread, so `image_class` on the UI thread takes milliseconds."""
+    with suppress(ImportError):
+        import numpy  # noqa: F401
+
+
 def caption(pictures: Sequence[Picture], index: int) -> Text:
     p = pictures[index]
     text = Text()
@@ -173,6 +181,7 @@ class PictureView(Horizontal):
     def _fetch(self, key: tuple[str, str]) -> None:
         from PIL import Image
 
+        _warm_imports()
         try:
             img = Image.open(io.BytesIO(self.read_picture(*key)))
             img.load()
