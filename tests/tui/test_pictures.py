@@ -31,9 +31,9 @@ RUN_ID = "20250101-120009-ab19"
 METRICS = {"map": 0.4123, "map50": 0.6789, "recall": 0.55, "mean_iou": 0.61}
 
 
-def _run(run_dir: Path, run_id: str = RUN_ID) -> RunView:
+def _run(run_dir: Path, run_id: str = RUN_ID, host: str = "local") -> RunView:
     return RunView(
-        id=run_id, recipe="r1-llm-only", host="local", gpu="cpu", state="finished",
+        id=run_id, recipe="r1-llm-only", host=host, gpu="cpu", state="finished",
         step=2, max_steps=2, loss=0.5, run_dir=str(run_dir), error=None, pid=None,
         created=1735732800.0, model="demo", data="demo", nproc=1, reachable=True,
     )  # fmt: skip
@@ -117,6 +117,23 @@ async def test_a_picture_that_cannot_be_read_says_where_it_is(tmp_path, shapes_d
         await wait_for(pilot, lambda: where in str(cap.content), what="where they are")
         await pilot.press("right_square_bracket")
         await wait_for(pilot, lambda: view.shown is not None, what="the next picture")
+
+
+@pytest.mark.ssh
+async def test_a_remote_runs_pictures_come_over_ssh(ssh_host, tmp_path, shapes_data_dir) -> None:
+    """Host `loop` is a real sshd on 127.0.0.1: eval.json and the PNG bytes travel over it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    listed = _evaluated_run(run_dir, shapes_data_dir)
+    first = run_dir / EVAL_IMAGES / listed["files"][0]["file"]
+    assert Sources().read_picture(ssh_host.name, str(first)) == first.read_bytes()
+    app = VlmtuiApp(_sources([_run(run_dir, host=ssh_host.name)]), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        view = app.query_one(PictureView)
+        await wait_for(pilot, lambda: len(view.pictures) == 3, timeout=30, what="the list")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: view.shown == str(first), timeout=30, what="picture 1")
 
 
 def test_picture_list_from_eval_json() -> None:
