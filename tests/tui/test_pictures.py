@@ -105,8 +105,15 @@ async def test_a_picture_that_cannot_be_read_says_where_it_is(tmp_path, shapes_d
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     listed = _evaluated_run(run_dir, shapes_data_dir)
-    (run_dir / EVAL_IMAGES / listed["files"][0]["file"]).unlink()
-    app = VlmtuiApp(_sources([_run(run_dir)]), model="m", data="d")
+    missing = run_dir / EVAL_IMAGES / listed["files"][0]["file"]
+    missing.unlink()
+    sources = _sources([_run(run_dir)])
+    reads: list[str] = []
+    refreshes: list[int] = []
+    read, list_runs = sources.read_picture, sources.list_runs
+    sources.read_picture = lambda host, path: reads.append(path) or read(host, path)
+    sources.list_runs = lambda: refreshes.append(1) or list_runs()
+    app = VlmtuiApp(sources, model="m", data="d")
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("4")
         view = app.query_one(PictureView)
@@ -115,6 +122,11 @@ async def test_a_picture_that_cannot_be_read_says_where_it_is(tmp_path, shapes_d
         where = f"pictures are on local at {run_dir}/{EVAL_IMAGES}"
         cap = view.query_one("#picture-caption", Static)
         await wait_for(pilot, lambda: where in str(cap.content), what="where they are")
+        seen = len(refreshes)
+        await pilot.press("r")  # a refresh shows the run again: the failed read is not retried
+        await wait_for(pilot, lambda: len(refreshes) > seen, what="a refresh")
+        await pilot.pause(0.2)
+        assert reads == [str(missing)] and where in str(cap.content)
         await pilot.press("right_square_bracket")
         await wait_for(pilot, lambda: view.shown is not None, what="the next picture")
 

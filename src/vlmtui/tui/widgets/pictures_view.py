@@ -135,6 +135,8 @@ class PictureView(Horizontal):
         """Path of the picture on screen."""
         self.image: Widget | None = None
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._errors: dict[tuple[str, str], str] = {}
+        """Pictures that could not be read, not asked for again at every refresh."""
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picture-box"):
@@ -146,7 +148,9 @@ class PictureView(Horizontal):
         self, run_id: str, host: str, pictures: tuple[Picture, ...], metrics: Text
     ) -> None:
         if (run_id, pictures) != (self.run_id, self.pictures):
-            self.index = 0 if run_id != self.run_id else min(self.index, len(pictures) - 1)
+            same_run = run_id == self.run_id
+            self.index = max(0, min(self.index, len(pictures) - 1)) if same_run else 0
+            self._errors.clear()
         self.run_id, self.host, self.pictures = run_id, host, pictures
         self.query_one("#picture-metrics", Static).update(metrics)
         self._show()
@@ -174,6 +178,8 @@ class PictureView(Horizontal):
         if key in self._cache:
             self._cache.move_to_end(key)
             self._set_image(key[1], self._cache[key])
+        elif key in self._errors:
+            self._failed(key, self._errors[key])
         else:
             self._fetch(key)
 
@@ -198,6 +204,7 @@ class PictureView(Horizontal):
             self._set_image(key[1], img)
 
     def _failed(self, key: tuple[str, str], error: str) -> None:
+        self._errors[key] = error
         if self.pictures and key == (self.host, self.pictures[self.index].path):
             where = f"pictures are on {self.host} at {key[1].rpartition('/')[0]}"
             text = caption(self.pictures, self.index)
@@ -206,6 +213,8 @@ class PictureView(Horizontal):
             self._set_image(None, None)
 
     def _set_image(self, path: str | None, img: Any) -> None:
+        if path is not None and path == self.shown:
+            return  # the refresh every few seconds must not redraw (kitty, sixel: flicker)
         if self.image is None and img is not None:
             self.image = image_class(protocol_for(os.environ))(img, id="picture")
             self.query_one("#picture-frame").mount(self.image)
