@@ -335,6 +335,7 @@ def test_compare_and_eval_refuse_bad_input(run_dirs, tmp_path, capsys):
     assert main(["eval", str(r1), "--data", str(tmp_path / "nope")]) == 2
     data = _odd_sized_dataset(tmp_path / "d")
     assert main(["eval", str(r1), "--data", str(data), "--limit", "0"]) == 2
+    assert main(["eval", str(r1), "--data", str(data), "--pictures", "-1"]) == 2
     assert main(["eval", str(r1), "--data", str(data)]) == 2  # not finished: no weights.json
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -376,6 +377,12 @@ def test_train_eval_compare_end_to_end(
     assert report["timing"]["total_s"] >= report["timing"]["generate_s"] > 0
     assert len((run / "eval_predictions.jsonl").read_text().splitlines()) == n
     assert len(list(imgs.glob("*.png"))) == n
+    # --save-images: every image there, listed for the app by absolute path, none in the run
+    assert report["pictures"]["dir"] == str(imgs.resolve())
+    listed = report["pictures"]["files"]
+    assert sorted(f["file"] for f in listed) == sorted(p.name for p in imgs.glob("*.png"))
+    assert sum(f["gold"] for f in listed) == report["counts"]["gold_boxes"]
+    assert not (run / "eval_images").exists()
 
     base_out = tmp_path / "base"
     argv = ["eval", "--base", str(qwen2_vl_dir), "--data", str(shapes_data_dir)]
@@ -383,6 +390,12 @@ def test_train_eval_compare_end_to_end(
     assert main(argv) == 0
     base = json.loads((base_out / "eval.json").read_text())
     assert base["recipe"] == "base" and base["base"] is True and base["n_images"] <= 2
+    # by default the first pictures go into the output dir's eval_images, listed relatively
+    drawn = sorted(p.name for p in (base_out / "eval_images").glob("*.png"))
+    assert base["pictures"]["dir"] == "eval_images" and len(drawn) == base["n_images"]
+    assert [f["file"] for f in base["pictures"]["files"]] == drawn
+    assert main([*argv, "--pictures", "1"]) == 0  # a new eval replaces the old pictures
+    assert len(list((base_out / "eval_images").glob("*.png"))) == 1
     capsys.readouterr()
 
     assert main(["compare", str(run), str(base_out), "--json"]) == 0

@@ -1,4 +1,5 @@
-"""The first frame never waits for torch: it is not imported until a pane needs it."""
+"""The first frame never waits for torch (nor textual_image): not imported until a pane
+needs it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def test_app_mounts_without_torch(tmp_path) -> None:
             app = VlmtuiApp()
             async with app.run_test(size=(80, 24)) as pilot:
                 await pilot.pause(0.3)
-                loaded = [m for m in ("torch", "transformers", "peft", "trl") if m in sys.modules]
+                late = ("torch", "transformers", "peft", "trl", "textual_image")
+                loaded = [m for m in late if m in sys.modules]
                 print("LOADED", loaded)
 
         asyncio.run(main())

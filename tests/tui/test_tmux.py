@@ -1,8 +1,11 @@
 """The real terminal: tmux runs `vlmtui` on a fresh VLMTUI_HOME, keys dispatch a demo run
-(the demo model is generated on first use), and the screen shows it finishing."""
+(the demo model is generated on first use), and the screen shows it finishing; after
+`vlmtui eval` the runs pane shows its pictures, drawn in half blocks, with no stray bytes of
+terminal queries on screen."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +37,24 @@ def _wait_screen(session: str, text: str, timeout: float) -> str:
     pytest.fail(f"{text!r} did not appear within {timeout:g} s; screen:\n{screen}")
 
 
+def _eval_and_show_pictures(session: str, home) -> None:
+    env = dict(os.environ, VLMTUI_HOME=str(home))
+    vlmtui = [sys.executable, "-m", "vlmtui"]
+    out = subprocess.run([*vlmtui, "runs", "--json"], capture_output=True, text=True, env=env)
+    run_id = json.loads(out.stdout)[0]["id"]
+    data = home / "data" / "demo" / "shapes"
+    argv = ["eval", run_id, "--data", str(data), "--limit", "2", "--max-new-tokens", "16"]
+    res = subprocess.run([*vlmtui, *argv, "--gpu", "cpu"], capture_output=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _tmux("send-keys", "-t", session, "p")
+    screen = _wait_screen(session, "1/2 0000_", 30)  # once the app reads the new eval.json
+    assert "▀" in screen  # half blocks: tmux gets no graphics protocol
+    _tmux("send-keys", "-t", session, "]")
+    screen = _wait_screen(session, "2/2 0001_", 30)
+    for stray in ("[?", "Gi=", "AAAA", "[16t"):  # answers to terminal queries, as text
+        assert stray not in screen, screen
+
+
 def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
     session = f"vlmtui-test-{uuid.uuid4().hex[:8]}"
     env = f"VLMTUI_HOME={tmp_path} TERM=xterm-256color"
@@ -52,6 +73,7 @@ def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
         _tmux("send-keys", "-t", session, "Enter")
         screen = _wait_screen(session, "finished", 300)
         assert "step 2/2" in screen
+        _eval_and_show_pictures(session, tmp_path)
         _tmux("send-keys", "-t", session, "q")
         assert (tmp_path / "data" / "demo" / "model-qwen2-vl").is_dir()
     finally:

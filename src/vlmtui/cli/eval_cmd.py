@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.eval.pictures import DEFAULT_PICTURES
+from vlmtui.core.rundir import EVAL_IMAGES
 
 if TYPE_CHECKING:
     from vlmtui.core.eval.evaluate import EvalRequest
@@ -32,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output", type=Path, default=None, help="where eval.json goes (default: the run dir)"
     )
-    p.add_argument("--save-images", type=Path, metavar="DIR", help="draw gold/predicted boxes")
+    p.add_argument(
+        "--save-images", type=Path, metavar="DIR", help="draw gold/predicted boxes of every image"
+    )
+    p.add_argument(
+        "--pictures", type=int, default=DEFAULT_PICTURES, metavar="N",
+        help=f"without --save-images: draw the first N images into RUN/{EVAL_IMAGES} for the "
+        f"app's runs pane (default {DEFAULT_PICTURES}; 0: none)",
+    )  # fmt: skip
     p.add_argument("--gpu", default=None, help="GPU index, or 'cpu'")
     p.add_argument("--json", action="store_true", help="print eval.json")
     p.set_defaults(func=run_eval_cmd)
@@ -76,6 +85,7 @@ def _eval_request(args: argparse.Namespace) -> EvalRequest:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         save_images=args.save_images,
+        pictures=args.pictures,
     )
 
 

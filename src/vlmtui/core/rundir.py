@@ -25,6 +25,8 @@ LAUNCH_JSON = "launch.json"
 """Written by `launch`: the registry row of the run, so a lost registry can be rebuilt."""
 EVAL_JSON = "eval.json"
 EVAL_PREDICTIONS = "eval_predictions.jsonl"
+EVAL_IMAGES = "eval_images"
+"""Where `eval RUN` draws its first images (eval.json's `pictures` lists them)."""
 TRAINABLE_JSON = "trainable.json"
 WEIGHTS_JSON = "weights.json"
 

@@ -13,6 +13,21 @@ from textual.message import Message
 
 
 @dataclass(frozen=True)
+class Picture:
+    """One picture the run's last eval drew (gold and predicted boxes on an image)."""
+
+    path: str
+    """Where it is on the run's host."""
+    gold: int | None = None
+    pred: int | None = None
+    """Box counts, when eval.json lists them."""
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+
+@dataclass(frozen=True)
 class RunDetail:
     """What the runs pane shows for the selected run beyond its registry row."""
 
@@ -23,6 +38,8 @@ class RunDetail:
     """Training time at the last logged step (from events.jsonl, not a clock)."""
     eval_metrics: dict[str, Any] = field(default_factory=dict)
     """`metrics` of the run's eval.json (map, map50, recall, mean_iou…); empty if none."""
+    pictures: tuple[Picture, ...] = ()
+    """The pictures eval.json lists (`vlmtui eval` draws the first few into the run dir)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import nothing heavy: torch/transformers load only inside the functions that nee
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
 from vlmtui.core.settings import DEFAULTS
 from vlmtui.core.styles import GPU_STATE_STYLES, MODE_STYLES, RUN_STATE_STYLES
 from vlmtui.core.textfmt import clock, middle
+from vlmtui.tui.messages import Picture
 
 if TYPE_CHECKING:
     from vlmtui.core.fleet.launch import LaunchRequest, LaunchResult
@@ -46,6 +48,7 @@ __all__ = [
     "compile_filter",
     "filter_nodes",
     "middle",
+    "pictures_of",
     "recipe_summary",
     "regex_problem",
     "stop_gpu_watchers",
@@ -110,6 +113,37 @@ def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str,
     return read_events_and_eval(host, run_dir)
 
 
+MAX_PICTURE_BYTES = 16 << 20
+
+
+def pictures_of(run_dir: str, ev: dict[str, Any] | None) -> tuple[Picture, ...]:
+    """The pictures eval.json's `pictures` lists (`dir` relative to the run dir, or absolute);
+    a malformed entry lists none rather than failing the refresh."""
+    listed = (ev or {}).get("pictures")
+    if not isinstance(listed, dict) or not isinstance(listed.get("dir"), str):
+        return ()
+    where = posixpath.join(run_dir, listed["dir"])
+    out = []
+    for f in listed.get("files") or ():
+        if isinstance(f, dict) and isinstance(f.get("file"), str) and "/" not in f["file"]:
+            gold, pred = f.get("gold"), f.get("pred")
+            out.append(Picture(
+                posixpath.join(where, f["file"]),
+                gold if isinstance(gold, int) else None,
+                pred if isinstance(pred, int) else None,
+            ))  # fmt: skip
+    return tuple(out)
+
+
+def _read_picture(host: str, path: str) -> bytes:
+    from vlmtui.core.fleet.hosts import get_host
+
+    data = get_host(host).read_bytes(path, 0, MAX_PICTURE_BYTES)
+    if not data:
+        raise OSError(f"{path}: missing or empty")
+    return data
+
+
 def _hosts_problem() -> str | None:
     from vlmtui.core.fleet.hosts import hosts_problem
 
@@ -152,6 +186,8 @@ class Sources:
     open_log: Callable[[str], LogReader] = _open_log
     run_files: Callable[[str, str], tuple[list[dict[str, Any]], dict[str, Any] | None]] = _run_files
     """(host, run_dir) -> (events, eval.json or None)."""
+    read_picture: Callable[[str, str], bytes] = _read_picture
+    """(host, path) -> the bytes of an eval picture (remote hosts: over the shared connection)."""
     recipes: Callable[[], dict[str, TrainingRecipe]] = _recipes
     hosts_problem: Callable[[], str | None] = _hosts_problem
     """What is wrong with hosts.toml (shown once; the local host keeps working)."""

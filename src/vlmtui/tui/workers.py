@@ -26,7 +26,7 @@ from vlmtui.tui.messages import (
     RunsRefreshed,
     TreeReady,
 )
-from vlmtui.tui.sources import Sources
+from vlmtui.tui.sources import Sources, pictures_of
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -126,6 +126,7 @@ class WorkersMixin(_Base):
                     losses=losses(events),
                     elapsed_s=elapsed_of(events),
                     eval_metrics=dict((ev or {}).get("metrics") or {}),
+                    pictures=pictures_of(run.run_dir, ev),
                 )
             self._details.update(fresh)
         finally:

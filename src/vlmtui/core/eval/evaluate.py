@@ -23,8 +23,10 @@ from typing import Any
 from vlmtui.core.errors import BadInput
 from vlmtui.core.eval.boxparse import ParseResult, parse_boxes
 from vlmtui.core.eval.metrics import detection_metrics, parse_summary
+from vlmtui.core.eval.pictures import DEFAULT_PICTURES
 from vlmtui.core.families import Family
 from vlmtui.core.rundir import (
+    EVAL_IMAGES,
     EVAL_JSON,
     EVAL_PREDICTIONS,
     RUN_JSON,
@@ -225,6 +227,10 @@ class EvalRequest:
     batch_size: int = 4
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     save_images: Path | None = None
+    """Draw every image into this folder (eval.json's `pictures` then lists these)."""
+    pictures: int = DEFAULT_PICTURES
+    """Without `save_images`: draw the first N images into `output/eval_images` (the app
+    shows them in its runs pane); 0 draws none."""
 
 
 def _run_identity(req: EvalRequest) -> dict[str, Any]:
@@ -310,6 +316,8 @@ def _check_request(req: EvalRequest) -> None:
         raise BadInput(f"--limit: must be at least 1, got {req.limit}")
     if req.max_new_tokens < 1:
         raise BadInput(f"--max-new-tokens: must be at least 1, got {req.max_new_tokens}")
+    if req.pictures < 0:
+        raise BadInput(f"--pictures: must be 0 or more, got {req.pictures}")
 
 
 def _load_model(req: EvalRequest) -> tuple[Any, Any, Family]:
@@ -327,14 +335,27 @@ def _write_outputs(
     records: Sequence[Any],
     answers: Sequence[Generated],
 ) -> None:
-    """eval.json, one predictions line per image, and the drawn images when asked."""
+    """The drawn images, eval.json (listing them) and one predictions line per image."""
     req.output.mkdir(parents=True, exist_ok=True)
+    pictures = _draw_pictures(req, records, answers)
+    if pictures is not None:
+        report["pictures"] = pictures
     write_json_atomic(req.output / EVAL_JSON, report)
     with open(req.output / EVAL_PREDICTIONS, "w", encoding="utf-8") as fh:
         for rec, a in zip(records, answers, strict=True):
             row = {"image": str(rec.image_path), "text": a.text, "finished": a.finished}
             fh.write(json.dumps({**row, **a.parse.to_dict()}) + "\n")
-    if req.save_images is not None:
-        from vlmtui.core.eval.pictures import save_images
 
-        save_images(records, answers, req.save_images)
+
+def _draw_pictures(
+    req: EvalRequest, records: Sequence[Any], answers: Sequence[Generated]
+) -> dict[str, Any] | None:
+    from vlmtui.core.eval.pictures import save_eval_pictures
+
+    if req.save_images is not None:
+        where = str(req.save_images.resolve())
+        return save_eval_pictures(records, answers, req.save_images, where, None)
+    if req.pictures < 1:
+        return None
+    out = req.output / EVAL_IMAGES
+    return save_eval_pictures(records, answers, out, EVAL_IMAGES, req.pictures, clear=True)

@@ -18,6 +18,8 @@ from typing import Any
 from vlmtui.core.errors import BadInput
 
 MIN_SIDE = 448
+DEFAULT_PICTURES = 8
+"""`eval RUN` draws this many of its first images into the run dir (`--pictures`)."""
 GOLD = (255, 255, 255)
 PRED = (255, 0, 200)
 EDGE = (0, 0, 0)
@@ -94,13 +96,17 @@ def annotate(image: Any, gold: Sequence[Box], pred: Sequence[Box], title: str = 
     return out
 
 
-def save_images(records: Sequence[Any], answers: Sequence[Any], out_dir: Path) -> list[Path]:
-    """Each record's image with its gold and the answer's predicted boxes (`eval`)."""
+def save_images(
+    records: Sequence[Any], answers: Sequence[Any], out_dir: Path, limit: int | None = None
+) -> list[Path]:
+    """Each record's image (the first `limit`) with its gold and the answer's predicted
+    boxes (`eval`)."""
     from PIL import Image
 
     out_dir = _out_dir(out_dir)
     paths = []
-    for i, (rec, a) in enumerate(zip(records, answers, strict=True)):
+    pairs = list(zip(records, answers, strict=True))[:limit]
+    for i, (rec, a) in enumerate(pairs):
         gold = [Box(o.label, tuple(o.bbox)) for o in rec.objects]
         pred = [Box(b.label, (b.x1, b.y1, b.x2, b.y2)) for b in a.parse.boxes]
         with Image.open(rec.image_path) as src:
@@ -109,6 +115,25 @@ def save_images(records: Sequence[Any], answers: Sequence[Any], out_dir: Path) -
         img.save(path)
         paths.append(path)
     return paths
+
+
+def save_eval_pictures(
+    records: Sequence[Any], answers: Sequence[Any], out_dir: Path, listed_dir: str,
+    limit: int | None, clear: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Draw the pictures and describe them for eval.json's `pictures`: `dir` as `listed_dir`
+    (relative to the run dir, or absolute) and per file its source image and box counts.
+    `clear`: pictures a previous eval left in `out_dir` go first, so the folder matches."""
+    if clear:
+        for old in Path(out_dir).glob("[0-9][0-9][0-9][0-9]_*.png"):
+            old.unlink(missing_ok=True)
+    paths = save_images(records, answers, out_dir, limit)
+    files = [
+        {"file": p.name, "image": str(rec.image_path), "gold": len(rec.objects),
+         "pred": len(a.parse.boxes)}
+        for p, rec, a in zip(paths, records, answers, strict=False)
+    ]  # fmt: skip
+    return {"dir": listed_dir, "files": files}
 
 
 def _out_dir(out_dir: Path) -> Path:

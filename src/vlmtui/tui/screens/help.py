@@ -22,7 +22,7 @@ Fine-tune Qwen2-VL-family models for object detection. Runs keep going when you 
 | `1` | Recipes | every recipe, its per-area modes; the model and data the app works on |
 | `2` | GPUs | every host × GPU: utilisation, memory, history, processes, free/busy/reserved |
 | `3` | Module tree | the model's modules coloured by what the recipe trains |
-| `4` | Runs | all runs; the highlighted run's output, loss curve and eval metrics |
+| `4` | Runs | all runs; the highlighted run's output, loss curve, eval metrics and pictures |
 
 ## Keys
 
@@ -32,6 +32,8 @@ Fine-tune Qwen2-VL-family models for object detection. Runs keep going when you 
 | `space` | mark / unmark a recipe (Recipes) or a run for the charts (Runs) |
 | `c` | charts in place of the log: loss of the marked runs, eval metrics (Runs) |
 | `m` | smooth the loss curves on / off (Runs) |
+| `p` | eval pictures (gold and predicted boxes) in place of the log (Runs) |
+| `[` `]` | previous / next picture (Runs) |
 | `c` | copy the recipe into a user TOML file to edit (Recipes) |
 | `t` | show the recipe in the module tree (Recipes) |
 | `/` | search the log (Runs) / filter modules by regex (Module tree) |

@@ -22,6 +22,7 @@ from vlmtui.tui.widgets.bars import duration, sparkline
 from vlmtui.tui.widgets.charts import PALETTE, LossChart, MetricsChart, Series
 from vlmtui.tui.widgets.log_view import DEFAULT_MAX_LINES, LogView
 from vlmtui.tui.widgets.log_watcher import LogWatcher
+from vlmtui.tui.widgets.pictures_view import PictureView
 from vlmtui.tui.widgets.tables import highlighted_key
 
 STATE_STYLE = RUN_STATE_STYLES
@@ -31,6 +32,8 @@ ACTIVE = ACTIVE_STATES
 METRICS = ("map", "map50", "recall", "mean_iou")
 SIDE_PATH_WIDTH = 50
 """Paths in the side panel are shortened in the middle to this, keeping their tail."""
+PICTURE_KEYS = Binding.Group("pic", compact=True)
+"""`[` and `]` show as one `[] pic` footer item, only while the pictures show."""
 
 
 def short_id(run_id: str) -> str:
@@ -47,6 +50,18 @@ def eta(run: Any, detail: RunDetail | None) -> float | None:
     return detail.elapsed_s / run.step * (run.max_steps - run.step)
 
 
+def eval_text(detail: RunDetail | None) -> Text:
+    """The run's eval metrics, one a line (empty before its first eval)."""
+    text = Text()
+    if detail and detail.eval_metrics:
+        text.append("eval\n", style="bold")
+        for k in METRICS:
+            v = detail.eval_metrics.get(k)
+            if isinstance(v, (int, float)):
+                text.append(f"  {k:<9}{v:.4f}\n")
+    return text
+
+
 class RunsPane(Vertical):
     """Runs table, the highlighted run's summary, output log and loss curve."""
 
@@ -56,7 +71,12 @@ class RunsPane(Vertical):
         Binding("space", "toggle_mark", "Mark", id="runs.mark"),
         Binding("c", "toggle_chart", "Chart", id="runs.chart"),
         Binding("m", "toggle_smooth", "Smooth", show=False, id="runs.smooth"),
-    ]
+        Binding("p", "toggle_pictures", "Pics", id="runs.pictures"),
+        Binding("left_square_bracket", "step_picture(-1)", "previous picture",
+                id="runs.picture_prev", group=PICTURE_KEYS),
+        Binding("right_square_bracket", "step_picture(1)", "next picture",
+                id="runs.picture_next", group=PICTURE_KEYS),
+    ]  # fmt: skip
 
     class StopRequested(Message):
         def __init__(self, run_id: str) -> None:
@@ -85,6 +105,7 @@ class RunsPane(Vertical):
             with Vertical(id="run-log-box"):
                 yield Input(placeholder="search the log (enter: find, esc: close)", id="log-search")
                 yield LogView(max_lines=self.max_lines, id="run-log")
+            yield PictureView(self.sources.read_picture, id="run-pictures")
             with Vertical(id="run-side"):
                 with Horizontal(id="run-charts"):
                     yield LossChart(id="loss-chart")
@@ -98,6 +119,10 @@ class RunsPane(Vertical):
     @property
     def log_view(self) -> LogView:
         return self.query_one("#run-log", LogView)
+
+    @property
+    def pictures(self) -> PictureView:
+        return self.query_one(PictureView)
 
     @property
     def highlighted(self) -> str | None:
@@ -191,13 +216,13 @@ class RunsPane(Vertical):
         if detail and detail.losses:
             first, last = detail.losses[0][1], detail.losses[-1][1]
             side.append(f"loss {first:.4f} → {last:.4f}\n")
-        if detail and detail.eval_metrics:
-            side.append("eval\n", style="bold")
-            for k in METRICS:
-                v = detail.eval_metrics.get(k)
-                if isinstance(v, (int, float)):
-                    side.append(f"  {k:<9}{v:.4f}\n")
+        side.append_text(eval_text(detail))
+        if detail and detail.pictures:
+            side.append(f"{len(detail.pictures)} eval pictures: p shows them\n", style="dim")
         self.query_one("#run-detail", Static).update(side)
+        metrics = Text(f"{run.recipe}\n", style="bold")
+        metrics.append_text(eval_text(detail) or Text("no eval yet", style="dim"))
+        self.pictures.show_run(run_id, run.host, detail.pictures if detail else (), metrics)
         self.follow(run_id)
 
     # --- charts -----------------------------------------------------------------------------
@@ -239,6 +264,28 @@ class RunsPane(Vertical):
     def action_toggle_chart(self) -> None:
         """Charts in place of the log (the only way to see them on a narrow terminal)."""
         self.toggle_class("-chart")
+        self._show_pictures(False)
+
+    def action_toggle_pictures(self) -> None:
+        """The run's eval pictures in place of the log, beside its metrics."""
+        self.remove_class("-chart")
+        self._show_pictures(not self.has_class("-pictures"))
+
+    def _show_pictures(self, shown: bool) -> None:
+        self.set_class(shown, "-pictures")
+        self.pictures.activate(shown)
+        self.refresh_bindings()
+
+    def action_step_picture(self, delta: int) -> None:
+        self.pictures.step(delta)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer has room at 80 columns for the keys of what is on screen only.
+        if action == "step_picture":
+            return self.has_class("-pictures")
+        if action == "search":
+            return not self.has_class("-pictures")
+        return True
 
     def action_toggle_smooth(self) -> None:
         self.smooth = not self.smooth
