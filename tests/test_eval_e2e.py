@@ -220,6 +220,28 @@ def test_save_images_upscales_and_draws_two_fixed_styles_with_a_legend(tmp_path)
     assert PRED in legend and (0, 0, 0) in legend
 
 
+def test_a_box_past_the_edge_keeps_its_label_inside_the_picture():
+    """The fault: a predicted box that ran past the bottom edge put its label below the image,
+    where the legend strip covered it."""
+    from PIL import Image
+
+    from vlmtui.core.eval.pictures import PRED, Box, annotate
+
+    src = Image.new("RGB", (112, 112), (40, 160, 40))
+    out = annotate(src, [], [Box("red square", (80.0, 90.0, 140.0, 150.0))])
+    picture = out.crop((0, 0, out.width, 112 * 4))  # without the legend strip
+    # the label's magenta fill, wholly inside the picture, near its bottom-right corner
+    fill = [
+        (x, y)
+        for y in range(picture.height - 30, picture.height)
+        for x in range(picture.width - 120, picture.width)
+        if picture.getpixel((x, y)) == PRED
+    ]
+    assert len(fill) > 300, "no label fill at the bottom-right corner"
+    assert max(x for x, _ in fill) < picture.width - 1
+    assert max(y for _, y in fill) < picture.height - 1
+
+
 # ---------------------------------------------------------------- compare
 
 

@@ -57,8 +57,15 @@ def _dashed(draw: Any, xyxy: Sequence[float], color: tuple[int, int, int], width
 
 
 def _label(draw: Any, xy: tuple[float, float], text: str, color: tuple[int, int, int]) -> None:
+    """A label on a filled background, moved inside the picture: a predicted box may run past
+    the image's edge, and its label must still be read."""
     font = _font(12)
+    width, height = draw.im.size
     left, top, right, bottom = draw.textbbox(xy, text, font=font)
+    dx = max(3 - left, min(0, width - 3 - right))
+    dy = max(2 - top, min(0, height - 2 - bottom))
+    xy = (xy[0] + dx, xy[1] + dy)
+    left, top, right, bottom = left + dx, top + dy, right + dx, bottom + dy
     draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=color, outline=EDGE)
     draw.text(xy, text, fill=EDGE, font=font)
 
