@@ -131,6 +131,28 @@ async def test_a_picture_that_cannot_be_read_says_where_it_is(tmp_path, shapes_d
         await wait_for(pilot, lambda: view.shown is not None, what="the next picture")
 
 
+async def test_evaluating_a_finished_run_again_shows_the_new_eval(tmp_path, shapes_data_dir):
+    """The fault: once a finished run had metrics, its files were never read again, so a new
+    `vlmtui eval` showed only after the app restarted. It is re-read every final_recheck_s."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _evaluated_run(run_dir, shapes_data_dir)
+    sources = _sources([_run(run_dir)])
+    sources.runs_interval_s = sources.final_recheck_s = 0.2
+    app = VlmtuiApp(sources, model="m", data="d")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("4")
+        view = app.query_one(PictureView)
+        await wait_for(pilot, lambda: len(view.pictures) == 3, what="the first eval")
+        records = load_split(shapes_data_dir, "val")[:1]
+        answers = [Generated("", ParseResult((), 0, 1), (112, 112), True)]
+        listed = save_eval_pictures(records, answers, run_dir / EVAL_IMAGES, EVAL_IMAGES, 8)
+        metrics = {**METRICS, "map": 0.9876}
+        (run_dir / EVAL_JSON).write_text(json.dumps({"metrics": metrics, "pictures": listed}))
+        await wait_for(pilot, lambda: len(view.pictures) == 1, what="the second eval")
+        await wait_for(pilot, lambda: "0.9876" in screen_text(app), what="its metrics")
+
+
 @pytest.mark.ssh
 async def test_a_remote_runs_pictures_come_over_ssh(ssh_host, tmp_path, shapes_data_dir) -> None:
     """Host `loop` is a real sshd on 127.0.0.1: eval.json and the PNG bytes travel over it."""

@@ -198,6 +198,8 @@ class Sources:
     """Seconds between GPU refreshes."""
     runs_interval_s: float = 2.0
     """Seconds between registry refreshes."""
+    final_recheck_s: float = 30.0
+    """Seconds between reads of an evaluated final run's files (a new eval shows within it)."""
     inspection_worker: bool = True
     """Mark module trees in a child process (torch imported there while the user looks at the
     recipes, killed on quit); False marks them in a thread of the app (tests, benchmarks)."""

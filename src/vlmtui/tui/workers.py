@@ -44,6 +44,7 @@ class WorkersMixin(_Base):
 
     def _init_workers(self) -> None:
         self._details: dict[str, RunDetail] = {}
+        self._read_at: dict[str, float] = {}
         self._busy: set[str] = set()
         self.inspection_worker: Any = None
         if self.sources.inspection_worker:
@@ -111,9 +112,14 @@ class WorkersMixin(_Base):
         try:
             runs = self.sources.list_runs()
             fresh: dict[str, RunDetail] = {}
+            now = self.sources.now()
             for run in runs:
                 cached = self._details.get(run.id)
-                if cached is not None and run.state in FINAL_STATES and cached.eval_metrics:
+                # An evaluated final run changes only when it is evaluated again: read it
+                # now and then, not every refresh (its files may be on a remote host).
+                recent = now - self._read_at.get(run.id, 0.0) < self.sources.final_recheck_s
+                final = cached is not None and run.state in FINAL_STATES and cached.eval_metrics
+                if final and recent:
                     continue
                 if not run.reachable:
                     continue
@@ -121,6 +127,7 @@ class WorkersMixin(_Base):
                     events, ev = self.sources.run_files(run.host, run.run_dir)
                 except OSError:
                     continue  # the host dropped out; its state shows `unknown` already
+                self._read_at[run.id] = now
                 fresh[run.id] = RunDetail(
                     run_id=run.id,
                     losses=losses(events),
