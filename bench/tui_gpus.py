@@ -31,9 +31,9 @@ async def run() -> None:
     show_times: list[float] = []
     original = GpusPane.show
 
-    def timed(self, hosts):
+    def timed(self, hosts, at=None):
         t = time.perf_counter()
-        original(self, hosts)
+        original(self, hosts, at)
         show_times.append(time.perf_counter() - t)
 
     GpusPane.show = timed  # type: ignore[method-assign]

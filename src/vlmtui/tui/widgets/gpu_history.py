@@ -1,0 +1,143 @@
+"""Utilisation and memory history of every GPU over the last minutes, as nvitop draws it.
+
+Time-stamped samples per (host, gpu index) are kept for `WINDOW_S` and read back as one value
+per time bucket, so a sparkline of any width spans the same minutes. A bucket no sample
+covers is None (drawn as a gap): an unreachable host or a vanished GPU leaves a hole in the
+line, never a false zero. Plain Python (no Textual), so tests drive it with made-up clocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+WINDOW_S = 300.0
+"""How far back the sparklines reach."""
+MAX_SPAN_S = 30.0
+"""A sample stands for the time since the previous refresh (a slow `gpu_refresh_s` leaves no
+holes between samples), but never for longer than this: after the app was suspended, the
+first new value is not stretched back over the minutes nobody looked."""
+
+Key = tuple[str, int]
+Series = list[float | None]
+
+
+def window_label(window_s: float = WINDOW_S) -> str:
+    """`5m` for 300 s, `90s` for 90 s: the span named in the column headers."""
+    return f"{window_s / 60:g}m" if window_s % 60 == 0 else f"{window_s:g}s"
+
+
+class GpuLike(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def util_pct(self) -> float | None: ...
+    @property
+    def mem_used_mib(self) -> float | None: ...
+    @property
+    def mem_total_mib(self) -> float | None: ...
+
+
+class HostLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def gpus(self) -> Sequence[GpuLike]: ...
+
+
+def mem_fraction(used_mib: float | None, total_mib: float | None) -> float | None:
+    """Used memory as a fraction of the total; None when either is unknown."""
+    if used_mib is None or not total_mib:
+        return None
+    return min(1.0, max(0.0, used_mib / total_mib))
+
+
+@dataclass(frozen=True)
+class Sample:
+    start: float
+    """Start of the time this sample stands for (the previous refresh, at most MAX_SPAN_S)."""
+    at: float
+    util_pct: float | None
+    mem_fraction: float | None
+
+
+class GpuHistory:
+    """Samples of every GPU seen in the last `window_s` seconds of refreshes."""
+
+    def __init__(self, window_s: float = WINDOW_S, max_span_s: float = MAX_SPAN_S) -> None:
+        self.window_s = window_s
+        self.max_span_s = max_span_s
+        self.now: float | None = None
+        """Time of the newest refresh: the right end of every series."""
+        self._samples: dict[Key, deque[Sample]] = {}
+
+    def record(self, hosts: Iterable[HostLike], at: float) -> None:
+        """One refresh of every host. An unreachable host adds nothing: a gap, not zeros."""
+        span = 0.0 if self.now is None else min(max(at - self.now, 0.0), self.max_span_s)
+        for host in hosts:
+            if not host.reachable:
+                continue
+            for g in host.gpus:
+                mem = mem_fraction(g.mem_used_mib, g.mem_total_mib)
+                sample = Sample(at - span, at, g.util_pct, mem)
+                self._samples.setdefault((host.name, g.index), deque()).append(sample)
+        self.now = at if self.now is None else max(self.now, at)
+        self.expire(self.now)
+
+    def expire(self, now: float) -> None:
+        """Forget samples older than the window, and GPUs with none left."""
+        oldest = now - self.window_s
+        for key in list(self._samples):
+            samples = self._samples[key]
+            while samples and samples[0].at <= oldest:
+                samples.popleft()
+            if not samples:
+                del self._samples[key]
+
+    def keys(self) -> list[Key]:
+        return list(self._samples)
+
+    def samples(self, key: Key) -> list[Sample]:
+        return list(self._samples.get(key, ()))
+
+    def series(self, key: Key, width: int) -> tuple[Series, Series]:
+        """(utilisation %, memory fraction) as `width` buckets spanning the window up to the
+        newest refresh, oldest first: the mean of the samples covering each bucket, None
+        where none does."""
+        util = _Buckets(width)
+        mem = _Buckets(width)
+        if self.now is None or width <= 0:
+            return util.values(), mem.values()
+        step = self.window_s / width
+        # Bucket k is (k*step, (k+1)*step] in absolute time, so a finished bucket keeps its
+        # value and the line moves left one character per step instead of flickering as the
+        # window slides; the newest refresh lies in the last one.
+        k0 = math.ceil(self.now / step) - width
+        for s in self._samples.get(key, ()):
+            last = math.ceil(s.at / step) - 1 - k0
+            if last < 0:
+                continue
+            first = max(0, min(last, math.floor(s.start / step) - k0))
+            for b in range(first, min(last, width - 1) + 1):
+                util.add(b, s.util_pct)
+                mem.add(b, s.mem_fraction)
+        return util.values(), mem.values()
+
+
+class _Buckets:
+    def __init__(self, width: int) -> None:
+        self.sums = [0.0] * width
+        self.counts = [0] * width
+
+    def add(self, bucket: int, value: float | None) -> None:
+        if value is not None:
+            self.sums[bucket] += value
+            self.counts[bucket] += 1
+
+    def values(self) -> Series:
+        return [s / n if n else None for s, n in zip(self.sums, self.counts, strict=True)]
