@@ -109,35 +109,25 @@ class GpuHistory:
         """(utilisation %, memory fraction) as `width` buckets spanning the window up to the
         newest refresh, oldest first: the mean of the samples covering each bucket, None
         where none does."""
-        util = _Buckets(width)
-        mem = _Buckets(width)
         if self.now is None or width <= 0:
-            return util.values(), mem.values()
+            return [None] * max(width, 0), [None] * max(width, 0)
         step = self.window_s / width
         # Bucket k is (k*step, (k+1)*step] in absolute time, so a finished bucket keeps its
         # value and the line moves left one character per step instead of flickering as the
         # window slides; the newest refresh lies in the last one.
         k0 = math.ceil(self.now / step) - width
+        sums = [0.0] * (2 * width)  # utilisation buckets, then memory buckets
+        counts = [0] * (2 * width)
         for s in self._samples.get(key, ()):
             last = math.ceil(s.at / step) - 1 - k0
             if last < 0:
                 continue
+            last = min(last, width - 1)
             first = max(0, min(last, math.floor(s.start / step) - k0))
-            for b in range(first, min(last, width - 1) + 1):
-                util.add(b, s.util_pct)
-                mem.add(b, s.mem_fraction)
-        return util.values(), mem.values()
-
-
-class _Buckets:
-    def __init__(self, width: int) -> None:
-        self.sums = [0.0] * width
-        self.counts = [0] * width
-
-    def add(self, bucket: int, value: float | None) -> None:
-        if value is not None:
-            self.sums[bucket] += value
-            self.counts[bucket] += 1
-
-    def values(self) -> Series:
-        return [s / n if n else None for s, n in zip(self.sums, self.counts, strict=True)]
+            for offset, value in ((0, s.util_pct), (width, s.mem_fraction)):
+                if value is not None:
+                    for b in range(first + offset, last + offset + 1):
+                        sums[b] += value
+                        counts[b] += 1
+        means = [t / n if n else None for t, n in zip(sums, counts, strict=True)]
+        return means[:width], means[width:]
