@@ -46,6 +46,28 @@ def test_finished_buckets_keep_their_value_as_the_window_slides() -> None:
     assert after[:5] == before[1:] and after[5] == 99.0
 
 
+def test_series_kept_between_refreshes_equal_a_fresh_count() -> None:
+    """The pane asks every refresh and the sums are carried over; a history fed the same and
+    asked once must agree, through gaps, irregular refreshes, a GPU gone and a resize."""
+    kept = GpuHistory(window_s=120.0)
+    fed: list[tuple[list[HostGpus], float]] = []
+    t = T0
+    for i in range(150):
+        t += (2.0, 3.5, 7.0, 45.0, 1.0)[i % 5] if i % 23 else 130.0
+        hosts = recorded_gpus(3, 2, tick=i, unreachable=i % 17 < 4)
+        if i % 29 < 5:
+            hosts = hosts[1:]  # gpu01 gone for a while
+        kept.record(hosts, t)
+        fed.append((hosts, t))
+        fresh = GpuHistory(window_s=120.0)
+        for snap, at in fed[-60:]:  # more than the window holds
+            fresh.record(snap, at)
+        width = 12 if i < 100 else 17
+        assert sorted(kept.tracked()) == sorted(fresh.tracked())
+        for key in kept.tracked():
+            assert kept.series(key, width) == fresh.series(key, width), (i, key)
+
+
 def test_memory_is_a_fraction_of_the_total_and_unknown_memory_is_no_value() -> None:
     hist = GpuHistory(window_s=40.0)
     for i, used in enumerate([20480.0, None, 81920.0, 0.0]):
@@ -84,7 +106,7 @@ def test_samples_older_than_the_window_expire_and_so_does_a_gpu_gone_that_long()
     for i in range(1, 4):
         hist.record([host(10.0 * i)], T0 + 10 * i)
     assert [s.at for s in hist.samples(("gpu01", 0))] == [T0 + 10, T0 + 20, T0 + 30]
-    assert hist.keys() == [("gpu01", 0)]
+    assert hist.tracked() == [("gpu01", 0)]
     assert hist.series(("gpu02", 0), 3) == ([None] * 3, [None] * 3)
 
 

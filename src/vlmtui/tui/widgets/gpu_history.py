@@ -12,6 +12,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 WINDOW_S = 300.0
@@ -75,6 +76,9 @@ class GpuHistory:
         self.now: float | None = None
         """Time of the newest refresh: the right end of every series."""
         self._samples: dict[Key, deque[Sample]] = {}
+        self._added: dict[Key, int] = {}
+        """Samples ever appended per GPU, so a series folds in only the new ones."""
+        self._folded: dict[Key, _Folded] = {}
 
     def record(self, hosts: Iterable[HostLike], at: float) -> None:
         """One refresh of every host. An unreachable host adds nothing: a gap, not zeros."""
@@ -83,9 +87,12 @@ class GpuHistory:
             if not host.reachable:
                 continue
             for g in host.gpus:
+                key = (host.name, g.index)
                 mem = mem_fraction(g.mem_used_mib, g.mem_total_mib)
-                sample = Sample(at - span, at, g.util_pct, mem)
-                self._samples.setdefault((host.name, g.index), deque()).append(sample)
+                self._samples.setdefault(key, deque()).append(
+                    Sample(at - span, at, g.util_pct, mem)
+                )
+                self._added[key] = self._added.get(key, 0) + 1
         self.now = at if self.now is None else max(self.now, at)
         self.expire(self.now)
 
@@ -97,9 +104,11 @@ class GpuHistory:
             while samples and samples[0].at <= oldest:
                 samples.popleft()
             if not samples:
-                del self._samples[key]
+                del self._samples[key], self._added[key]
+                self._folded.pop(key, None)
 
-    def keys(self) -> list[Key]:
+    def tracked(self) -> list[Key]:
+        """The GPUs with samples in the window."""
         return list(self._samples)
 
     def samples(self, key: Key) -> list[Sample]:
@@ -108,26 +117,58 @@ class GpuHistory:
     def series(self, key: Key, width: int) -> tuple[Series, Series]:
         """(utilisation %, memory fraction) as `width` buckets spanning the window up to the
         newest refresh, oldest first: the mean of the samples covering each bucket, None
-        where none does."""
-        if self.now is None or width <= 0:
+        where none does.
+
+        Bucket k is (k*step, (k+1)*step] in absolute time, so a finished bucket keeps its
+        value and the line moves left one character per step instead of flickering as the
+        window slides; the newest refresh lies in the last one. The sums are kept between
+        calls, so a refresh folds in only the samples added since (the window's bucket 0
+        starts after `now - window_s`: no expired sample is ever in range)."""
+        samples = self._samples.get(key)
+        if self.now is None or width <= 0 or not samples:
             return [None] * max(width, 0), [None] * max(width, 0)
         step = self.window_s / width
-        # Bucket k is (k*step, (k+1)*step] in absolute time, so a finished bucket keeps its
-        # value and the line moves left one character per step instead of flickering as the
-        # window slides; the newest refresh lies in the last one.
         k0 = math.ceil(self.now / step) - width
-        sums = [0.0] * (2 * width)  # utilisation buckets, then memory buckets
-        counts = [0] * (2 * width)
-        for s in self._samples.get(key, ()):
-            last = math.ceil(s.at / step) - 1 - k0
-            if last < 0:
-                continue
-            last = min(last, width - 1)
-            first = max(0, min(last, math.floor(s.start / step) - k0))
-            for offset, value in ((0, s.util_pct), (width, s.mem_fraction)):
-                if value is not None:
-                    for b in range(first + offset, last + offset + 1):
-                        sums[b] += value
-                        counts[b] += 1
-        means = [t / n if n else None for t, n in zip(sums, counts, strict=True)]
-        return means[:width], means[width:]
+        folded = self._folded.get(key)
+        if folded is None or folded.width != width or not 0 <= k0 - folded.k0 < width:
+            folded = _Folded(width, k0, self._added[key] - len(samples))
+            self._folded[key] = folded
+        folded.shift_to(k0)
+        new = self._added[key] - folded.added
+        for s in islice(samples, max(0, len(samples) - new), None):
+            folded.add(s, step)
+        folded.added = self._added[key]
+        return folded.means()
+
+
+class _Folded:
+    """Running sums of one GPU's buckets: utilisation in the first half, memory in the second."""
+
+    def __init__(self, width: int, k0: int, added: int) -> None:
+        self.width, self.k0, self.added = width, k0, added
+        self.sums = [0.0] * (2 * width)
+        self.counts = [0] * (2 * width)
+
+    def shift_to(self, k0: int) -> None:
+        """Drop the buckets that left the window on the left; new empty ones on the right."""
+        n, w = k0 - self.k0, self.width
+        if n:
+            self.sums = [*self.sums[n:w], *[0.0] * n, *self.sums[w + n :], *[0.0] * n]
+            self.counts = [*self.counts[n:w], *[0] * n, *self.counts[w + n :], *[0] * n]
+            self.k0 = k0
+
+    def add(self, s: Sample, step: float) -> None:
+        last = math.ceil(s.at / step) - 1 - self.k0
+        if last < 0:
+            return
+        last = min(last, self.width - 1)
+        first = max(0, min(last, math.floor(s.start / step) - self.k0))
+        for offset, value in ((0, s.util_pct), (self.width, s.mem_fraction)):
+            if value is not None:
+                for b in range(first + offset, last + offset + 1):
+                    self.sums[b] += value
+                    self.counts[b] += 1
+
+    def means(self) -> tuple[Series, Series]:
+        means = [t / n if n else None for t, n in zip(self.sums, self.counts, strict=True)]
+        return means[: self.width], means[self.width :]
