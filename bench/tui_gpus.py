@@ -1,5 +1,6 @@
 """4 hosts × 8 GPUs of recorded snapshots refreshing every 0.1 s: how long each refresh holds
-the UI thread, and how fast key presses are answered meanwhile."""
+the UI thread, and how fast key presses are answered meanwhile. The pane starts with 5
+minutes of history at the default 2 s refresh, so every sparkline is full."""
 
 from __future__ import annotations
 
@@ -31,13 +32,17 @@ async def run() -> None:
     show_times: list[float] = []
     original = GpusPane.show
 
-    def timed(self, hosts):
+    def timed(self, hosts, at=None):
         t = time.perf_counter()
-        original(self, hosts)
+        original(self, hosts, at)
         show_times.append(time.perf_counter() - t)
 
     GpusPane.show = timed  # type: ignore[method-assign]
     async with app.run_test(size=(160, 48)) as pilot:
+        pane = app.query_one(GpusPane)
+        start = time.time() - pane.history.window_s
+        for i in range(int(pane.history.window_s / 2)):
+            pane.history.record(recorded_gpus(4, 8, tick=i, unreachable=False), start + 2 * i)
         await pilot.press("2")
         table = app.query_one("#gpus-table")
         latencies = []
@@ -51,7 +56,8 @@ async def run() -> None:
             latencies.append(time.perf_counter() - t)
             await asyncio.sleep(0.02)
     rows = 4 * 8
-    print(f"GPU rows: {rows}, refreshes in {SECONDS:g} s: {len(show_times)}")
+    samples = len(pane.history.samples(("gpu01", 0)))
+    print(f"GPU rows: {rows}, refreshes in {SECONDS:g} s: {len(show_times)}, {samples} samples/GPU")
     print(
         f"UI time per refresh: median {statistics.median(show_times) * 1000:.1f} ms, "
         f"max {max(show_times) * 1000:.1f} ms"

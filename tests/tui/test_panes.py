@@ -60,7 +60,7 @@ async def test_gpus_pane_shows_every_gpu_and_updates_in_place() -> None:
         app.refresh_gpus()
         await wait_for(pilot, lambda: pane.refreshes == 2, what="second snapshot")
         assert table.cursor_row == 2
-        assert len(pane.history[("gpu01", 2)]) == 2
+        assert len(pane.history.samples(("gpu01", 2))) == 2
         assert "4 host(s), 24 GPU(s)" in _text(app, "#gpus-summary")
 
 

@@ -7,7 +7,7 @@ then look at the SVGs in `__snapshots__/`.
 from __future__ import annotations
 
 import pytest
-from tui_fakes import fake_sources, wait_for
+from tui_fakes import StepClock, fake_sources, gpu_timeline, wait_for
 
 from vlmtui.tui.app import VlmtuiApp
 from vlmtui.tui.messages import Preflight
@@ -38,11 +38,21 @@ def test_recipes_pane(snap_compare, size) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_gpus_pane(snap_compare, size) -> None:
+    """After 5 minutes of recorded refreshes: util and memory history on every GPU row, with
+    the 50 s gpu03 was unreachable as a hole."""
+    timeline = iter(gpu_timeline(30))
+    sources = fake_sources(gpu_status=lambda: next(timeline), now=StepClock())
+    app = VlmtuiApp(sources, model=SHIPPED, data="/data/shapes")
+
     async def before(pilot) -> None:
-        await wait_for(pilot, lambda: pilot.app.query_one(GpusPane).refreshes == 1)
+        pane = pilot.app.query_one(GpusPane)
+        for n in range(1, 31):
+            if n > 1:
+                pilot.app.refresh_gpus()
+            await wait_for(pilot, lambda n=n: pane.refreshes == n)
         await pilot.press("2")
 
-    assert snap_compare(_app(), terminal_size=size, run_before=before)
+    assert snap_compare(app, terminal_size=size, run_before=before)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -52,6 +52,46 @@ def recorded_gpus(hosts: int = 4, per_host: int = 8, tick: int = 0, unreachable:
     return out
 
 
+GPU_T0 = 1735732800.0
+"""When the recorded GPU timeline starts; refreshes follow every 10 s."""
+
+
+def gpu_timeline(refreshes: int = 30) -> list[list[HostGpus]]:
+    """`refreshes` snapshots 10 s apart (5 minutes for 30): the load of `recorded_gpus` moving
+    by tick, the memory of busy GPUs filling up and emptying (a sawtooth, each GPU its own
+    phase), gpu03 unreachable for refreshes 10–14 (a hole in its history), gpu04 always."""
+    out = []
+    for tick in range(refreshes):
+        hosts = [
+            replace(h, gpus=tuple(_filling(g, tick) for g in h.gpus))
+            for h in recorded_gpus(tick=tick)
+        ]
+        if 10 <= tick < 15:
+            hosts[2] = HostGpus(
+                "gpu03", reachable=False, error="ssh: connect to host gpu03: timed out"
+            )
+        out.append(hosts)
+    return out
+
+
+def _filling(gpu: Gpu, tick: int) -> Gpu:
+    if gpu.free:
+        return gpu
+    phase = (tick + 4 * gpu.index) % 15 / 14
+    return replace(gpu, mem_used_mib=round(H100_MIB * (0.1 + 0.85 * phase)))
+
+
+class StepClock:
+    """`Sources.now` for a recorded timeline: each call is `step` seconds after the last."""
+
+    def __init__(self, start: float = GPU_T0, step: float = 10.0) -> None:
+        self.next, self.step = start, step
+
+    def __call__(self) -> float:
+        now, self.next = self.next, self.next + self.step
+        return now
+
+
 def local_cpu_host() -> HostGpus:
     return HostGpus("local", reachable=True, source="none", note="no NVIDIA GPU: runs use the CPU")
 

@@ -246,7 +246,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
         self.main.query_one(TreePane).set_recipes(list(event.recipes), None)
 
     def on_gpus_refreshed(self, event: GpusRefreshed) -> None:
-        self.main.query_one(GpusPane).show(event.hosts)
+        self.main.query_one(GpusPane).show(event.hosts, event.at)
 
     def on_runs_refreshed(self, event: RunsRefreshed) -> None:
         pane = self.main.query_one(RunsPane)

@@ -78,10 +78,12 @@ class Preflight:
 
 
 class GpusRefreshed(Message):
-    """A new GPU snapshot of every host (a list of `core.gpus.HostGpus`)."""
+    """A new GPU snapshot of every host (a list of `core.gpus.HostGpus`), taken at `at`
+    (`Sources.now`, seconds since the epoch)."""
 
-    def __init__(self, hosts: list[Any]) -> None:
+    def __init__(self, hosts: list[Any], at: float | None = None) -> None:
         self.hosts = hosts
+        self.at = at
         super().__init__()
 
 

@@ -103,7 +103,7 @@ class WorkersMixin(_Base):
             hosts = self.sources.gpu_status()
         finally:
             self._busy.discard("gpus")
-        self.post_message(GpusRefreshed(hosts))
+        self.post_message(GpusRefreshed(hosts, self.sources.now()))
 
     @work(thread=True, group="runs", exit_on_error=False, description="reading the run registry")
     def refresh_runs(self) -> None:

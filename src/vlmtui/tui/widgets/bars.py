@@ -26,19 +26,36 @@ def bar(fraction: float | None, width: int = 10, label: str = "") -> Text:
 
 
 def sparkline(
-    values: Sequence[float | None], width: int = 12, top: float = 100.0, bottom: float = 0.0
+    values: Sequence[float | None],
+    width: int = 12,
+    top: float = 100.0,
+    bottom: float = 0.0,
+    gap: str = " ",
+    style: str = "cyan",
 ) -> Text:
-    """The last `width` values as block characters scaled between `bottom` and `top`."""
+    """The last `width` values as block characters scaled between `bottom` and `top`.
+
+    None before the first value is blank (no history yet); None after it is `gap` (dim), so
+    a host that was unreachable for a while shows a hole, not a drop to zero."""
     vals = list(values)[-width:]
     span = (top - bottom) or 1.0
-    chars = []
+    chars: list[str] = []
+    gaps: list[int] = []
+    started = False
     for v in vals:
         if v is None:
-            chars.append(" ")
-        else:
-            level = int(min(1.0, max(0.0, (v - bottom) / span)) * (len(SPARK) - 1) + 0.5)
-            chars.append(SPARK[level])
-    return Text("".join(chars).rjust(width), style="cyan")
+            if started:
+                gaps.append(len(chars))
+            chars.append(gap if started else " ")
+            continue
+        started = True
+        level = int(min(1.0, max(0.0, (v - bottom) / span)) * (len(SPARK) - 1) + 0.5)
+        chars.append(SPARK[level])
+    pad = width - len(chars)
+    text = Text(" " * pad + "".join(chars), style=style)
+    for i in gaps:
+        text.stylize("dim", pad + i, pad + i + 1)
+    return text
 
 
 def human(n: int | float | None) -> str:
