@@ -7,6 +7,7 @@ from `messages.py`; an exception ends the worker in the ERROR state, and the app
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -112,12 +113,13 @@ class WorkersMixin(_Base):
         try:
             runs = self.sources.list_runs()
             fresh: dict[str, RunDetail] = {}
-            now = self.sources.now()
+            now = time.monotonic()
             for run in runs:
                 cached = self._details.get(run.id)
                 # An evaluated final run changes only when it is evaluated again: read it
                 # now and then, not every refresh (its files may be on a remote host).
-                recent = now - self._read_at.get(run.id, 0.0) < self.sources.final_recheck_s
+                last = self._read_at.get(run.id, -float("inf"))
+                recent = now - last < self.sources.final_recheck_s
                 final = cached is not None and run.state in FINAL_STATES and cached.eval_metrics
                 if final and recent:
                     continue
