@@ -32,7 +32,10 @@ activations
     loss (transformers) keeps b·s·V·12. Vision tower, only when vision or projector trains:
     P = (S/patch)² patches per image; per block and patch (8d + m·i_v)·a, m = 4 for a gated
     MLP (Qwen2.5-VL), 2 otherwise; merger 4d·a per patch; with checkpointing P·[blocks·d·a +
-    block]. Frozen below the trainable part, nothing is kept.
+    block]. Frozen below the trainable part, nothing is kept. Quantized weights add one
+    dequantized copy of the largest at a (bitsandbytes 0.50: a 4-bit linear with more than a
+    few rows of input runs dequantize + F.linear, and its backward `dequantize_4bit`s again;
+    an 8-bit one's backward scales CB to a; one linear at a time).
 strategies
     ddp: every GPU holds everything. fsdp (FSDP2 full shard, blocks = LLM decoder layers and
     vision blocks): weights, LoRA, gradients and optimizer /N (NF4 statistics are not
@@ -128,7 +131,7 @@ class MemoryEstimate:
     optimizer_step_temp: int
     activations: int
     activations_detail: dict[str, int]
-    """`llm`, `loss`, `lora`, `vision` parts of `activations`."""
+    """`llm`, `loss`, `lora`, `vision` and `dequant` parts of `activations`."""
     gathered: int
     """FSDP: parameters and gradients unsharded at once (0 otherwise)."""
     overhead_detail: dict[str, int]
@@ -288,6 +291,9 @@ def estimate_memory(
         by_kind = {k: -(-v // split) for k, v in by_kind.items()}
         lora, grads = -(-lora // split), -(-grads // split)
         acts = {k: -(-v // split) for k, v in acts.items()}
+    acts["dequant"] = max((p.numel for p in params if p.quant), default=0) * dtype_bytes(
+        a.compute_dtype
+    )
     parts = MemoryEstimate(
         weights_by_dtype=by_kind,
         lora_weights=lora,
