@@ -131,6 +131,17 @@ async def test_a_picture_that_cannot_be_read_says_where_it_is(tmp_path, shapes_d
         await wait_for(pilot, lambda: view.shown is not None, what="the next picture")
 
 
+async def test_a_run_without_pictures_shows_only_the_hint(tmp_path) -> None:
+    """The fault: with no picture ever shown, the empty frame drew its own name,
+    `Center#picture-frame`, under the hint."""
+    app = VlmtuiApp(_sources([_run(tmp_path)]), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4", "p")
+        await wait_for(pilot, lambda: "no pictures: vlmtui eval" in screen_text(app))
+        await pilot.pause(0.2)
+        assert "picture-frame" not in screen_text(app)
+
+
 async def test_evaluating_a_finished_run_again_shows_the_new_eval(tmp_path, shapes_data_dir):
     """The fault: once a finished run had metrics, its files were never read again, so a new
     `vlmtui eval` showed only after the app restarted. It is re-read every final_recheck_s."""

@@ -141,7 +141,10 @@ class PictureView(Horizontal):
     def compose(self) -> ComposeResult:
         with Vertical(id="picture-box"):
             yield Static("", id="picture-caption")
-            yield Center(id="picture-frame")
+            # Hidden while empty: an empty container renders its own name ("Center#…").
+            frame = Center(id="picture-frame")
+            frame.display = False
+            yield frame
         yield Static("", id="picture-metrics")
 
     def show_run(
@@ -215,6 +218,7 @@ class PictureView(Horizontal):
     def _set_image(self, path: str | None, img: Any) -> None:
         if path is not None and path == self.shown:
             return  # the refresh every few seconds must not redraw (kitty, sixel: flicker)
+        self.query_one("#picture-frame").display = img is not None
         if self.image is None and img is not None:
             self.image = image_class(protocol_for(os.environ))(img, id="picture")
             self.query_one("#picture-frame").mount(self.image)
