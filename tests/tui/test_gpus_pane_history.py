@@ -76,3 +76,18 @@ async def test_gpu_rows_show_util_and_memory_history_and_fit_80_columns() -> Non
         assert marks(table.get_cell("gpu01:2", "util_hist")) == wide.spark
         assert marks(table.get_cell("gpu01:2", "mem_hist")) == wide.spark
         assert "run 20250101-120000-ab12" in str(table.get_cell("gpu01:1", "processes"))
+
+
+async def test_a_host_rows_note_is_whole_at_80_columns() -> None:
+    """The fault: at 80 columns a GPU-less host's note sat in the 7-column processes column,
+    cut to `no G…`; it now goes to the widest free column of the row."""
+    from vlmtui.core.fleet.snapshot import HostGpus
+
+    hosts = [HostGpus("local", reachable=True), HostGpus("gpu09", reachable=False, error="down")]
+    app = VlmtuiApp(fake_sources(gpu_status=lambda: hosts), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.query_one(GpusPane).refreshes >= 1)
+        await pilot.pause(0.1)
+        rows = {line.split()[0]: line for line in screen_text(app).splitlines() if line.strip()}
+        assert "no GPU, CPU runs" in rows["local"] and "down" in rows["gpu09"]

@@ -118,7 +118,7 @@ class GpusPane(Vertical):
             if not h.reachable:
                 rows.append((h.name, self._host_cells(h.name, "unreachable", h.error or "")))
             elif not h.gpus:
-                rows.append((h.name, self._host_cells(h.name, "cpu", "no GPU: runs use the CPU")))
+                rows.append((h.name, self._host_cells(h.name, "cpu", "no GPU, CPU runs")))
             else:
                 rows += [(f"{h.name}:{g.index}", self._gpu_cells(h.name, g)) for g in h.gpus]
         window = window_label(self.history.window_s)
@@ -143,7 +143,7 @@ class GpusPane(Vertical):
         }
 
     def _host_cells(self, host: str, state: str, text: str) -> dict[str, Any]:
-        """A host without GPU rows; the error or note goes in the processes column."""
+        """A host without GPU rows; the error or note goes in its widest free column."""
         label = Text(state, style=STATE_STYLE[state])
         return {"host": host, "gpu": "–", "name": "–", "state": label, "note": text}
 
@@ -155,9 +155,18 @@ class GpusPane(Vertical):
             util_vals, mem_vals = self.history.series(cells["history"], layout.spark)
             util_hist = sparkline(util_vals, layout.spark, gap="·")
             mem_hist = sparkline(mem_vals, layout.spark, top=1.0, gap="·", style="magenta")
+        note_key = ""
+        if "note" in cells:  # a host row: its note goes where there is most room
+            wide = max(
+                (c for c in layout.columns if c.key in ("util_hist", "processes")),
+                key=lambda c: c.width,
+            )
+            note_key = wide.key
         out: list[Any] = []
         for col in layout.columns:
-            if col.key in ("util", "memory"):
+            if col.key == note_key:
+                out.append(Text(_cut(cells["note"], col.width), style="dim"))
+            elif col.key in ("util", "memory"):
                 if col.key not in cells:
                     out.append("")
                     continue
@@ -167,9 +176,8 @@ class GpusPane(Vertical):
             elif col.key in ("util_hist", "mem_hist"):
                 out.append(util_hist if col.key == "util_hist" else mem_hist)
             elif col.key == "processes":
-                text = cells.get("note") or cells["processes" if layout.bars else "count"]
-                style = "dim" if "note" in cells else ""
-                out.append(Text(_cut(text, col.width), style=style))
+                text = "" if note_key else cells["processes" if layout.bars else "count"]
+                out.append(Text(_cut(text, col.width)))
             else:
                 out.append(cells[col.key])
         return out
