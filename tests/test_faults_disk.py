@@ -5,6 +5,7 @@ checkpoint (the state an older version left behind) and says which one it used."
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -74,11 +75,30 @@ def test_preflight_refuses_a_disk_too_small(
     assert '"loss"' not in (out / "events.jsonl").read_text()  # refused before step 1
 
 
+def _free(disk: Path) -> int:
+    st = os.statvfs(disk)
+    return st.f_bavail * st.f_frsize
+
+
 def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` up to `leave` free bytes while a run writes to it too: the run can take the
+    last bytes first (a CI failure: the filler's own write hit ENOSPC), so write in chunks,
+    stop at a full disk, and give `leave` bytes back for the run's logs and status."""
     filler = disk / "filler"
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    with open(filler, "wb") as fh:
-        fh.write(b"\0" * max(0, free - leave))
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        while (n := min(1 << 20, _free(disk) - leave)) > 0:
+            try:
+                os.write(fd, b"\0" * n)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+        short = leave - _free(disk)
+        if short > 0:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - short))
+    finally:
+        os.close(fd)
     return filler
 
 
