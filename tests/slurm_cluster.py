@@ -136,7 +136,7 @@ def _start_daemon(argv: list[str], pidfile: Path, env: dict[str, str]) -> int:
     )
     if res.returncode != 0:
         raise ClusterUnavailable(f"{argv[0]} did not start: {(res.stderr or res.stdout).strip()}")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pid = _read_pid(pidfile)
         if pid:

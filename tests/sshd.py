@@ -140,7 +140,7 @@ def start_sshd(dir: Path) -> LoopbackSshd:
         if res.returncode != 0:
             last_error = res.stderr.strip() or (dir / "sshd.log").read_text()[-500:]
             continue
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):

@@ -136,7 +136,7 @@ def test_sigkilled_trainer_is_failed_with_reason(standin_train, paths):
     wait_state(result.run_id, ("training",))
     trainer = [p for p in group_members(result.pid) if p != result.pid]
     os.kill(trainer[0], signal.SIGKILL)
-    view = wait_state(result.run_id, ("failed",), timeout=10)
+    view = wait_state(result.run_id, ("failed",), timeout=30)
     assert view.error.startswith("killed by SIGKILL")
 
 
@@ -146,7 +146,7 @@ def test_sigkilled_process_group_is_failed_with_reason(standin_train, paths):
     result = launch(LaunchRequest(recipe=RECIPE, model=model, data=data, gpu="cpu"))
     wait_state(result.run_id, ("training",))
     os.killpg(result.pid, signal.SIGKILL)  # nobody left to write anything
-    view = wait_state(result.run_id, ("failed",), timeout=10)
+    view = wait_state(result.run_id, ("failed",), timeout=30)
     assert "without a final state" in view.error
     assert json.loads(Path(view.run_dir, "status.json").read_text())["state"] == "training"
 
@@ -502,7 +502,7 @@ def test_local_training_stop_ends_stopped(qwen2_vl_dir, shapes_data_dir):
     stop = vlmtui_cli("stop", run_id, "--grace", "60", "--json")
     assert stop.returncode == 0, stop.stderr
     assert json.loads(stop.stdout)["state"] == "stopped"
-    row = wait_cli_state(run_id, ("stopped",), timeout=5)
+    row = wait_cli_state(run_id, ("stopped",), timeout=30)
     assert row["error"].startswith("stopped by SIG")
 
 

@@ -55,8 +55,8 @@ async def test_dispatch_a_cpu_run_and_watch_it_finish(qwen2_vl_dir, shapes_data_
             return run.state == "finished"
 
         await wait_for(pilot, finished, 240, "the run to finish")
-        await wait_for(pilot, lambda: runs.runs[run_id].loss is not None, 10, "its loss")
+        await wait_for(pilot, lambda: runs.runs[run_id].loss is not None, 30, "its loss")
         assert str(runs.table.get_cell(run_id, "state")) == "finished"
         assert runs.table.get_cell(run_id, "step") == "2/2"
         assert runs.table.get_cell(run_id, "loss") != "–"
-        await wait_for(pilot, lambda: runs.log_view.line_count > 0, 10, "its output")
+        await wait_for(pilot, lambda: runs.log_view.line_count > 0, 30, "its output")

@@ -41,7 +41,7 @@ async def keys_shown(pilot, keys: list[str]) -> str:
         return all(k in footer(seen["text"]) for k in wanted)
 
     try:
-        await wait_for(pilot, shown, timeout=5)
+        await wait_for(pilot, shown, timeout=20)
     except BaseException:
         pytest.fail(f"footer lacks some of {wanted}: {footer(seen['text'])!r}")
     return seen["text"]

@@ -79,7 +79,7 @@ async def test_quitting_the_app_leaves_the_run_running(standin_train, tmp_path: 
             )
             app.query_one("#runs-table").focus()
             await pilot.press("q")  # quit, as a user would
-            await wait_for(pilot, lambda: not app.is_running, 10, "the app to quit")
+            await wait_for(pilot, lambda: not app.is_running, 30, "the app to quit")
         assert app.return_code in (0, None)
 
         pid = launched[0].pid

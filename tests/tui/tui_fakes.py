@@ -173,8 +173,9 @@ def fake_sources(recorder: Recorder | None = None, **overrides: Any) -> Sources:
     return Sources(**base)
 
 
-async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Let the app run until `cond()` holds; fail after `timeout` seconds."""
+async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Let the app run until `cond()` holds; fail after `timeout` seconds (generous: CI runs
+    two workers next to training subprocesses, and a 10 s bound once timed out there)."""
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:
