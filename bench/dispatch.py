@@ -23,7 +23,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,15 +57,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
-    from sshd import ensure_sshd, start_sshd
+    from sshd import bench_hosts, ensure_sshd
 
     why = ensure_sshd()
     if why:
         print(f"skipped: {why}")
         return 0
-    root = Path(tempfile.mkdtemp(prefix="vlmtui-bench-"))
-    os.environ["VLMTUI_HOME"] = str(root / "home")
-    os.environ["VLMTUI_NVML"] = "off"
+    root, servers, tables = bench_hosts(4)
 
     from vlmtui.core.fleet import launch as launch_mod
     from vlmtui.core.fleet.hosts import get_host, save_host
@@ -74,12 +71,8 @@ def main() -> int:
     from vlmtui.core.fleet.registry import Registry
     from vlmtui.core.fleet.status import query_hosts
 
-    servers = [start_sshd(root / f"sshd{i}") for i in range(4)]
     names = [f"loop{i}" for i in range(4)]
-    for name, server in zip(names, servers, strict=True):
-        table = server.host_table(root / "work")
-        table["env"] = {**table["env"], "VLMTUI_NVML": "off"}  # type: ignore[dict-item]
-        save_host(name, **table)
+    for name, table in zip(names, tables, strict=True):
         # The same daemon without vlmtui there: the query falls back to (stand-in) nvidia-smi,
         # which costs the remote side almost no CPU, leaving the dispatch overhead.
         save_host(f"smi{name[-1]}", **{**table, "python": "/nonexistent/python"})

@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -67,24 +66,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="of the 8-host CPU run")
     parser.add_argument("--repeat", type=int, default=200, help="refreshes per measurement")
     args = parser.parse_args()
-    from sshd import ensure_sshd, start_sshd
+    from sshd import bench_hosts, ensure_sshd
 
     why = ensure_sshd()
     if why:
         print(f"skipped: {why}")
         return 0
-    root = Path(tempfile.mkdtemp(prefix="vlmtui-bench-"))
-    os.environ["VLMTUI_HOME"] = str(root / "home")
-    os.environ["VLMTUI_NVML"] = "off"
-    from vlmtui.core.fleet.hosts import get_host, save_host
+    _, servers, _ = bench_hosts(8)
+    from vlmtui.core.fleet.hosts import get_host
     from vlmtui.core.fleet.status import query_hosts
     from vlmtui.core.fleet.watch import GpuWatch
 
-    servers = [start_sshd(root / f"sshd{i}") for i in range(8)]
-    for i, server in enumerate(servers):
-        table = server.host_table(root / "work")
-        table["env"] = {**table["env"], "VLMTUI_NVML": "off"}  # type: ignore[dict-item]
-        save_host(f"loop{i}", **table)
     hosts = [get_host(f"loop{i}") for i in range(8)]
     try:
         for h in hosts:  # warm: open each shared connection

@@ -149,3 +149,24 @@ def start_sshd(dir: Path) -> LoopbackSshd:
                 time.sleep(0.05)
         last_error = (dir / "sshd.log").read_text()[-500:]
     raise RuntimeError(f"sshd did not start: {last_error}")
+
+
+def bench_hosts(count: int) -> tuple[Path, list[LoopbackSshd], list[dict[str, object]]]:
+    """For benchmarks: a fresh VLMTUI_HOME with `count` daemons saved as hosts `loop0`… in its
+    hosts.toml, NVML off on both ends (this machine has no GPU: the stand-in nvidia-smi on
+    the daemons' PATH answers). Returns (temp root, daemons, their host tables)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="vlmtui-bench-"))
+    os.environ["VLMTUI_HOME"] = str(root / "home")
+    os.environ["VLMTUI_NVML"] = "off"
+    from vlmtui.core.fleet.hosts import save_host
+
+    servers = [start_sshd(root / f"sshd{i}") for i in range(count)]
+    tables = []
+    for i, server in enumerate(servers):
+        table = server.host_table(root / "work")
+        table["env"] = {**table["env"], "VLMTUI_NVML": "off"}  # type: ignore[dict-item]
+        save_host(f"loop{i}", **table)
+        tables.append(table)
+    return root, servers, tables
