@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from trainhelp import train_argv
+
 
 def vlmtui(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -88,11 +90,7 @@ def test_eval_of_a_stopped_run_points_to_resume(
     import time
 
     out = tmp_path / "stopme"
-    argv = [
-        sys.executable, "-m", "vlmtui", "train", "--recipe", "r2-vision-only",
-        "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir),
-        "--output", str(out), "--max-steps", "100000",
-    ]  # fmt: skip
+    argv = train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "100000")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = out / "events.jsonl"
     deadline = time.monotonic() + 180

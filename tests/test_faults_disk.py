@@ -10,12 +10,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from trainhelp import train_argv
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +44,6 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield mount
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def train_argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "vlmtui", "train", "--recipe", "r2-vision-only",
-        "--model", str(model), "--data", str(data), "--output", str(out), *extra,
-    ]  # fmt: skip
 
 
 def test_preflight_refuses_a_disk_too_small(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from trainhelp import snapshot, train_argv
 from vlmtui.core.families import DEFAULT_LLM_TARGETS
 from vlmtui.core.model.loading import Device
 from vlmtui.core.recipes.recipe import BUILTIN_RECIPES, AreaPlan, TrainingRecipe
@@ -29,10 +29,6 @@ MIXED = TrainingRecipe(
     llm=AreaPlan(mode="lora", targets=DEFAULT_LLM_TARGETS),
     learning_rate=1e-3,
 )
-
-
-def snapshot(model) -> dict[str, object]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("recipe_name", ["r2-vision-only", "r1-llm-only", "mixed"])
@@ -87,11 +83,10 @@ def test_checkpoint_of_another_trainable_set_is_an_error(
     out = tmp_path / "run"
 
     def train(recipe: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        argv = [
-            sys.executable, "-m", "vlmtui", "train", "--recipe", recipe,
-            "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir),
-            "--output", str(out), "--max-steps", "2", "--save-steps", "2", *extra,
-        ]  # fmt: skip
+        argv = train_argv(
+            qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "2", "--save-steps", "2", *extra,
+            recipe=recipe,
+        )  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, check=False)
 
     assert train("r2-vision-only").returncode == 0
@@ -114,11 +109,9 @@ def test_two_stage_resume_restores_stage_2_strictly(
     """Stage 1 finished, stage 2 checkpointed: resume skips stage 1 and loads stage 2's
     checkpoint strictly (a key mismatch would fail the run)."""
     out = tmp_path / "r3"
-    argv = [
-        sys.executable, "-m", "vlmtui", "train", "--recipe", "r3-two-stage",
-        "--model", str(qwen25_vl_dir), "--data", str(shapes_data_dir),
-        "--output", str(out), "--save-steps", "2",
-    ]  # fmt: skip
+    argv = train_argv(
+        qwen25_vl_dir, shapes_data_dir, out, "--save-steps", "2", recipe="r3-two-stage"
+    )
     first = subprocess.run([*argv, "--max-steps", "2"], capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr[-2000:]
     for done in (out / "weights.json", out / "stage2" / "weights.json"):

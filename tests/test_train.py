@@ -7,13 +7,13 @@ subprocess for the run directory, the two-stage hand-off and the exit codes.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from trainhelp import fit_three_steps, train_argv
 from vlmtui.core.families import FAMILIES
 from vlmtui.core.model.loading import Device
 from vlmtui.core.recipes.policy import strip_peft
@@ -26,38 +26,19 @@ CPU = Device("cpu")
 QWEN2_FAMILIES = ["qwen2-vl", "qwen2.5-vl"]
 
 
-def snapshot(model) -> dict[str, object]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize("family_name", QWEN2_FAMILIES)
 @pytest.mark.parametrize("recipe_name", ["r1-llm-only", "r2-vision-only", "r4-joint"])
 def test_recipe_trains_what_it_says(
     demo_model_dirs, shapes_data_dir: Path, tmp_path: Path, family_name: str, recipe_name: str
 ) -> None:
-    import torch
-
     from vlmtui.core.data.chat import to_trl_dataset
     from vlmtui.core.data.datasets import load_split
-    from vlmtui.core.training.fitting import FitOptions, fit
     from vlmtui.core.training.prepare import prepare_stage
 
     recipe = BUILTIN_RECIPES[recipe_name]
     stage = prepare_stage(demo_model_dirs[family_name], recipe, CPU)
-    before = snapshot(stage.model)
-    trainable = {n for n, p in stage.model.named_parameters() if p.requires_grad}
     rows = to_trl_dataset(load_split(shapes_data_dir, "train"), stage.family, stage.processor)
-    trainer = fit(stage, recipe, rows, tmp_path, CPU, FitOptions(max_steps=3))
-
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
-    after = dict(stage.model.named_parameters())
-    changed = {n for n in trainable if not torch.equal(before[n], after[n].detach())}
-    # LoRA B starts at zero and A only moves once B is non-zero: every adapter moves in 3 steps.
-    assert changed == trainable
-    for name, param in after.items():
-        if name not in trainable:
-            assert torch.equal(before[name], param.detach()), f"frozen {name} changed"
+    trainable = fit_three_steps(stage, recipe, rows, tmp_path)
     areas = {stage.family.area_of(strip_peft(n)) for n in trainable}
     expected = {
         "r1-llm-only": {"llm"},
@@ -169,11 +150,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(
     import time
 
     out = tmp_path / "stopme"
-    cmd = [
-        sys.executable, "-m", "vlmtui", "train", "--recipe", "r2-vision-only",
-        "--model", str(qwen2_vl_dir), "--data", str(shapes_data_dir),
-        "--output", str(out), "--max-steps", "100000",
-    ]  # fmt: skip
+    cmd = train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "100000")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
