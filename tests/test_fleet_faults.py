@@ -36,6 +36,7 @@ from vlmtui.core.fleet import launch as launch_mod
 from vlmtui.core.fleet.hosts import load_hosts
 from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
 from vlmtui.core.fleet.registry import Registry
+from vlmtui.core.fleet.runrecord import RunRecord
 from vlmtui.core.fleet.runs import get_run, stop_run
 from vlmtui.core.fleet.status import gpu_status
 
@@ -216,13 +217,19 @@ def test_start_is_idempotent_per_launch(standin_train, paths, ssh_host, lost_rep
 # --- 6: the launcher killed mid-launch ------------------------------------------------------
 
 
-def test_killed_launcher_row_gets_its_pid_and_stop_works(_standin_script, paths):
+def _killed_launch(standin_script: Path, paths: tuple[str, str]) -> RunRecord:
+    """Launch in a process SIGKILLed after the run started; the registry row it left."""
     res = subprocess.run(
-        [sys.executable, "-c", KILLED_LAUNCHER, str(_standin_script), *paths],
+        [sys.executable, "-c", KILLED_LAUNCHER, str(standin_script), *paths],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert res.returncode == -9, res.stderr
     (row,) = Registry().all()
+    return row
+
+
+def test_killed_launcher_row_gets_its_pid_and_stop_works(_standin_script, paths):
+    row = _killed_launch(_standin_script, paths)
     assert row.state == "launching" and row.pid is None  # what the killed launcher left
     view = wait_state(row.id, "training")
     assert view.pid == supervisor(view.run_dir)["pid"] == Registry().get(row.id).pid
@@ -231,12 +238,7 @@ def test_killed_launcher_row_gets_its_pid_and_stop_works(_standin_script, paths)
 
 
 def test_stop_reads_the_pid_from_the_host_when_the_row_has_none(_standin_script, paths):
-    res = subprocess.run(
-        [sys.executable, "-c", KILLED_LAUNCHER, str(_standin_script), *paths],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert res.returncode == -9, res.stderr
-    (row,) = Registry().all()
+    row = _killed_launch(_standin_script, paths)
     poll(lambda: Path(row.run_dir, "supervisor.json").exists())
     result = stop_run(row.id, grace_s=5)  # no `runs` in between: the row still has no pid
     assert result.was_running and result.state == "stopped"
