@@ -24,18 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sshd import free_port
+
 GPUS = 4
 SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun", "sacct")
 
 
 class ClusterUnavailable(RuntimeError):
     """Slurm cannot run here (not installed, not root, a daemon did not start)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -168,8 +164,8 @@ def _write_config(d: Path, node: str, partition: str) -> tuple[Path, Path]:
         "SlurmdUser=root\n"
         "AuthType=auth/munge\n"
         f"AuthInfo=socket={d}/munge.socket\n"
-        f"SlurmctldPort={_free_port()}\n"
-        f"SlurmdPort={_free_port()}\n"
+        f"SlurmctldPort={free_port()}\n"
+        f"SlurmdPort={free_port()}\n"
         f"StateSaveLocation={d}/state\n"
         f"SlurmdSpoolDir={d}/spool\n"
         f"SlurmctldPidFile={d}/slurmctld.pid\n"

@@ -34,8 +34,6 @@ class CachedInspector:
         self._on_miss = on_miss
         self._inspector: Any = None
         self._tree: Any = None
-        self.hits = 0
-        self.misses = 0
 
     def _built(self) -> Any:
         if self._inspector is None:
@@ -51,10 +49,8 @@ class CachedInspector:
         key = cache.key_for(self.ref, recipe, self.recipe_files)
         hit = cache.load(key) if self.use_cache else None
         if hit is not None:
-            self.hits += 1
             found = hit.for_ref(self.ref)
         else:
-            self.misses += 1
             found = _compute(self._built(), recipe)
             cache.store(key, found)
         if self._tree is None:
