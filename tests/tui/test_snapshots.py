@@ -125,9 +125,14 @@ def test_preflight_dialog(snap_compare, size) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_stop_dialog(snap_compare, size) -> None:
     async def before(pilot) -> None:
+        # the pane behind the dialog settled first (recipes, rows, log), as in test_runs_pane:
+        # under load the dialog could otherwise open over a half-loaded pane
+        await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
         await pilot.press("4")
         pane = pilot.app.query_one(RunsPane)
         await wait_for(pilot, lambda: pane.table.row_count == 3)
+        log = pilot.app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30)
         pane.action_stop_run()  # `s` on the training run (the first row)
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
         await pilot.pause(0.2)
