@@ -18,11 +18,11 @@ from tui_fakes import fake_sources, screen_text, wait_for
 from vlmtui.core.data.datasets import load_split
 from vlmtui.core.eval.boxparse import ParseResult, PredBox
 from vlmtui.core.eval.evaluate import Generated
-from vlmtui.core.eval.pictures import save_eval_pictures
+from vlmtui.core.eval.pictures import pictures_of, save_eval_pictures
 from vlmtui.core.fleet.runs import RunView
 from vlmtui.core.rundir import EVAL_IMAGES, EVAL_JSON
 from vlmtui.tui.app import VlmtuiApp
-from vlmtui.tui.sources import Sources, pictures_of
+from vlmtui.tui.sources import Sources
 from vlmtui.tui.widgets.pictures_view import PictureView, protocol_for
 from vlmtui.tui.widgets.runs_pane import RunsPane
 

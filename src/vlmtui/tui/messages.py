@@ -11,20 +11,7 @@ from typing import Any
 
 from textual.message import Message
 
-
-@dataclass(frozen=True)
-class Picture:
-    """One picture the run's last eval drew (gold and predicted boxes on an image)."""
-
-    path: str
-    """Where it is on the run's host."""
-    gold: int | None = None
-    pred: int | None = None
-    """Box counts, when eval.json lists them."""
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition("/")[2]
+from vlmtui.core.eval.pictures import Picture
 
 
 @dataclass(frozen=True)

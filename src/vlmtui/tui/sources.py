@@ -8,7 +8,6 @@ import nothing heavy: torch/transformers load only inside the functions that nee
 
 from __future__ import annotations
 
-import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from vlmtui.core.rundir import ACTIVE_STATES, FINAL_STATES
 from vlmtui.core.settings import DEFAULTS
 from vlmtui.core.styles import GPU_STATE_STYLES, MODE_STYLES, RUN_STATE_STYLES
 from vlmtui.core.textfmt import clock, middle
-from vlmtui.tui.messages import Picture
 
 if TYPE_CHECKING:
     from vlmtui.core.fleet.launch import LaunchRequest, LaunchResult
@@ -48,7 +46,6 @@ __all__ = [
     "compile_filter",
     "filter_nodes",
     "middle",
-    "pictures_of",
     "recipe_summary",
     "regex_problem",
     "stop_gpu_watchers",
@@ -114,25 +111,6 @@ def _run_files(host: str, run_dir: str) -> tuple[list[dict[str, Any]], dict[str,
 
 
 MAX_PICTURE_BYTES = 16 << 20
-
-
-def pictures_of(run_dir: str, ev: dict[str, Any] | None) -> tuple[Picture, ...]:
-    """The pictures eval.json's `pictures` lists (`dir` relative to the run dir, or absolute);
-    a malformed entry lists none rather than failing the refresh."""
-    listed = (ev or {}).get("pictures")
-    if not isinstance(listed, dict) or not isinstance(listed.get("dir"), str):
-        return ()
-    where = posixpath.join(run_dir, listed["dir"])
-    out = []
-    for f in listed.get("files") or ():
-        if isinstance(f, dict) and isinstance(f.get("file"), str) and "/" not in f["file"]:
-            gold, pred = f.get("gold"), f.get("pred")
-            out.append(Picture(
-                posixpath.join(where, f["file"]),
-                gold if isinstance(gold, int) else None,
-                pred if isinstance(pred, int) else None,
-            ))  # fmt: skip
-    return tuple(out)
 
 
 def _read_picture(host: str, path: str) -> bytes:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.eval.pictures import pictures_of
 from vlmtui.core.rundir import FINAL_STATES, elapsed_of, losses
 from vlmtui.tui import inspection
 from vlmtui.tui.messages import (
@@ -27,7 +28,7 @@ from vlmtui.tui.messages import (
     RunsRefreshed,
     TreeReady,
 )
-from vlmtui.tui.sources import Sources, pictures_of
+from vlmtui.tui.sources import Sources
 
 if TYPE_CHECKING:
     from textual.app import App

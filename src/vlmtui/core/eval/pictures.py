@@ -10,6 +10,7 @@ filled box of the style's colour; a legend strip explains the styles under the i
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,21 @@ DASH = 8
 class Box:
     label: str
     xyxy: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One picture the run's last eval drew (gold and predicted boxes on an image)."""
+
+    path: str
+    """Where it is on the run's host."""
+    gold: int | None = None
+    pred: int | None = None
+    """Box counts, when eval.json lists them."""
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
 
 
 def _font(size: int) -> Any:
@@ -122,6 +138,26 @@ def save_images(
         img.save(path)
         paths.append(path)
     return paths
+
+
+def pictures_of(run_dir: str, ev: dict[str, Any] | None) -> tuple[Picture, ...]:
+    """The pictures eval.json's `pictures` lists, as `save_eval_pictures` wrote it (`dir`
+    relative to the run dir, or absolute); a malformed entry lists none rather than failing
+    the reader."""
+    listed = (ev or {}).get("pictures")
+    if not isinstance(listed, dict) or not isinstance(listed.get("dir"), str):
+        return ()
+    where = posixpath.join(run_dir, listed["dir"])
+    out = []
+    for f in listed.get("files") or ():
+        if isinstance(f, dict) and isinstance(f.get("file"), str) and "/" not in f["file"]:
+            gold, pred = f.get("gold"), f.get("pred")
+            out.append(Picture(
+                posixpath.join(where, f["file"]),
+                gold if isinstance(gold, int) else None,
+                pred if isinstance(pred, int) else None,
+            ))  # fmt: skip
+    return tuple(out)
 
 
 def save_eval_pictures(
