@@ -60,7 +60,7 @@ def test_hosts_toml_round_trip_and_overrides():
         ("[hosts.a]\ntarget = 'h;touch x'\n", "invalid ssh target"),
         ("[hosts.a]\ntarget = '-oProxyCommand=x'\n", "invalid ssh target"),
         ("[hosts.\"a b\"]\ntarget = 'h'\n", "invalid host name 'a b'"),
-        ("[hosts.a]\ntarget = 'h'\nport = 'x'\n", "hosts.a.port: expected a positive number"),
+        ("[hosts.a]\ntarget = 'h'\nport = 'x'\n", "hosts.a.port: expected a port number"),
         ("[hosts.a]\ntarget = 'h'\nenv = { 'A;B' = 'x' }\n", "invalid variable name"),
         ("[hosts.local]\ntarget = 'h'\n", "hosts.local: unknown key 'target'"),
         ("[free]\nmax_util_pct = 'x'\n", "free.max_util_pct: unexpected value"),

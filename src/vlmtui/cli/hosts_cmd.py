@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -60,6 +61,8 @@ def run_gpus(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.hosts import hosts_problem
     from vlmtui.core.fleet.status import gpu_status, iter_gpu_status
 
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        raise BadInput(f"--timeout: expected a positive number of seconds, got {args.timeout}")
     if not args.local:
         warn_hosts_problem(hosts_problem())
     if args.json:

@@ -172,8 +172,11 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
+    from vlmtui.core.errors import BadInput
     from vlmtui.core.fleet.runs import stop_run
 
+    if not 0 <= args.grace < float("inf"):  # also refuses nan
+        raise BadInput(f"--grace: expected 0 or more seconds, got {args.grace}")
     result = stop_run(args.run, grace_s=args.grace)
     if args.json:
         print(json.dumps(result.__dict__, indent=1))

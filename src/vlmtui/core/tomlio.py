@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,24 @@ from typing import Any
 from vlmtui.core.errors import BadInput
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The parsed TOML file, or BadInput naming it: unreadable (a directory, no permission),
+    not UTF-8, or not TOML. `what` says which file it is (`recipe file`, `hosts file`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"{path}: not a text file (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start} is not UTF-8)"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: not valid TOML ({exc})") from None
 
 
 def unknown_keys(data: Mapping[str, Any], known: Iterable[str]) -> list[str]:

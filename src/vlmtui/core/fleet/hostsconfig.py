@@ -32,8 +32,8 @@ gres, constraint, cpus_per_gpu, mem_per_gpu, sbatch_extra (a list of `--option=v
 
 from __future__ import annotations
 
+import math
 import sys
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from vlmtui.core.fleet.shell import ENV_NAME_RE, check_name, check_path, check_t
 from vlmtui.core.fleet.slurm import SlurmSettings
 from vlmtui.core.fleet.snapshot import FreeRule
 from vlmtui.core.paths import config_dir
-from vlmtui.core.tomlio import check_keys, toml_key, toml_value, write_text_atomic
+from vlmtui.core.tomlio import check_keys, read_toml, toml_key, toml_value, write_text_atomic
 
 LOCAL = "local"
 _HOST_KEYS = {
@@ -147,12 +147,18 @@ def _host_from(path: Path, name: str, data: Any, rule: FreeRule) -> HostConfig:
                 kw[key] = check_target(value) if key == "target" else check_path(key, value)
             except BadInput as exc:
                 raise BadInput(f"{where}.{key}: {exc}") from None
-    for key in ("port", "connect_timeout", "timeout"):
+    if "port" in data:
+        port = data["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise BadInput(f"{where}.port: expected a port number 1-65535, got {port!r}")
+        kw["port"] = port
+    for key in ("connect_timeout", "timeout"):
         if key in data:
             value = data[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise BadInput(f"{where}.{key}: expected a positive number")
-            kw[key] = int(value) if key == "port" else float(value)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value <= 0:
+                raise BadInput(f"{where}.{key}: expected a positive number, got {value!r}")
+            kw[key] = float(value)
     for key in ("env", "ssh_options"):
         if key in data:
             kw[key] = _str_table(f"{where}.{key}", data[key])
@@ -186,22 +192,26 @@ def _slurm_settings(where: str, data: dict[str, Any]) -> SlurmSettings:
         raise BadInput(f"{where}: {exc}") from None
 
 
+def _read_hosts_file(path: Path) -> dict[str, Any]:
+    """hosts.toml parsed (empty when absent), its `hosts` checked to be a table."""
+    data = read_toml(path, "hosts file") if path.exists() else {}
+    if not isinstance(data.get("hosts", {}), dict):
+        raise BadInput(f"{path}: 'hosts' must be a table of [hosts.NAME] tables")
+    return data
+
+
 def load_hosts(path: Path | None = None) -> dict[str, HostConfig]:
     """Every host by name, `local` first; a bad file is a BadInput naming file, host, field."""
     path = path or hosts_file()
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise BadInput(f"{path}: cannot read hosts file ({exc})") from None
+    return _hosts_of(path, _read_hosts_file(path))
+
+
+def _hosts_of(path: Path, data: dict[str, Any]) -> dict[str, HostConfig]:
     unknown = set(data) - {"hosts", "free"}
     if unknown:
         raise BadInput(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (use [hosts.NAME])")
     rule = _free_rule(f"{path}: free", data["free"], FreeRule()) if "free" in data else FreeRule()
     tables = data.get("hosts", {})
-    if not isinstance(tables, dict):
-        raise BadInput(f"{path}: 'hosts' must be a table of [hosts.NAME] tables")
     out = {LOCAL: _host_from(path, LOCAL, tables.get(LOCAL, {}), rule)}
     for name, table in tables.items():
         if name != LOCAL:
@@ -234,18 +244,20 @@ def _write_hosts(data: dict[str, Any], path: Path) -> None:
 def save_host(name: str, **settings: Any) -> HostConfig:
     """Add or replace `[hosts.NAME]` (keys as in hosts.toml); validated before writing."""
     path = hosts_file()
-    data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    data = _read_hosts_file(path)
     table = {k: v for k, v in settings.items() if v is not None}
     data.setdefault("hosts", {})[name] = table
     rule = _free_rule(f"{path}: free", data.get("free", {}), FreeRule())
-    config = _host_from(path, name, table, rule)
+    _host_from(path, name, table, rule)  # the new host's own mistakes first
+    # Then the whole file as it would be written: never write one `hosts` would refuse.
+    config = _hosts_of(path, data)[name]
     _write_hosts(data, path)
     return config
 
 
 def remove_host(name: str) -> None:
     path = hosts_file()
-    data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    data = _read_hosts_file(path)
     if name == LOCAL or name not in data.get("hosts", {}):
         raise BadInput(f"no host {name!r} in {path}")
     del data["hosts"][name]

@@ -7,8 +7,8 @@ any other, before or after it; a cycle of `extends` is named as such.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -24,19 +24,34 @@ from vlmtui.core.recipes.recipe import (
     TrainingRecipe,
     validate_recipe,
 )
-from vlmtui.core.tomlio import check_keys
+from vlmtui.core.tomlio import check_keys, read_toml
 
 _TOP_KEYS = {f.name for f in dataclasses.fields(TrainingRecipe)} - {"name", "source"} | {"extends"}
 _AREA_KEYS = {f.name for f in dataclasses.fields(AreaPlan)}
 _LORA_KEYS = {f.name for f in dataclasses.fields(LoraSettings)}
 
 
-def _number(where: str, value: Any, kind: type, minimum: float | None = None) -> Any:
+# TOML integers reach 2**63 - 1; past this no step count, rank or batch is meant, and torch
+# and numpy would fail on it mid-run instead of here.
+_MAX_INT = 2**31 - 1
+
+
+def _number(
+    where: str, value: Any, kind: type, minimum: float | None = None, below: float | None = None
+) -> Any:
+    """`value` as `kind`, at least `minimum` and less than `below`; TOML's nan and inf are
+    refused (nan passes every comparison, inf is no learning rate or ratio)."""
     ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
     if not ok or isinstance(value, bool):
         raise BadInput(f"{where}: expected {kind.__name__}, got {value!r}")
+    if not math.isfinite(value):
+        raise BadInput(f"{where}: expected a finite number, got {value!r}")
+    if kind is int and value > _MAX_INT:
+        raise BadInput(f"{where}: must be at most {_MAX_INT}, got {value!r}")
     if minimum is not None and value < minimum:
         raise BadInput(f"{where}: must be at least {minimum}, got {value!r}")
+    if below is not None and value >= below:
+        raise BadInput(f"{where}: must be less than {below}, got {value!r}")
     return kind(value)
 
 
@@ -90,6 +105,8 @@ def recipe_from_dict(
     base = TrainingRecipe(name=name)
     if "extends" in data:
         parent = data["extends"]
+        if not isinstance(parent, str):
+            raise BadInput(f"{where}: extends: expected a recipe name, got {parent!r}")
         if parent not in known:
             raise BadInput(f"{where}: extends: unknown recipe {parent!r}")
         base = replace(known[parent], description="")
@@ -111,14 +128,17 @@ def recipe_from_dict(
             if "alpha" in value:
                 lora = replace(lora, alpha=_number(f"{fld}.alpha", value["alpha"], int, 1))
             if "dropout" in value:
-                lora = replace(lora, dropout=_number(f"{fld}.dropout", value["dropout"], float, 0))
+                dropout = _number(f"{fld}.dropout", value["dropout"], float, 0, below=1)
+                lora = replace(lora, dropout=dropout)
             kwargs["lora"] = lora
         elif key in ("description", "quantization", "compute_dtype"):
             if not isinstance(value, str):
                 raise BadInput(f"{fld}: expected a string, got {value!r}")
             kwargs[key] = value
-        elif key in ("learning_rate", "epochs", "warmup_ratio"):
+        elif key in ("learning_rate", "epochs"):
             kwargs[key] = _number(fld, value, float, 0)
+        elif key == "warmup_ratio":
+            kwargs[key] = _number(fld, value, float, 0, below=1)
         elif key in ("max_steps", "batch_size", "grad_accum"):
             kwargs[key] = _number(fld, value, int, 1)
         elif key in ("gradient_checkpointing", "upcast_norms"):
@@ -134,12 +154,7 @@ def recipe_from_dict(
 
 def load_recipe_file(path: Path, known: Mapping[str, TrainingRecipe]) -> dict[str, TrainingRecipe]:
     """Recipes of one TOML file: `[recipe.NAME]` tables. Later ones may extend earlier ones."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read recipe file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, "recipe file")
     unknown = set(data) - {"recipe"}
     if unknown:
         raise BadInput(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (use [recipe.NAME])")
