@@ -167,3 +167,102 @@ def test_bad_numbers_for_hosts_gpus_and_stop(
     hosts = _isolated_vlmtui_home / "config" / "hosts.toml"
     refused(vlmtui(*args), line.format(hosts=hosts))
     assert not hosts.exists()
+
+
+# ---------------------------------------------------------------------------- VLMTUI_HOME
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+@pytest.mark.parametrize("args", [["runs"], ["hosts", "add", "a", "h"], ["recipes"], []])
+def test_vlmtui_home_that_is_a_file(tmp_path: Path, below: str, args: list[str]) -> None:
+    """Every command, the app included (no args), says so before its first mkdir."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    proc = vlmtui(*args, env={"VLMTUI_HOME": str(a_file / below)})
+    refused(proc, f"VLMTUI_HOME: {a_file} is not a directory")
+
+
+# ----------------------------------------------------------------- train and eval --base
+
+
+def _broken_checkpoint(good: Path, where: Path, how: str) -> Path:
+    """A copy of the tiny checkpoint `good`, broken one way."""
+    import json
+    import shutil
+
+    shutil.copytree(good, where)
+    config = where / "config.json"
+    if how == "config-list":
+        config.write_text("[1, 2]")
+    elif how == "config-type":
+        data = json.loads(config.read_text())
+        data["text_config"]["num_hidden_layers"] = "two"
+        config.write_text(json.dumps(data))
+    elif how == "no-weights":
+        (where / "model.safetensors").unlink()
+    elif how == "no-processor":
+        for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+            (where / name).unlink(missing_ok=True)
+    return where
+
+
+CHECKPOINT_CASES = {
+    "config-list": "{m}/config.json: expected a JSON object",
+    "config-type": "{m}/config.json: cannot build Qwen2VLForConditionalGeneration from this "
+    "config (StrictDataclassFieldValidationError: Validation error for field "
+    "'num_hidden_layers': TypeError: Field 'num_hidden_layers' expected int, got str "
+    "(value: 'two'))",
+    "no-weights": "{m}: no weights (none of model.safetensors, model.safetensors.index.json, "
+    "pytorch_model.bin, pytorch_model.bin.index.json)",
+    "no-processor": "{m}: cannot load its processor (tokenizer and image processor): OSError: ",
+}
+
+
+@pytest.mark.parametrize("how", sorted(CHECKPOINT_CASES))
+def test_broken_checkpoint_is_refused_before_the_run_starts(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, how: str
+) -> None:
+    """Found by `from_pretrained` these were tracebacks with exit 1 after the run directory
+    (train) was made; now `train` and `eval --base` refuse them and write nothing."""
+    model = _broken_checkpoint(qwen2_vl_dir, tmp_path / "model", how)
+    expected = "vlmtui: " + CHECKPOINT_CASES[how].format(m=model)
+    out = tmp_path / "out"
+    train = vlmtui(
+        "train", "--recipe", "r2-vision-only", "--model", str(model), "--data",
+        str(shapes_data_dir), "--output", str(out), "--max-steps", "1",
+    )  # fmt: skip
+    base = vlmtui(
+        "eval", "--base", str(model), "--output", str(out), "--data", str(shapes_data_dir)
+    )
+    for proc in (train, base):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "line"),
+    [
+        ("--save-steps", "0", "--save-steps: must be at least 1, got 0"),
+        ("--seed", "-1", "--seed: must be 0 to 4294967295, got -1"),
+        ("--seed", str(2**32), f"--seed: must be 0 to 4294967295, got {2**32}"),
+    ],
+)
+def test_bad_train_numbers(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, flag: str, value: str, line: str
+) -> None:
+    """--seed -1 reached numpy's set_seed: a traceback and a failed run directory."""
+    out = tmp_path / "out"
+    proc = vlmtui(
+        "train", "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(shapes_data_dir), "--output", str(out), flag, value,
+    )  # fmt: skip
+    refused(proc, line)
+    assert not out.exists()
+
+
+def test_eval_max_new_tokens_zero_is_refused_like_minus_one(tmp_path: Path) -> None:
+    """0 was read as 'not given' and silently became the default."""
+    proc = vlmtui("eval", "--base", str(tmp_path), "--output", str(tmp_path / "o"), "--data",
+                  str(tmp_path), "--max-new-tokens", "0")  # fmt: skip
+    refused(proc, "--max-new-tokens: must be at least 1, got 0")

@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from vlmtui.core.paths import check_home
+
+        check_home()
         if args.command is None:
             from vlmtui.cli.app_cmd import open_app
 

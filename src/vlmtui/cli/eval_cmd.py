@@ -83,7 +83,9 @@ def _eval_request(args: argparse.Namespace) -> EvalRequest:
         split=args.split,
         limit=args.limit,
         batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        max_new_tokens=(
+            DEFAULT_MAX_NEW_TOKENS if args.max_new_tokens is None else args.max_new_tokens
+        ),
         save_images=args.save_images,
         pictures=args.pictures,
     )

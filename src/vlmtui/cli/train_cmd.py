@@ -112,7 +112,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     """Every check that needs no model weights, then the run directory is created."""
     from vlmtui.core.data.datasets import load_split
     from vlmtui.core.data.images import validate_images
-    from vlmtui.core.model.loading import family_of_checkpoint
+    from vlmtui.core.model.loading import check_checkpoint, family_of_checkpoint
     from vlmtui.core.recipes.catalog import get_recipe
     from vlmtui.core.training.outputdir import check_output, make_output
     from vlmtui.core.training.sharding import check_strategy
@@ -130,8 +130,11 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
             f"--stage: recipe {recipe.name} has {max(1, len(recipe.stages))} stage(s), "
             f"got {args.stage}"
         )
-    if args.max_steps is not None and args.max_steps < 1:
-        raise BadInput(f"--max-steps: must be at least 1, got {args.max_steps}")
+    for flag, value in (("--max-steps", args.max_steps), ("--save-steps", args.save_steps)):
+        if value is not None and value < 1:
+            raise BadInput(f"{flag}: must be at least 1, got {value}")
+    if not 0 <= args.seed < 2**32:  # numpy's seed range; past it set_seed fails mid-start
+        raise BadInput(f"--seed: must be 0 to {2**32 - 1}, got {args.seed}")
     family_of_checkpoint(args.model)
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
@@ -144,6 +147,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     records = load_split(args.data, "train", allow_normalized=args.allow_normalized)
     if main:
         validate_images(records)
+    check_checkpoint(args.model)  # last: it imports torch and transformers
     make_output(args.output)
     return TrainRequest(
         recipe=recipe,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlmtui.core.errors import BadInput
+
 
 def _home() -> Path | None:
     value = os.environ.get("VLMTUI_HOME")
@@ -41,3 +43,16 @@ def runs_dir() -> Path:
 def demo_dir() -> Path:
     """The embedded default's tiny model and synthetic dataset, generated on first use."""
     return data_dir() / "demo"
+
+
+def check_home() -> None:
+    """BadInput when the config or data folder cannot be one: it, or the nearest existing
+    path above it, is a file (a VLMTUI_HOME pointing at one), so no command gets as far as a
+    traceback from the first mkdir."""
+    for folder in (config_dir(), data_dir()):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "VLMTUI_HOME" if _home() else str(folder)
+            raise BadInput(f"{where}: {existing} is not a directory")

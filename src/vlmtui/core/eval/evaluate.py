@@ -318,6 +318,10 @@ def _check_request(req: EvalRequest) -> None:
         raise BadInput(f"--max-new-tokens: must be at least 1, got {req.max_new_tokens}")
     if req.pictures < 0:
         raise BadInput(f"--pictures: must be 0 or more, got {req.pictures}")
+    if req.base_model is not None:
+        from vlmtui.core.model.loading import check_checkpoint
+
+        check_checkpoint(Path(req.base_model))
 
 
 def _load_model(req: EvalRequest) -> tuple[Any, Any, Family]:

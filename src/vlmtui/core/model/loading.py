@@ -58,15 +58,50 @@ def read_model_config(model_path: Path) -> dict[str, Any]:
 
     cfg = Path(model_path) / "config.json"
     try:
-        return json.loads(cfg.read_text(encoding="utf-8"))
+        data = json.loads(cfg.read_text(encoding="utf-8"))
     except OSError:
         raise BadInput(f"{model_path}: not a model directory (no readable config.json)") from None
     except ValueError as exc:
         raise BadInput(f"{cfg}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{cfg}: expected a JSON object")
+    return data
 
 
 def family_of_checkpoint(model_path: Path) -> Family:
     return family_for_config(read_model_config(model_path), str(Path(model_path) / "config.json"))
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""What `from_pretrained` loads a checkpoint's weights from (one of them)."""
+
+
+def check_checkpoint(model_path: Path) -> Family:
+    """A checkpoint to load, checked before a run directory or eval.json is written: its
+    config builds the model (on the meta device, as `inspect` does), it has weights and its
+    processor loads.
+    Found later, either is a traceback from `from_pretrained` after the run began."""
+    from vlmtui.core.model.resolve import build_meta_model, resolve_model
+
+    family = family_of_checkpoint(model_path)
+    build_meta_model(resolve_model(model_path))
+    if not any((Path(model_path) / name).is_file() for name in WEIGHT_FILES):
+        raise BadInput(f"{model_path}: no weights (none of {', '.join(WEIGHT_FILES)})")
+    try:
+        load_processor(model_path)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for this
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        raise BadInput(
+            f"{model_path}: cannot load its processor (tokenizer and image processor): "
+            f"{type(exc).__name__}: {detail}"
+        ) from None
+    return family
 
 
 def compute_dtype(recipe: TrainingRecipe, device: Device) -> Any:
