@@ -266,3 +266,72 @@ def test_eval_max_new_tokens_zero_is_refused_like_minus_one(tmp_path: Path) -> N
     proc = vlmtui("eval", "--base", str(tmp_path), "--output", str(tmp_path / "o"), "--data",
                   str(tmp_path), "--max-new-tokens", "0")  # fmt: skip
     refused(proc, "--max-new-tokens: must be at least 1, got 0")
+
+
+# ---------------------------------------------------------------------------- datasets
+
+_IMG = '{"id": 1, "file_name": "00000.png"}'
+_CAT = '{"id": 1, "name": "a"}'
+
+
+def _coco(images: str = _IMG, ann: str = "", cats: str = _CAT) -> str:
+    return f'{{"images": [{images}], "annotations": [{ann}], "categories": [{cats}]}}'
+
+
+def _ann(image_id: str = "1", category_id: str = "1", bbox: str = "[1, 1, 3, 3]") -> str:
+    return f'{{"image_id": {image_id}, "category_id": {category_id}, "bbox": {bbox}}}'
+
+
+DATA_CASES = {
+    # name: (file name, content, message after "{file}")
+    "coco-image-id-list": ("train.json", _coco(images='{"id": [1], "file_name": "00000.png"}'),
+                           ": images[0].id: expected an integer or string id, got [1]"),
+    "coco-ann-image-id-list": ("train.json", _coco(ann=_ann(image_id="[1]")),
+                               ": annotations[0].image_id: expected an integer or string id, "
+                               "got [1]"),
+    "coco-category-id-table": ("train.json", _coco(ann=_ann(category_id="{}")),
+                               ": annotations[0].category_id: expected an integer or string id, "
+                               "got {}"),
+    "coco-bbox-strings": ("train.json", _coco(ann=_ann(bbox='["a", "b", "c", "d"]')),
+                          ": annotations[0]: bbox must be 4 numbers [x, y, w, h], got "
+                          "['a', 'b', 'c', 'd']"),
+    "coco-empty-category-name": ("train.json", _coco(cats='{"id": 1, "name": ""}'),
+                                 ": categories[0]: 'name' must be a non-empty string, got ''"),
+    "coco-repeated-image-id": ("train.json",
+                               _coco(images=f'{_IMG}, {{"id": 1, "file_name": "00001.png"}}'),
+                               ": images[1]: id 1 repeats an earlier image's"),
+    "jsonl-deep": ("train.jsonl", "[" * 100_000 + "]" * 100_000, ":1: bad JSON: nested too deeply"),
+    "coco-deep": ("train.json", "[" * 100_000 + "]" * 100_000, ": bad JSON: nested too deeply"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_malformed_dataset_is_refused_naming_the_entry(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """Unhashable ids and deep nesting were tracebacks; a repeated image id and an empty
+    category name trained silently."""
+    name, content, message = DATA_CASES[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(shapes_data_dir / "images")
+    (data / name).write_text(content)
+    out = tmp_path / "out"
+    proc = vlmtui(
+        "train", "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(data), "--output", str(out),
+    )  # fmt: skip
+    refused(proc, f"{data / name}{message}")
+    assert not out.exists()
+
+
+def test_split_file_that_is_a_directory(qwen2_vl_dir: Path, tmp_path: Path) -> None:
+    """Was "no train.jsonl or train.json (found train.jsonl)"."""
+    (tmp_path / "data" / "train.jsonl").mkdir(parents=True)
+    proc = vlmtui(
+        "train", "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    refused(
+        proc, f"{tmp_path / 'data' / 'train.jsonl'}: not a file (expected the train annotations)"
+    )

@@ -92,6 +92,8 @@ def _parse_jsonl_line(line: str, base: Path, where: str) -> DetectionRecord:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{where}: bad JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise BadInput(f"{where}: bad JSON: nested too deeply") from None
     if not isinstance(row, dict):
         raise BadInput(f"{where}: expected a JSON object, got {type(row).__name__}")
     for key in ("image", "objects"):
@@ -150,6 +152,8 @@ def _read_coco(path: Path) -> tuple[dict[str, Any], dict[Any, str]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path}:{exc.lineno}: bad JSON: {exc.msg}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: bad JSON: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict):
@@ -157,11 +161,23 @@ def _read_coco(path: Path) -> tuple[dict[str, Any], dict[Any, str]]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise BadInput(f"{path}: COCO file needs a list {key!r}")
-    try:
-        categories = {c["id"]: str(c["name"]) for c in data["categories"]}
-    except (KeyError, TypeError):
-        raise BadInput(f"{path}: every category needs 'id' and 'name'") from None
+    categories = {}
+    for i, cat in enumerate(data["categories"]):
+        where = f"{path}: categories[{i}]"
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise BadInput(f"{where}: needs 'id' and 'name'")
+        name = cat["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise BadInput(f"{where}: 'name' must be a non-empty string, got {name!r}")
+        categories[_coco_id(f"{where}.id", cat["id"])] = name.strip()
     return data, categories
+
+
+def _coco_id(where: str, value: Any) -> int | str:
+    """A COCO id: an integer or a string (a list or table cannot be looked up)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BadInput(f"{where}: expected an integer or string id, got {value!r}")
+    return value
 
 
 def _coco_images(
@@ -174,6 +190,8 @@ def _coco_images(
         where = f"{path}: images[{i}]"
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise BadInput(f"{where}: needs 'id' and 'file_name'")
+        if _coco_id(f"{where}.id", img["id"]) in images:
+            raise BadInput(f"{where}: id {img['id']!r} repeats an earlier image's")
         image_path = _coco_image_base(path, str(img["file_name"])).resolve()
         width, height = _image_size(image_path, where)
         if ("width" in img and img["width"] != width) or (
@@ -200,17 +218,15 @@ def _coco_object(
     for key in ("image_id", "category_id", "bbox"):
         if key not in ann:
             raise BadInput(f"{where}: missing key {key!r}")
-    if ann["image_id"] not in images:
+    if _coco_id(f"{where}.image_id", ann["image_id"]) not in images:
         raise BadInput(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
-    if ann["category_id"] not in categories:
+    if _coco_id(f"{where}.category_id", ann["category_id"]) not in categories:
         raise BadInput(f"{where}: category_id {ann['category_id']!r} is not in 'categories'")
     raw = ann["bbox"]
-    if not isinstance(raw, list) or len(raw) != 4:
+    numbers = isinstance(raw, list) and len(raw) == 4
+    if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
         raise BadInput(f"{where}: bbox must be 4 numbers [x, y, w, h], got {raw!r}")
-    try:
-        xyxy = [raw[0], raw[1], raw[0] + raw[2], raw[1] + raw[3]]
-    except TypeError:
-        raise BadInput(f"{where}: bbox must be 4 numbers [x, y, w, h], got {raw!r}") from None
+    xyxy = [raw[0], raw[1], raw[0] + raw[2], raw[1] + raw[3]]
     _, width, height, _ = images[ann["image_id"]]
     return DetectionObject(categories[ann["category_id"]], _check_box(xyxy, width, height, where))
 
@@ -289,6 +305,8 @@ def _load_split(data: Path, split: str) -> list[DetectionRecord]:
             if candidate.is_file():
                 records = load_records(candidate)
                 break
+            if candidate.exists():
+                raise BadInput(f"{candidate}: not a file (expected the {split} annotations)")
         else:
             files = sorted(p for p in data.iterdir() if p.suffix in (".jsonl", ".json"))
             # Splitting one file is only safe when the folder has no per-split files at all;
