@@ -335,3 +335,103 @@ def test_split_file_that_is_a_directory(qwen2_vl_dir: Path, tmp_path: Path) -> N
     refused(
         proc, f"{tmp_path / 'data' / 'train.jsonl'}: not a file (expected the train annotations)"
     )
+
+
+# ------------------------------------------------------------- compare, empty RUN and MODEL
+
+
+def _fake_run(
+    where: Path, run_json: str = '{"recipe": "r1-llm-only"}', eval_json: str = ""
+) -> Path:
+    """A run directory as compare reads it: only its files (compare never loads a model)."""
+    where.mkdir()
+    (where / "run.json").write_text(run_json)
+    if eval_json:
+        (where / "eval.json").write_text(eval_json)
+    return where
+
+
+def test_compare_refuses_the_same_run_twice(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    refused(vlmtui("compare", str(run), f"{run}/"), f"{run}/: the same run as {run}; name each "
+            "run once")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("run_json", "eval_json", "broken"),
+    [
+        ("{broken", "", "run.json"),
+        ('{"recipe": "r1-llm-only"}', "[1, 2]", "eval.json"),
+        ('{"recipe": "r1-llm-only"}', '"text"', "eval.json"),
+    ],
+)
+def test_compare_names_a_damaged_run_file(
+    tmp_path: Path, run_json: str, eval_json: str, broken: str
+) -> None:
+    """A list in eval.json was an AttributeError traceback; broken run.json was reported as
+    'neither run.json nor eval.json'."""
+    run = _fake_run(tmp_path / "run", run_json, eval_json)
+    refused(vlmtui("compare", str(run)), f"{run / broken}: not a JSON object (damaged, or not "
+            "written by vlmtui)")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["logs", ""], "RUN is empty: give a run id (see `vlmtui runs`)"),
+        (["stop", " "], "RUN is empty: give a run id (see `vlmtui runs`)"),
+        (["launch", "--resume", ""], "RUN is empty: give a run id (see `vlmtui runs`)"),
+        (["eval", "", "--data", "."], "RUN is empty: give a run id or a run directory"),
+        (["compare", ""], "RUN is empty: give a run id or a run directory"),
+        (["inspect", ""], "MODEL is empty: give a checkpoint directory or a model id"),
+    ],
+)
+def test_empty_run_or_model_is_refused(args: list[str], line: str) -> None:
+    """'' matched every run id as a prefix ("ambiguous"), and eval/compare/inspect took it as
+    the working directory."""
+    refused(vlmtui(*args), line)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_inspect_gpu_mem_must_be_finite(value: str) -> None:
+    """nan printed "fits in nan GiB" and NaN (not JSON) in --json."""
+    proc = vlmtui("inspect", "Qwen/Qwen2-VL-2B-Instruct", "--gpu-mem", value, "--json")
+    refused(proc, f"--gpu-mem: expected a finite number, got {value}")
+
+
+# ---------------------------------------------------------------------- launch and demo
+
+
+def test_launch_refuses_more_cpu_processes_than_the_machine_has(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, _isolated_vlmtui_home: Path
+) -> None:
+    """--nproc 99999 --gpu cpu started torchrun with 99999 workers; no run row is left."""
+    import os
+
+    many = str(max(2, os.cpu_count() or 1) + 1)
+    proc = vlmtui(
+        "launch", "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(shapes_data_dir), "--gpu", "cpu", "--nproc", many,
+    )  # fmt: skip
+    refused(proc, f"--nproc: {many} processes, but this machine has {os.cpu_count()} CPUs")
+    assert vlmtui("runs", "--json").stdout.strip() == "[]"
+
+
+def test_launch_empty_gpu_is_refused(qwen2_vl_dir: Path, shapes_data_dir: Path) -> None:
+    """--gpu '' was read as 'auto'; `train --gpu ''` refused it."""
+    proc = vlmtui(
+        "launch", "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(shapes_data_dir), "--gpu", "",
+    )  # fmt: skip
+    refused(proc, "--gpu: expected 'auto', 'cpu', an index or a list like 0,1; got ''")
+    assert vlmtui("runs", "--json").stdout.strip() == "[]"
+
+
+def test_demo_model_under_a_file(tmp_path: Path) -> None:
+    """Exit 1 ('cannot write the demo model') after building it; `demo data` said exit 2."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    refused(
+        vlmtui("demo", "model", str(a_file / "sub")),
+        f"{a_file / 'sub'}: cannot create: [Errno 20] Not a directory: '{a_file / 'sub'}'",
+    )

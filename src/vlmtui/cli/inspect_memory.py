@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from vlmtui.core.errors import BadInput
@@ -49,6 +50,8 @@ def assumptions_from_args(args: argparse.Namespace, first_recipe: Any) -> Any:
         ("--image-size", args.image_size),
         ("--gpus", args.gpus),
     ):
+        if value is not None and not math.isfinite(value):  # nan would print as "fits in nan GiB"
+            raise BadInput(f"{flag}: expected a finite number, got {value:g}")
         if value is not None and value <= 0:
             raise BadInput(f"{flag}: must be positive, got {value:g}")
     return MemoryAssumptions(

@@ -65,7 +65,7 @@ def run_launch(args: argparse.Namespace) -> int:
     from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
 
     _warn_hosts()
-    if args.resume:
+    if args.resume is not None:
         given = [f"--{n}" for n in ("recipe", "model", "data", "nproc") if getattr(args, n)]
         if given:
             raise BadInput(f"--resume: {given[0]} comes from the run; leave it out")
@@ -80,7 +80,7 @@ def run_launch(args: argparse.Namespace) -> int:
                 model=args.model,
                 data=args.data,
                 host=args.host,
-                gpu=args.gpu or "auto",
+                gpu="auto" if args.gpu is None else args.gpu,
                 max_steps=args.max_steps,
                 force=args.force,
                 nproc=args.nproc,

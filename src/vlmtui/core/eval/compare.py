@@ -55,13 +55,15 @@ def _trainable_params(run_dir: Path, info: dict[str, Any]) -> int | None:
 def compare_row(run: str | Path) -> dict[str, Any]:
     """One comparison row from a run directory (or an eval-only baseline directory)."""
     run_dir = resolve_run(run)
-    info = read_json(run_dir / RUN_JSON) or {}
-    ev = read_json(run_dir / EVAL_JSON) or {}
+    info = _json_object(run_dir / RUN_JSON)
+    ev = _json_object(run_dir / EVAL_JSON)
     events = read_events(run_dir)
     if not info and not ev:
         raise BadInput(f"{run_dir}: neither run.json nor eval.json (not a run or eval directory)")
     last = last_step_event(events)
     metrics = ev.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise BadInput(f"{run_dir / EVAL_JSON}: 'metrics' is not a JSON object")
     return {
         "run": str(run),
         "run_dir": str(run_dir),
@@ -77,5 +79,22 @@ def compare_row(run: str | Path) -> dict[str, Any]:
     }
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """A run file's object; {} when absent. vlmtui writes these whole (atomic renames), so
+    one that is not a JSON object was damaged or written by something else: say which."""
+    if not path.exists():
+        return {}
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a JSON object (damaged, or not written by vlmtui)")
+    return data
+
+
 def compare_rows(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    seen: dict[Path, str | Path] = {}
+    for run in runs:
+        run_dir = resolve_run(run).resolve()
+        if run_dir in seen:
+            raise BadInput(f"{run}: the same run as {seen[run_dir]}; name each run once")
+        seen[run_dir] = run
     return [compare_row(r) for r in runs]

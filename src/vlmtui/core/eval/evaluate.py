@@ -43,6 +43,8 @@ STOP_STRINGS = ("<|im_end|>", "<|endoftext|>")
 
 def resolve_run(run: str | Path) -> Path:
     """A run's directory on this machine, from a path or a run id (or unique id prefix)."""
+    if not str(run).strip():  # Path("") is ".", which would take the working directory
+        raise BadInput("RUN is empty: give a run id or a run directory")
     path = Path(run).expanduser()
     if path.is_dir():
         return path

@@ -247,6 +247,8 @@ class Registry:
 
     def get(self, run_id: str) -> RunRecord:
         """The run `run_id` (or a unique prefix of it); BadInput when unknown or ambiguous."""
+        if not run_id.strip():  # every id starts with the empty prefix
+            raise BadInput("RUN is empty: give a run id (see `vlmtui runs`)")
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
             rows = self._read(

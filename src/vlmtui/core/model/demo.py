@@ -286,6 +286,10 @@ def make_demo_model(out_dir: Path, family: str = QWEN2_VL.name) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"{out_dir}: exists and is not a directory")
+    try:  # before the build: a folder that cannot be made is the user's path, not our work
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{out_dir}: cannot create: {exc}") from None
     processor = build_processor(fam.name)
     config = build_config(fam.name, processor.tokenizer)
     import transformers

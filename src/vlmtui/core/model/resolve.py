@@ -127,6 +127,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 def resolve_model(model: str | os.PathLike[str]) -> ModelRef:
     """A local checkpoint dir, a model id in the local HF cache, or a shipped id. Offline."""
     text = os.fspath(model)
+    if not text.strip():  # Path("") is ".", the working directory
+        raise BadInput("MODEL is empty: give a checkpoint directory or a model id")
     path = Path(text).expanduser()
     if path.is_dir():
         cfg_path = path / "config.json"
