@@ -435,3 +435,37 @@ def test_demo_model_under_a_file(tmp_path: Path) -> None:
         vlmtui("demo", "model", str(a_file / "sub")),
         f"{a_file / 'sub'}: cannot create: [Errno 20] Not a directory: '{a_file / 'sub'}'",
     )
+
+
+# ------------------------------------------------------------------ damaged run directories
+
+
+def test_damaged_run_files_do_not_take_runs_down(_isolated_vlmtui_home: Path) -> None:
+    """A launch.json with a text `created`, a supervisor.json with a text pid: `runs --rebuild`
+    was a ValueError traceback, and once such a row was in, every `runs` was one too."""
+    import json
+
+    run = _isolated_vlmtui_home / "data" / "runs" / "r-damaged"
+    run.mkdir(parents=True)
+    launch = {"id": "r-damaged", "created": "yesterday", "nproc": "x", "max_steps": "x"}
+    (run / "launch.json").write_text(json.dumps(launch))
+    (run / "supervisor.json").write_text('{"pid": "abc", "starttime": [1]}')
+    rebuilt = vlmtui("runs", "--rebuild", "--json")
+    assert rebuilt.returncode == 0 and "Traceback" not in rebuilt.stderr, rebuilt.stderr
+    rows = json.loads(rebuilt.stdout)
+    assert [(r["id"], r["max_steps"]) for r in rows] == [("r-damaged", None)]
+    again = vlmtui("runs")
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+
+
+@pytest.mark.parametrize("flag", ["--output", "--save-images"])
+def test_eval_output_folders_are_checked_before_generating(tmp_path: Path, flag: str) -> None:
+    """--output under a file was a FileExistsError traceback after every image was generated;
+    --save-images was refused, but only then. Now both are refused first (a stand-in run dir:
+    the check comes before any model loads)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    (tmp_path / "data").mkdir()
+    args = ["eval", "--base", str(tmp_path), "--data", str(tmp_path / "data")]
+    args += ["--output", str(tmp_path / "out")] if flag == "--save-images" else []
+    refused(vlmtui(*args, flag, str(a_file / "x")), f"{flag}: {a_file} is not a directory")

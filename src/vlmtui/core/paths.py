@@ -50,9 +50,14 @@ def check_home() -> None:
     path above it, is a file (a VLMTUI_HOME pointing at one), so no command gets as far as a
     traceback from the first mkdir."""
     for folder in (config_dir(), data_dir()):
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            where = "VLMTUI_HOME" if _home() else str(folder)
-            raise BadInput(f"{where}: {existing} is not a directory")
+        check_folder("VLMTUI_HOME" if _home() else str(folder), folder)
+
+
+def check_folder(label: str, folder: Path) -> None:
+    """BadInput (`label: PATH is not a directory`) unless `folder` is a directory or can be
+    made one: the nearest existing path at or above it must be a directory."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInput(f"{label}: {existing} is not a directory")

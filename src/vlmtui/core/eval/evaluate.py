@@ -320,6 +320,12 @@ def _check_request(req: EvalRequest) -> None:
         raise BadInput(f"--max-new-tokens: must be at least 1, got {req.max_new_tokens}")
     if req.pictures < 0:
         raise BadInput(f"--pictures: must be 0 or more, got {req.pictures}")
+    from vlmtui.core.paths import check_folder
+
+    # Found when writing, after every image was generated, these lost the whole generation.
+    check_folder("--output", req.output)
+    if req.save_images is not None:
+        check_folder("--save-images", req.save_images)
     if req.base_model is not None:
         from vlmtui.core.model.loading import check_checkpoint
 

@@ -61,6 +61,17 @@ def _recipe_from_argv(argv: Any) -> str:
     return "?"
 
 
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    """`value` as `kind`, or None: a run directory's files may be damaged, and one damaged
+    file must not stop the rebuild of every other run."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
 def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
     """A registry row from one run directory's facts (see `hostprobe.scan`)."""
     launch = facts.get("launch") or {}
@@ -70,7 +81,11 @@ def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
     last = facts.get("last") or {}
     state = status.get("state") or RunState.UNKNOWN.value
     gpus = launch.get("gpus") or info.get("gpu") or "cpu"
-    created = launch.get("created") or info.get("started") or sup.get("started") or facts["mtime"]
+    created = next(
+        (t for t in (launch.get("created"), info.get("started"), sup.get("started"))
+         if _number(t, float)),
+        facts["mtime"],
+    )  # fmt: skip
     command = launch.get("command") or sup.get("argv") or []
     return RunRecord(
         id=facts["id"],
@@ -79,15 +94,15 @@ def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
         gpus=str(gpus),
         run_dir=facts["run_dir"],
         created=float(created),
-        state=state,
-        nproc=int(launch.get("nproc") or 1),
+        state=str(state),
+        nproc=_number(launch.get("nproc"), int) or 1,
         model=str(launch.get("model") or info.get("model") or ""),
         data=str(launch.get("data") or info.get("data") or ""),
-        max_steps=launch.get("max_steps") or last.get("max_steps"),
-        pid=sup.get("pid"),
-        step=last.get("step"),
-        loss=last.get("loss"),
-        error=status.get("error"),
+        max_steps=_number(launch.get("max_steps") or last.get("max_steps"), int),
+        pid=_number(sup.get("pid"), int),
+        step=_number(last.get("step"), int),
+        loss=_number(last.get("loss"), float),
+        error=None if status.get("error") is None else str(status["error"]),
         command=json.dumps(command),
     )
 

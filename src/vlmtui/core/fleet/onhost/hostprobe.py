@@ -171,15 +171,28 @@ def _group_members(pgid: int, run_id: str, since: str | None) -> list[int]:
     return found
 
 
+def _supervisor_ok(sup: Any) -> bool:
+    """supervisor.json as the supervisor writes it: an int pid, a digit-string start time.
+    A damaged one (edited, or from something else) is as good as none: not a traceback that
+    takes `vlmtui runs` down for every run."""
+    if not isinstance(sup, dict):
+        return False
+    pid, start = sup.get("pid"), sup.get("starttime")
+    pid_ok = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+    return pid_ok and (start is None or (isinstance(start, str) and start.isdigit()))
+
+
 def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
     """Whether the run's processes live, as far as it can be proven: {"proof", "pid", "why"}.
 
     `pid` (the registry's, from the launch) is used only until supervisor.json exists."""
     sup = read_json(run_dir / SUPERVISOR_JSON)
-    sup = sup if isinstance(sup, dict) and sup.get("pid") else None
+    sup = sup if _supervisor_ok(sup) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        pid = None  # a registry row rebuilt from a damaged file
     start = None
     if sup is not None:
-        pid, start = int(sup["pid"]), sup.get("starttime")
+        pid, start = sup["pid"], sup.get("starttime")
         now_boot = boot_id()
         if sup.get("boot_id") and now_boot and sup["boot_id"] != now_boot:
             return {"proof": RESTARTED, "pid": pid, "why": HOST_RESTARTED}
