@@ -440,7 +440,10 @@ def test_demo_model_under_a_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ damaged run directories
 
 
-def test_damaged_run_files_do_not_take_runs_down(_isolated_vlmtui_home: Path) -> None:
+@pytest.mark.parametrize("supervisor", ['{"pid": "abc", "starttime": [1]}', "[1]"])
+def test_damaged_run_files_do_not_take_runs_down(
+    _isolated_vlmtui_home: Path, supervisor: str
+) -> None:
     """A launch.json with a text `created`, a supervisor.json with a text pid: `runs --rebuild`
     was a ValueError traceback, and once such a row was in, every `runs` was one too."""
     import json
@@ -449,7 +452,7 @@ def test_damaged_run_files_do_not_take_runs_down(_isolated_vlmtui_home: Path) ->
     run.mkdir(parents=True)
     launch = {"id": "r-damaged", "created": "yesterday", "nproc": "x", "max_steps": "x"}
     (run / "launch.json").write_text(json.dumps(launch))
-    (run / "supervisor.json").write_text('{"pid": "abc", "starttime": [1]}')
+    (run / "supervisor.json").write_text(supervisor)
     rebuilt = vlmtui("runs", "--rebuild", "--json")
     assert rebuilt.returncode == 0 and "Traceback" not in rebuilt.stderr, rebuilt.stderr
     rows = json.loads(rebuilt.stdout)

@@ -74,22 +74,20 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
 
 def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
     """A registry row from one run directory's facts (see `hostprobe.scan`)."""
-    launch = facts.get("launch") or {}
-    status = facts.get("status") or {}
-    info = facts.get("run") or {}
-    sup = facts.get("supervisor") or {}
-    last = facts.get("last") or {}
+    launch, status, info, sup, last = (
+        value if isinstance(value := facts.get(key), dict) else {}
+        for key in ("launch", "status", "run", "supervisor", "last")
+    )
     state = status.get("state") or RunState.UNKNOWN.value
     gpus = launch.get("gpus") or info.get("gpu") or "cpu"
-    created = next(
-        (t for t in (launch.get("created"), info.get("started"), sup.get("started"))
-         if _number(t, float)),
-        facts["mtime"],
-    )  # fmt: skip
+    times = (
+        _number(t, float) for t in (launch.get("created"), info.get("started"), sup.get("started"))
+    )
+    created = next((t for t in times if t), float(facts["mtime"]))
     command = launch.get("command") or sup.get("argv") or []
     return RunRecord(
         id=facts["id"],
-        recipe=launch.get("recipe") or info.get("recipe") or _recipe_from_argv(command),
+        recipe=str(launch.get("recipe") or info.get("recipe") or _recipe_from_argv(command)),
         host=host,
         gpus=str(gpus),
         run_dir=facts["run_dir"],
