@@ -472,3 +472,31 @@ def test_eval_output_folders_are_checked_before_generating(tmp_path: Path, flag:
     args = ["eval", "--base", str(tmp_path), "--data", str(tmp_path / "data")]
     args += ["--output", str(tmp_path / "out")] if flag == "--save-images" else []
     refused(vlmtui(*args, flag, str(a_file / "x")), f"{flag}: {a_file} is not a directory")
+
+
+# ------------------------------------------------------------------- FIFOs as config files
+
+
+def test_fifo_config_files_are_refused_not_read(_isolated_vlmtui_home: Path) -> None:
+    """A FIFO named like a config file blocked the read forever: `recipes --recipes FIFO`
+    hung, and one in the recipes folder hung every command that lists recipes."""
+    import os
+
+    from vlmtui.core.errors import BadInput
+    from vlmtui.core.settings import load_settings
+
+    config = _isolated_vlmtui_home / "config"
+    (config / "recipes").mkdir(parents=True)
+    fifo = config / "recipes" / "f.toml"
+    os.mkfifo(fifo)
+    refused(vlmtui("recipes", "--recipes", str(fifo)), f"{fifo}: cannot read recipe file (not a "
+            "regular file)")  # fmt: skip
+    listed = vlmtui("recipes", "--json")
+    assert listed.returncode == 0 and f"{fifo}: cannot read recipe file" in listed.stderr
+    hosts = config / "hosts.toml"
+    os.mkfifo(hosts)
+    refused(vlmtui("hosts"), f"{hosts}: cannot read hosts file (not a regular file)")
+    settings = config / "settings.toml"  # read by the app only: its loader, directly
+    os.mkfifo(settings)
+    with pytest.raises(BadInput, match="cannot read settings file \\(not a regular file\\)"):
+        load_settings()

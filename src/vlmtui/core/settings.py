@@ -14,14 +14,13 @@ as a notification and starts with the defaults).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.paths import config_dir
-from vlmtui.core.tomlio import unknown_keys
+from vlmtui.core.tomlio import read_toml, unknown_keys
 
 SETTINGS_FILE = "settings.toml"
 THEMES = ("dark", "light")
@@ -99,14 +98,6 @@ def parse_settings(table: dict[str, Any], path: Path) -> Settings:
 def load_settings(path: Path | None = None) -> Settings:
     """settings.toml (default: in `config_dir()`) validated; the defaults when it is absent."""
     path = path or settings_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         return DEFAULTS
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read settings file ({exc})") from None
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: {exc}") from None
-    return parse_settings(table, path)
+    return parse_settings(read_toml(path, "settings file"), path)

@@ -22,6 +22,10 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """The parsed TOML file, or BadInput naming it: unreadable (a directory, no permission),
     not UTF-8, or not TOML. `what` says which file it is (`recipe file`, `hosts file`)."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A FIFO would block the read forever (every command that lists recipes would hang);
+        # a device could be endless.
+        raise BadInput(f"{path}: cannot read {what} (not a regular file)")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
