@@ -500,3 +500,21 @@ def test_fifo_config_files_are_refused_not_read(_isolated_vlmtui_home: Path) -> 
     os.mkfifo(settings)
     with pytest.raises(BadInput, match="cannot read settings file \\(not a regular file\\)"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("[1]", "not a JSON object (damaged, or not written by vlmtui)"),
+        ('{"kind": "adapter"}', "path: expected a path, got None"),
+        ('{"kind": "adapter", "path": "a"}', "base_model: expected a path, got None"),
+        ('{"kind": "lora", "path": "a"}', "kind: expected 'full' or 'adapter', got 'lora'"),
+    ],
+)
+def test_eval_names_a_damaged_weights_json(tmp_path: Path, weights: str, message: str) -> None:
+    """A list was an AttributeError traceback, a missing key a KeyError one (after loading)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "weights.json").write_text(weights)
+    proc = vlmtui("eval", str(run), "--data", str(tmp_path))
+    refused(proc, f"{run / 'weights.json'}: {message}")

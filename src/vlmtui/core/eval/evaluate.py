@@ -326,6 +326,10 @@ def _check_request(req: EvalRequest) -> None:
     check_folder("--output", req.output)
     if req.save_images is not None:
         check_folder("--save-images", req.save_images)
+    if req.run_dir is not None:
+        from vlmtui.core.model.loading import weights_record
+
+        weights_record(req.run_dir)
     if req.base_model is not None:
         from vlmtui.core.model.loading import check_checkpoint
 

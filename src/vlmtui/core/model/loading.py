@@ -287,15 +287,30 @@ def unfinished_reason(run_dir: Path) -> str:
     return f"no final weights yet: the run is {state}{at}; evaluate it when it has finished"
 
 
+def weights_record(run_dir: Path) -> dict[str, Any]:
+    """A finished run's weights.json, checked: an edited or damaged one was a KeyError or
+    AttributeError traceback in `eval`."""
+    path = Path(run_dir) / WEIGHTS_JSON
+    record = read_json(path)
+    if record is None and not path.exists():
+        raise BadInput(f"{run_dir}: {unfinished_reason(Path(run_dir))}")
+    if not isinstance(record, dict):
+        raise BadInput(f"{path}: not a JSON object (damaged, or not written by vlmtui)")
+    if record.get("kind") not in ("full", "adapter"):
+        raise BadInput(f"{path}: kind: expected 'full' or 'adapter', got {record.get('kind')!r}")
+    for key in ("path", "base_model") if record["kind"] == "adapter" else ("path",):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise BadInput(f"{path}: {key}: expected a path, got {record.get(key)!r}")
+    return record
+
+
 def load_for_inference(run_dir: Path) -> tuple[Any, Any, Family]:
     """A finished run's model (adapter applied, or full weights), its processor and family.
 
     A LoRA run trained on a 4-bit base is evaluated on the unquantized base in the compute
     dtype: the adapter is the same, and generation does not pay bitsandbytes' dequantisation.
     """
-    record = read_json(Path(run_dir) / WEIGHTS_JSON)
-    if not record:
-        raise BadInput(f"{run_dir}: {unfinished_reason(Path(run_dir))}")
+    record = weights_record(run_dir)
     device = detect_device()
     import torch
 
