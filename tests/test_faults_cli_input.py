@@ -518,3 +518,32 @@ def test_eval_names_a_damaged_weights_json(tmp_path: Path, weights: str, message
     (run / "weights.json").write_text(weights)
     proc = vlmtui("eval", str(run), "--data", str(tmp_path))
     refused(proc, f"{run / 'weights.json'}: {message}")
+
+
+@pytest.mark.ssh
+def test_launch_sends_only_the_recipe_files_that_load(
+    standin_train, ssh_host, paths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken file in the recipes folder is skipped here with a warning, but `launch` to an
+    SSH host read every file to copy it: a non-UTF-8 one was a UnicodeDecodeError traceback
+    (and a copied broken file would be refused there, named with --recipes). Through the
+    CLI's main() in this process, so the stand-in trainer (no GPU here) is used."""
+    from vlmtui.cli import main
+    from vlmtui.core.recipes.catalog import user_recipe_dir
+
+    user_recipe_dir().mkdir(parents=True)
+    (user_recipe_dir() / "a-broken.toml").write_bytes(BAD_UTF8)
+    good = '[recipe.my-r1]\nextends = "r1-llm-only"\nlearning_rate = 1e-4\n'
+    (user_recipe_dir() / "b-mine.toml").write_text(good)
+    standin_train("ok", steps=1, step_s=0.0)
+    model, data = paths
+    code = main(["launch", "--recipe", "my-r1", "--model", model, "--data", data, "--host",
+                 ssh_host.name, "--gpu", "cpu", "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in err and "a-broken.toml: not a text file" in err
+    import json
+
+    run_dir = Path(json.loads(out)["run_dir"])
+    assert [p.name for p in (run_dir / "recipes").iterdir()] == ["00-b-mine.toml"]
+    assert (run_dir / "recipes" / "00-b-mine.toml").read_text() == good

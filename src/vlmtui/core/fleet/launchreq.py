@@ -67,12 +67,12 @@ def new_run_id() -> str:
 
 def recipe_files_for(host: Host, recipe_name: str) -> list[tuple[str, str]]:
     """(file name, TOML text) of the user recipe files the host needs for this recipe."""
-    from vlmtui.core.recipes.catalog import get_recipe, user_recipe_dir
+    from vlmtui.core.recipes.catalog import get_recipe, usable_user_files
 
     recipe = get_recipe(recipe_name)
     if recipe.source == "built-in" or not host.needs_recipe_files:
         return []
-    files = sorted(user_recipe_dir().glob("*.toml"))
+    files = usable_user_files()
     return [(f"{i:02d}-{f.name}", f.read_text(encoding="utf-8")) for i, f in enumerate(files)]
 
 

@@ -30,17 +30,32 @@ def load_recipes(
     it: it is skipped and its error returned as a problem. A file named in `extra_files`
     was asked for explicitly, so its error is raised.
     """
+    recipes, _, problems = _load_folder()
+    for path in extra_files:
+        recipes.update(load_recipe_file(Path(path), recipes))
+    return recipes, problems
+
+
+def _load_folder() -> tuple[dict[str, TrainingRecipe], list[Path], list[str]]:
+    """Built-ins plus the folder's recipes, the files they came from, and the skipped files'
+    problems."""
     recipes = dict(BUILTIN_RECIPES)
-    problems = []
+    used, problems = [], []
     folder = user_recipe_dir()
     for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
         try:
             recipes.update(load_recipe_file(path, recipes))
+            used.append(path)
         except BadInput as exc:
             problems.append(f"{exc} (skipped this file)")
-    for path in extra_files:
-        recipes.update(load_recipe_file(Path(path), recipes))
-    return recipes, problems
+    return recipes, used, problems
+
+
+def usable_user_files() -> list[Path]:
+    """The recipes folder's files that load, in load order: what a host without this
+    machine's config dir is sent (a skipped file, named there with --recipes, would be
+    refused)."""
+    return _load_folder()[1]
 
 
 _warned: set[str] = set()
