@@ -547,3 +547,41 @@ def test_launch_sends_only_the_recipe_files_that_load(
     run_dir = Path(json.loads(out)["run_dir"])
     assert [p.name for p in (run_dir / "recipes").iterdir()] == ["00-b-mine.toml"]
     assert (run_dir / "recipes" / "00-b-mine.toml").read_text() == good
+
+
+# ----------------------------------------------------------------------- counts too large
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("command", ["launch", "train"])
+def test_max_steps_past_the_count_limit(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, command: str
+) -> None:
+    """launch stored it in SQLite: an OverflowError traceback; train started a run that
+    could never end."""
+    where = ["--gpu", "cpu"] if command == "launch" else ["--output", str(tmp_path / "out")]
+    proc = vlmtui(
+        command, "--recipe", "r2-vision-only", "--model", str(qwen2_vl_dir), "--data",
+        str(shapes_data_dir), "--max-steps", HUGE, *where,
+    )  # fmt: skip
+    refused(proc, f"--max-steps: must be at most 2147483647, got {HUGE}")
+    assert vlmtui("runs", "--json").stdout.strip() == "[]"
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_max_steps_zero_is_refused_not_ignored(tmp_path: Path) -> None:
+    """`--max-steps 0` with --resume fell back to the run's own steps (0 read as not given)."""
+    import time
+
+    from vlmtui.core.fleet.registry import Registry, RunRecord
+
+    row = RunRecord(
+        id="r-stopped", recipe="r2-vision-only", host="local", gpus="cpu",
+        run_dir=str(tmp_path), created=time.time(), state="stopped", max_steps=5, model="/m",
+        data="/d",
+    )  # fmt: skip
+    Registry().add(row)
+    (tmp_path / "status.json").write_text('{"state": "stopped", "run_id": "r-stopped"}')
+    refused(vlmtui("launch", "--resume", "r-stopped", "--max-steps", "0"),
+            "--max-steps: must be at least 1, got 0")  # fmt: skip

@@ -114,6 +114,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     from vlmtui.core.data.images import validate_images
     from vlmtui.core.model.loading import check_checkpoint, family_of_checkpoint
     from vlmtui.core.recipes.catalog import get_recipe
+    from vlmtui.core.recipes.recipe import check_count
     from vlmtui.core.training.outputdir import check_output, make_output
     from vlmtui.core.training.sharding import check_strategy
     from vlmtui.core.training.train import TrainRequest
@@ -131,8 +132,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
             f"got {args.stage}"
         )
     for flag, value in (("--max-steps", args.max_steps), ("--save-steps", args.save_steps)):
-        if value is not None and value < 1:
-            raise BadInput(f"{flag}: must be at least 1, got {value}")
+        check_count(flag, value)
     if not 0 <= args.seed < 2**32:  # numpy's seed range; past it set_seed fails mid-start
         raise BadInput(f"--seed: must be 0 to {2**32 - 1}, got {args.seed}")
     family_of_checkpoint(args.model)

@@ -69,11 +69,11 @@ def _checked_host(req: LaunchRequest) -> Host:
     check_name("recipe", req.recipe)
     check_path("model", req.model)
     check_path("data", req.data)
-    if req.max_steps is not None and req.max_steps < 1:
-        raise BadInput(f"--max-steps: must be at least 1, got {req.max_steps}")
-    if req.nproc is not None and req.nproc < 1:
-        raise BadInput(f"--nproc: must be at least 1, got {req.nproc}")
     from vlmtui.core.recipes.catalog import get_recipe
+    from vlmtui.core.recipes.recipe import check_count
+
+    for flag, value in (("--max-steps", req.max_steps), ("--nproc", req.nproc)):
+        check_count(flag, value)
 
     get_recipe(req.recipe)
     return get_host(req.host)
@@ -172,7 +172,8 @@ def resume_run(
     rec = registry.get(view.id)
     req = LaunchRequest(
         recipe=rec.recipe, model=rec.model, data=rec.data, host=rec.host,
-        gpu=gpu or rec.gpus, max_steps=max_steps or rec.max_steps, force=force,
+        gpu=rec.gpus if gpu is None else gpu, force=force,
+        max_steps=rec.max_steps if max_steps is None else max_steps,
         nproc=rec.nproc if rec.gpus == CPU else None,
     )  # fmt: skip
     t = _validate(req, _checked_host(req))

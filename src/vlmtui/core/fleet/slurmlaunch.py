@@ -19,6 +19,7 @@ from vlmtui.core.fleet.registry import Registry, RunRecord
 from vlmtui.core.fleet.shell import HomePath
 from vlmtui.core.fleet.slurm import JobSpec, batch_script, check_value, sbatch_argv
 from vlmtui.core.fleet.slurmhost import SlurmHost
+from vlmtui.core.recipes.recipe import check_count
 
 if TYPE_CHECKING:
     from vlmtui.core.fleet.launchreq import LaunchRequest, LaunchResult
@@ -40,10 +41,8 @@ def check_request(req: LaunchRequest) -> tuple[int, int]:
         raise BadInput("--nproc: a cluster run uses one process per GPU (--gpus N)")
     gpus = 1 if req.gpus is None else req.gpus
     nodes = 1 if req.nodes is None else req.nodes
-    if gpus < 1:
-        raise BadInput(f"--gpus: must be at least 1, got {gpus}")
-    if nodes < 1:
-        raise BadInput(f"--nodes: must be at least 1, got {nodes}")
+    check_count("--gpus", gpus)
+    check_count("--nodes", nodes)
     if req.time is not None:
         check_value("time", req.time)
     if req.partition is not None:

@@ -18,6 +18,7 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.families import TRAINABLE_AREAS
 from vlmtui.core.recipes.recipe import (
     BUILTIN_RECIPES,
+    MAX_COUNT,
     NAME_RE,
     AreaPlan,
     LoraSettings,
@@ -31,11 +32,6 @@ _AREA_KEYS = {f.name for f in dataclasses.fields(AreaPlan)}
 _LORA_KEYS = {f.name for f in dataclasses.fields(LoraSettings)}
 
 
-# TOML integers reach 2**63 - 1; past this no step count, rank or batch is meant, and torch
-# and numpy would fail on it mid-run instead of here.
-_MAX_INT = 2**31 - 1
-
-
 def _number(
     where: str, value: Any, kind: type, minimum: float | None = None, below: float | None = None
 ) -> Any:
@@ -46,8 +42,8 @@ def _number(
         raise BadInput(f"{where}: expected {kind.__name__}, got {value!r}")
     if not math.isfinite(value):
         raise BadInput(f"{where}: expected a finite number, got {value!r}")
-    if kind is int and value > _MAX_INT:
-        raise BadInput(f"{where}: must be at most {_MAX_INT}, got {value!r}")
+    if kind is int and value > MAX_COUNT:
+        raise BadInput(f"{where}: must be at most {MAX_COUNT}, got {value!r}")
     if minimum is not None and value < minimum:
         raise BadInput(f"{where}: must be at least {minimum}, got {value!r}")
     if below is not None and value >= below:

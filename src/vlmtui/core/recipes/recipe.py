@@ -19,6 +19,9 @@ MODES = ("frozen", "full", "lora")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_COUNT = 2**31 - 1
+"""Largest step count, rank, batch or process count accepted (recipe files, --max-steps,
+--gpus): past it none is meant, and SQLite, torch and numpy fail on it mid-run instead."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,13 @@ BUILTIN_RECIPES: dict[str, TrainingRecipe] = {
         ),
     )
 }
+
+
+def check_count(flag: str, value: int | None) -> None:
+    """A count given on the command line (None: not given): 1 to MAX_COUNT, else BadInput."""
+    if value is not None and not 1 <= value <= MAX_COUNT:
+        bound = "at least 1" if value < 1 else f"at most {MAX_COUNT}"
+        raise BadInput(f"{flag}: must be {bound}, got {value}")
 
 
 def validate_recipe(
