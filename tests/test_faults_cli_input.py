@@ -585,3 +585,22 @@ def test_resume_max_steps_zero_is_refused_not_ignored(tmp_path: Path) -> None:
     (tmp_path / "status.json").write_text('{"state": "stopped", "run_id": "r-stopped"}')
     refused(vlmtui("launch", "--resume", "r-stopped", "--max-steps", "0"),
             "--max-steps: must be at least 1, got 0")  # fmt: skip
+
+
+def test_hf_cache_ref_that_is_not_text_falls_back_to_the_snapshot(
+    qwen2_vl_dir: Path, tmp_path: Path
+) -> None:
+    """refs/main with non-UTF-8 bytes was a UnicodeDecodeError traceback in `inspect`; a ref
+    is a hint, and the snapshots are still there."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--someone--tiny-vl"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_bytes(b"\xff\xfe")
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    shutil.copy(qwen2_vl_dir / "config.json", snap / "config.json")
+    proc = vlmtui("inspect", "someone/tiny-vl", "--recipe", "r1-llm-only", "--json",
+                  env={"HF_HUB_CACHE": str(tmp_path / "hub")})  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert '"source": "hf-cache"' in proc.stdout

@@ -102,10 +102,13 @@ def hf_cached_config(model_id: str) -> Path | None:
     if not repo.is_dir():
         return None
     ref = repo / "refs" / "main"
-    if ref.is_file():
-        candidate = repo / "snapshots" / ref.read_text(encoding="utf-8").strip() / "config.json"
-        if candidate.is_file():
-            return candidate
+    try:
+        revision = ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
+    except (OSError, UnicodeDecodeError):  # a damaged ref: fall back to the snapshots
+        revision = ""
+    candidate = repo / "snapshots" / revision / "config.json"
+    if revision and candidate.is_file():
+        return candidate
     snapshots = repo / "snapshots"
     found = [p / "config.json" for p in snapshots.iterdir()] if snapshots.is_dir() else []
     found = [p for p in found if p.is_file()]
