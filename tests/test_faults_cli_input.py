@@ -604,3 +604,35 @@ def test_hf_cache_ref_that_is_not_text_falls_back_to_the_snapshot(
                   env={"HF_HUB_CACHE": str(tmp_path / "hub")})  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert '"source": "hf-cache"' in proc.stdout
+
+
+# ---------------------------------------------------------------------------- inspect
+
+QWEN2_2B = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+def test_inspect_memory_options_are_refused_before_the_build() -> None:
+    """They were checked after the meta build, so bitsandbytes' kernel note came first: two
+    lines on stderr, and seconds spent."""
+    refused(vlmtui("inspect", QWEN2_2B, "--recipe", "r1-llm-only", "--seq-len", "0"),
+            "--seq-len: must be positive, got 0")  # fmt: skip
+
+
+def test_inspect_guard_refusal_is_one_line(tmp_path: Path) -> None:
+    """A refusal found by the build (a LoRA target the family does not know) came after
+    bitsandbytes' kernel note, which `inspect` did not quiet like train and eval."""
+    recipes = tmp_path / "r.toml"
+    recipes.write_text("[recipe.a]\nextends = 'r1-llm-only'\nllm = { mode = 'lora', targets = "
+                       "['zz'] }\n")  # fmt: skip
+    proc = vlmtui("inspect", QWEN2_2B, "--recipe", "a", "--recipes", str(recipes), "--no-cache")
+    refused(proc, "llm LoRA target 'zz' is not known for qwen2-vl (known: q_proj, k_proj, "
+            "v_proj, o_proj, gate_proj, up_proj, down_proj)")  # fmt: skip
+
+
+def test_inspect_cache_folder_that_is_a_file(_isolated_vlmtui_home: Path) -> None:
+    """A cache that cannot be written only costs speed: it was a NotADirectoryError traceback
+    (unlink(missing_ok=True) of the temporary file raised)."""
+    (_isolated_vlmtui_home / "data").mkdir(parents=True)
+    (_isolated_vlmtui_home / "data" / "cache").write_text("x")
+    proc = vlmtui("inspect", QWEN2_2B, "--recipe", "r2-vision-only", "--json")
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmtui.cli.inspect_diff import run_diff
 from vlmtui.cli.inspect_layers import checkpoint_line, layer_kind_table, layer_kind_tag
-from vlmtui.cli.inspect_memory import add_memory_args, assumptions_from_args
+from vlmtui.cli.inspect_memory import add_memory_args, assumptions_from_args, check_memory_args
 from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput
 from vlmtui.core.styles import MODE_STYLES
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     filt = _compile("--filter", args.filter)
     expand = _compile("--expand", args.expand)
+    check_memory_args(args)
     if args.diff and args.recipe:
         raise BadInput("--diff compares two recipes: give either --recipe or --diff, not both")
     if (args.tree or args.filter) and args.diff:
@@ -89,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(r.name for r in recipes if r is not None) or "no recipe"
 
         def building() -> None:
+            from vlmtui.core.quiet import quiet_libraries
+
+            # Only on a miss: it imports transformers, which a cache hit never needs. Without
+            # it bitsandbytes' kernel note came before a refusal's one line.
+            quiet_libraries()
             if status is not None:
                 status.update(f"marking {ref.name} for {names} (importing torch, meta build)…")
 

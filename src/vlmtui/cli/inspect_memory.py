@@ -40,9 +40,9 @@ def add_memory_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def assumptions_from_args(args: argparse.Namespace, first_recipe: Any) -> Any:
-    from vlmtui.core.inspection.memory import MemoryAssumptions
-
+def check_memory_args(args: argparse.Namespace) -> None:
+    """The memory options, refused before the model is built (which can print library notes
+    first, and takes seconds)."""
     for flag, value in (
         ("--gpu-mem", args.gpu_mem),
         ("--batch-size", args.batch_size),
@@ -54,6 +54,12 @@ def assumptions_from_args(args: argparse.Namespace, first_recipe: Any) -> Any:
             raise BadInput(f"{flag}: expected a finite number, got {value:g}")
         if value is not None and value <= 0:
             raise BadInput(f"{flag}: must be positive, got {value:g}")
+
+
+def assumptions_from_args(args: argparse.Namespace, first_recipe: Any) -> Any:
+    from vlmtui.core.inspection.memory import MemoryAssumptions
+
+    check_memory_args(args)
     return MemoryAssumptions(
         batch_size=args.batch_size or (first_recipe.batch_size if first_recipe else 1),
         seq_len=args.seq_len,

@@ -19,6 +19,7 @@ clears the cache); an unreadable entry is treated as absent, and rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,4 +131,7 @@ def store(key: str, entry: Entry) -> None:
             pickle.dump(entry, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, directory / f"{key}.pickle")
     except OSError:
-        tmp.unlink(missing_ok=True)
+        # missing_ok covers only "not there": under a cache path that is a file, unlinking
+        # fails too, and that was a traceback instead of a slower inspect.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
