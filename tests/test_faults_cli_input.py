@@ -636,3 +636,16 @@ def test_inspect_cache_folder_that_is_a_file(_isolated_vlmtui_home: Path) -> Non
     (_isolated_vlmtui_home / "data" / "cache").write_text("x")
     proc = vlmtui("inspect", QWEN2_2B, "--recipe", "r2-vision-only", "--json")
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+
+
+def test_stage_two_before_stage_one_leaves_no_run_directory(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    """The stage loop refused it after run.json, stage1/ and a failed status.json existed."""
+    out = tmp_path / "out"
+    proc = vlmtui(
+        "train", "--recipe", "r3-two-stage", "--model", str(qwen2_vl_dir), "--data",
+        str(shapes_data_dir), "--output", str(out), "--stage", "2",
+    )  # fmt: skip
+    refused(proc, "--stage 2: stage 1 has not finished")
+    assert not out.exists()

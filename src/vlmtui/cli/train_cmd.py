@@ -12,6 +12,7 @@ from vlmtui.cli.recipes_cmd import add_recipes_file_arg
 from vlmtui.core.errors import BadInput, WorkFailed
 
 if TYPE_CHECKING:
+    from vlmtui.core.recipes.recipe import TrainingRecipe
     from vlmtui.core.training.train import TrainRequest
 
 
@@ -114,8 +115,8 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     from vlmtui.core.data.images import validate_images
     from vlmtui.core.model.loading import check_checkpoint, family_of_checkpoint
     from vlmtui.core.recipes.catalog import get_recipe
-    from vlmtui.core.recipes.recipe import check_count
     from vlmtui.core.training.outputdir import check_output, make_output
+    from vlmtui.core.training.runinfo import unfinished_stage
     from vlmtui.core.training.sharding import check_strategy
     from vlmtui.core.training.train import TrainRequest
 
@@ -126,15 +127,7 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
             "--strategy fsdp: shards over 2 or more processes; start it with "
             "`vlmtui launch --gpu 0,1 --strategy fsdp` (or under torchrun)"
         )
-    if args.stage is not None and not 1 <= args.stage <= max(1, len(recipe.stages)):
-        raise BadInput(
-            f"--stage: recipe {recipe.name} has {max(1, len(recipe.stages))} stage(s), "
-            f"got {args.stage}"
-        )
-    for flag, value in (("--max-steps", args.max_steps), ("--save-steps", args.save_steps)):
-        check_count(flag, value)
-    if not 0 <= args.seed < 2**32:  # numpy's seed range; past it set_seed fails mid-start
-        raise BadInput(f"--seed: must be 0 to {2**32 - 1}, got {args.seed}")
+    _check_numbers(args, recipe)
     family_of_checkpoint(args.model)
     if not args.data.exists():
         raise BadInput(f"--data: {args.data} does not exist")
@@ -147,6 +140,10 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
     records = load_split(args.data, "train", allow_normalized=args.allow_normalized)
     if main:
         validate_images(records)
+    if args.stage is not None:
+        missing = unfinished_stage(args.output, len(recipe.stages) or 1, args.stage)
+        if missing is not None:  # found in the stage loop, this left a failed run directory
+            raise BadInput(f"--stage {args.stage}: stage {missing} has not finished")
     check_checkpoint(args.model)  # last: it imports torch and transformers
     make_output(args.output)
     return TrainRequest(
@@ -164,6 +161,18 @@ def check_request(args: argparse.Namespace) -> TrainRequest:
         strategy=strategy,
         stage=args.stage,
     )
+
+
+def _check_numbers(args: argparse.Namespace, recipe: TrainingRecipe) -> None:
+    from vlmtui.core.recipes.recipe import check_count
+
+    stages = max(1, len(recipe.stages))
+    if args.stage is not None and not 1 <= args.stage <= stages:
+        raise BadInput(f"--stage: recipe {recipe.name} has {stages} stage(s), got {args.stage}")
+    for flag, value in (("--max-steps", args.max_steps), ("--save-steps", args.save_steps)):
+        check_count(flag, value)
+    if not 0 <= args.seed < 2**32:  # numpy's seed range; past it set_seed fails mid-start
+        raise BadInput(f"--seed: must be 0 to {2**32 - 1}, got {args.seed}")
 
 
 def next_step(output: Path, data: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from vlmtui.core.model.loading import Device
 from vlmtui.core.recipes.recipe import TrainingRecipe
-from vlmtui.core.rundir import RUN_JSON, read_json
+from vlmtui.core.rundir import RUN_JSON, WEIGHTS_JSON, read_json
 from vlmtui.core.training.progress import RunFiles, package_versions
 from vlmtui.core.training.request import TrainRequest
 
@@ -22,6 +22,12 @@ from vlmtui.core.training.request import TrainRequest
 def stage_dirs(output: Path, count: int) -> list[Path]:
     """A single stage trains in the run directory itself; several in `stage1/`, `stage2/`, …"""
     return [output] if count == 1 else [output / f"stage{i}" for i in range(1, count + 1)]
+
+
+def unfinished_stage(output: Path, count: int, stage: int) -> int | None:
+    """The first stage before `stage` (1-based) that has no saved weights, or None."""
+    dirs = stage_dirs(output, count)
+    return next((i for i in range(1, stage) if not (dirs[i - 1] / WEIGHTS_JSON).is_file()), None)
 
 
 def write_run_info(
