@@ -649,3 +649,23 @@ def test_stage_two_before_stage_one_leaves_no_run_directory(
     )  # fmt: skip
     refused(proc, "--stage 2: stage 1 has not finished")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_logs_of_a_run_whose_output_log_is_a_directory(tmp_path: Path, follow: list[str]) -> None:
+    """An IsADirectoryError traceback; now the work failure it is (exit 1), in one line."""
+    import time
+
+    from vlmtui.core.fleet.registry import Registry, RunRecord
+
+    (tmp_path / "output.log").mkdir()
+    (tmp_path / "status.json").write_text('{"state": "finished", "run_id": "r-odd"}')
+    row = RunRecord(
+        id="r-odd", recipe="r2-vision-only", host="local", gpus="cpu", run_dir=str(tmp_path),
+        created=time.time(), state="finished",
+    )  # fmt: skip
+    Registry().add(row)
+    proc = vlmtui("logs", "r-odd", *follow)
+    assert (proc.returncode, proc.stderr) == (
+        1, f"vlmtui: {tmp_path / 'output.log'}: cannot read (Is a directory)\n",
+    )  # fmt: skip

@@ -200,6 +200,8 @@ class LocalHost(Host):
                 return fh.read(n)
         except FileNotFoundError:
             return b""
+        except OSError as exc:  # a directory in its place: a damaged run directory
+            raise WorkFailed(f"{path}: cannot read ({exc.strerror})") from None
 
     def size(self, path: str) -> int | None:
         try:
