@@ -669,3 +669,17 @@ def test_logs_of_a_run_whose_output_log_is_a_directory(tmp_path: Path, follow: l
     assert (proc.returncode, proc.stderr) == (
         1, f"vlmtui: {tmp_path / 'output.log'}: cannot read (Is a directory)\n",
     )  # fmt: skip
+
+
+def test_model_whose_config_is_a_fifo(shapes_data_dir: Path, tmp_path: Path) -> None:
+    """train read config.json without looking: a FIFO there hung it."""
+    import os
+
+    model = tmp_path / "model"
+    model.mkdir()
+    os.mkfifo(model / "config.json")
+    proc = vlmtui(
+        "train", "--recipe", "r2-vision-only", "--model", str(model), "--data",
+        str(shapes_data_dir), "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    refused(proc, f"{model}: not a model directory (no readable config.json)")

@@ -58,6 +58,8 @@ def read_model_config(model_path: Path) -> dict[str, Any]:
 
     cfg = Path(model_path) / "config.json"
     try:
+        if not cfg.is_file():  # absent, or a FIFO whose read would block
+            raise FileNotFoundError(cfg)
         data = json.loads(cfg.read_text(encoding="utf-8"))
     except OSError:
         raise BadInput(f"{model_path}: not a model directory (no readable config.json)") from None
