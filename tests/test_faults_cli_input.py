@@ -218,6 +218,7 @@ CHECKPOINT_CASES = {
 }
 
 
+@pytest.mark.slow  # each refusal loads torch, builds on the meta device, loads a processor
 @pytest.mark.parametrize("how", sorted(CHECKPOINT_CASES))
 def test_broken_checkpoint_is_refused_before_the_run_starts(
     qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, how: str
