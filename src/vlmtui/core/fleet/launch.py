@@ -245,9 +245,12 @@ def _start(
     pid_text, _, abs_dir = out.split("@@ok ", 1)[1].strip().partition(" ")
     pid = int(pid_text) or None  # 0: started before, supervisor.json not written yet
     abs_dir = abs_dir.strip() or plan.run_dir
-    registry.update(
-        record.id, pid=pid, run_dir=abs_dir, state="pending", command=json.dumps(plan.command)
-    )
+    # The run has started: a registry held by another process must not fail the launch
+    # (the next reconciliation learns the pid from supervisor.json).
+    registry.note(
+        record.id, patient=True, pid=pid, run_dir=abs_dir, state="pending",
+        command=json.dumps(plan.command),
+    )  # fmt: skip
     return LaunchResult(
         run_id=record.id,
         host=host.name,

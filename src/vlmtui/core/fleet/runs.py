@@ -16,6 +16,8 @@ alive — provably the run's: pid, start time, boot id and run id agree (`hostpr
 Conclusive results are cached in the row — the pid too, once supervisor.json gives it (a
 launcher killed mid-launch never wrote it) — so finished runs are not probed again. Stopped
 and failed rows are, cheaply (status.json only), because `train --resume` brings them back.
+The cache is written only while the registry is free: when another process holds its write
+lock, the views are still the hosts' and the next reconciliation writes them.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
         if v.reachable and (v.state, v.step, v.loss, v.error, v.run_dir, v.pid) != (
             rec.state, rec.step, rec.loss, rec.error, rec.run_dir, rec.pid,
         ):  # fmt: skip
-            registry.update(
+            written = registry.note(
                 rec.id,
                 state=v.state,
                 step=v.step,
@@ -212,6 +214,8 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
                 pid=v.pid,
                 checked=v.ended if v.ended is not None else now,
             )
+            if not written:
+                break  # another process holds the registry: the next reconciliation writes
     return [views[r.id] for r in records]
 
 
@@ -278,9 +282,9 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
         return StopResult(rec.id, False, False, view.state, view.error)
     status = result.get("status") or {}
     state = status.get("state") or rec.state
-    changes = {"state": state, "error": status.get("error"), "checked": time.time()}
+    changes: dict[str, Any] = {"state": state, "error": status.get("error"), "checked": time.time()}
     if result.get("last"):
         changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
     if state in FINAL_STATES:
-        registry.update(rec.id, **changes)
+        registry.note(rec.id, **changes)  # status.json says it too, if the registry is busy
     return StopResult(rec.id, True, bool(result.get("killed")), state)
