@@ -51,6 +51,10 @@ if mode == "oom":
     sys.exit(1)
 if mode == "crash":
     raise RuntimeError("stand-in crashed")
+if mode == "linger":  # records its failure, then takes a while to end (a slow teardown)
+    files.set_status("failed", error="stand-in failed", exit_code=1)
+    time.sleep(3)
+    sys.exit(1)
 files.set_status("finished", exit_code=0, error=None)
 '''
 
@@ -140,7 +144,7 @@ def paths(tmp_path: Path) -> tuple[str, str]:
 def standin_train(_standin_script: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Call as `standin_train(mode="ok", steps=5, step_s=0.2)` before `launch`: the run then
     executes the stand-in script instead of `vlmtui train` (modes: ok, child, ignore-term,
-    oom, crash)."""
+    oom, crash, linger)."""
     from vlmtui.core.fleet import launch as launch_mod
     from vlmtui.core.fleet.shell import HomePath
 

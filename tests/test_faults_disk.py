@@ -154,3 +154,48 @@ def test_torch_save_on_a_full_disk_is_named_as_such(small_disk: Callable[[str], 
         rf"no space left on device \([\d.]+ MiB free at {re.escape(str(disk))}\)", reason
     )
     assert disk_full_reason(RuntimeError("shape mismatch"), disk) is None
+
+
+def test_launched_run_on_a_disk_full_to_the_last_byte_says_why_and_resumes(
+    small_disk: Callable[[str], Path], qwen2_vl_dir: Path, shapes_data_dir: Path
+) -> None:
+    """A detached run whose disk fills completely (another writer took the last byte): no new
+    file can be written any more, yet status.json must end `failed` with the true reason (it
+    is rewritten in the block it has), not "ended without a final state"; once space is back,
+    `launch --resume` finishes it and every events.jsonl line still parses."""
+    from faultkit import poll
+    from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
+    from vlmtui.core.fleet.runs import get_run
+    from vlmtui.core.rundir import read_events
+
+    runs = Path(os.environ["VLMTUI_HOME"]) / "data" / "runs"
+    runs.parent.mkdir(parents=True)
+    runs.symlink_to(small_disk("48m"))  # the default runs dir of `local`, on the small disk
+    req = LaunchRequest(
+        recipe="r1-llm-only", model=str(qwen2_vl_dir), data=str(shapes_data_dir), gpu="cpu",
+        max_steps=4000,
+    )  # fmt: skip
+    run = launch(req)
+    events = Path(run.run_dir) / "events.jsonl"
+    poll(lambda: events.is_file() and '"loss"' in events.read_text(), timeout=120)
+    filler = fill(runs, leave=0)
+    view = poll(lambda: (v := get_run(run.run_id)).state in ("failed", "stopped") and v, 120)
+    assert view.state == "failed", view
+    assert re.match(r"no space left on device \([\d.]+ MiB free at ", view.error or ""), view
+    filler.unlink()
+    steps = view.step or 1
+    resume_run(run.run_id, max_steps=steps)  # no checkpoint yet: from step 0
+    done = poll(lambda: (v := get_run(run.run_id)).state in ("finished", "failed") and v, 180)
+    assert done.state == "finished", (done, (Path(run.run_dir) / "output.log").read_text()[-2000:])
+    logged = [e["step"] for e in read_events(Path(run.run_dir)) if "loss" in e]
+    assert logged[-steps:] == list(range(1, steps + 1))  # none glued onto a torn line
+    torn = [ln for ln in events.read_text().splitlines() if not _parses(ln)]
+    assert len(torn) <= 1, torn  # what the full disk cut
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True

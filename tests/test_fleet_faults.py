@@ -304,6 +304,27 @@ def test_launch_resume_relaunches_in_the_same_run_dir(standin_train, paths, caps
     assert log.count("stand-in training in") == 2  # the first run's output is kept
 
 
+def test_resume_waits_for_the_last_start_to_end(standin_train, paths, monkeypatch):
+    """The run has written `failed` but its processes are still ending: a resume started at
+    once would have its status overwritten by the old supervisor's ending ("exited with
+    code 1" over the new start). It waits for them, or refuses while they last."""
+    standin_train("linger", steps=1, step_s=0.0)
+    run = go(paths, gpu="cpu")
+    poll(lambda: json.loads(Path(run.run_dir, "status.json").read_text())["state"] == "failed")
+    assert processes_of(run.run_id)  # the last start is still ending
+    monkeypatch.setattr(launch_mod, "RESUME_WAIT_S", 0.5)
+    with pytest.raises(WorkFailed, match="the processes of its last start still run"):
+        resume_run(run.run_id)
+    assert get_run(run.run_id).state == "failed" and processes_of(run.run_id)  # untouched
+    standin_train("ok", steps=20, step_s=0.1)
+    monkeypatch.setattr(launch_mod, "RESUME_WAIT_S", 15.0)
+    resume_run(run.run_id)
+    seen = []
+    poll(lambda: seen.append(get_run(run.run_id).state) or seen[-1] in ("finished", "failed"))
+    assert seen[-1] == "finished" and "failed" not in seen, seen
+    assert json.loads(Path(run.run_dir, "exit.json").read_text())["returncode"] == 0
+
+
 def test_resume_reaches_the_train_command():
     from vlmtui.core.fleet.launchscript import TrainArgs, train_command
 

@@ -48,6 +48,7 @@ from vlmtui.core.fleet.launchscript import (
     launch_script,
     train_command,
 )
+from vlmtui.core.fleet.onhost.hostprobe import ALIVE
 from vlmtui.core.fleet.registry import Registry, RunRecord
 from vlmtui.core.fleet.shell import check_name, check_path
 from vlmtui.core.fleet.snapshot import CPU, HostGpus
@@ -170,12 +171,35 @@ def resume_run(
         nproc=rec.nproc if rec.gpus == CPU else None,
     )  # fmt: skip
     t = _validate(req, _checked_host(req))
+    _wait_for_last_start(t.host, rec)
     workdir = t.host.launch_paths(req.model, req.data, rec.id)[0]
     base = replace(
         rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()
     )
     record = _reserve(req, t, registry, base, replace=True)
     return _start(req, t, registry, record, workdir, start, previous=rec)
+
+
+RESUME_WAIT_S = 15.0
+"""How long `launch --resume` waits for the processes of the run's last start to end."""
+
+
+def _wait_for_last_start(host: Host, rec: RunRecord) -> None:
+    """A run writes its final state before its processes end (a checkpoint, the interpreter's
+    exit): a start in the same directory before they are gone would have its status.json
+    overwritten by the old supervisor's ending. Waits RESUME_WAIT_S for them, then refuses."""
+    if host.kind == "slurm":  # its jobs are the scheduler's
+        return
+    ask = {"runs": [{"id": rec.id, "run_dir": rec.run_dir, "pid": rec.pid}]}
+    deadline = time.monotonic() + RESUME_WAIT_S
+    while (facts := host.call_probe("probe", ask)["runs"][rec.id]).get("proof") == ALIVE:
+        if time.monotonic() > deadline:
+            raise WorkFailed(
+                f"run {rec.id} is {rec.state}, but the processes of its last start still run "
+                f"(process group {facts.get('pid')}) after {RESUME_WAIT_S:g} s; "
+                f"`vlmtui stop {rec.id}` ends them"
+            )
+        time.sleep(0.25)
 
 
 def _plan(

@@ -16,6 +16,7 @@ signals nothing it cannot prove.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -48,8 +49,18 @@ def read_json(path: Path) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    text = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        tmp.write_bytes(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        with open(path, "r+b") as fh:  # the blocks it already has
+            fh.write(text)
+            fh.truncate()
+        return
     os.replace(tmp, path)
 
 
@@ -334,7 +345,7 @@ def stop(
     if status.get("state") not in FINAL:
         how = f"killed with SIGKILL after {grace_s:g} s" if killed else "stopped by SIGTERM"
         status.update(state="stopped", error=how, updated=time.time())
-        if d.is_dir():
+        with contextlib.suppress(OSError):  # a vanished dir, a full disk: stopped all the same
             write_json_atomic(d / STATUS, status)
     result.update(was_running=True, killed=killed)
     return {**result, "status": status, "last": last_step(d)}

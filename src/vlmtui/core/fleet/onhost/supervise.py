@@ -15,6 +15,8 @@ written here; the registry then reports `failed` from liveness.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shlex
 import signal
@@ -81,7 +83,8 @@ def main(argv: list[str]) -> int:
     state = _record_end(run_dir, returncode, stop_signal)
     sig = signal.Signals(-returncode).name if returncode < 0 else None
     how = f"signal {sig}" if sig else f"code {returncode}"
-    print(f"[vlmtui] command ended with {how}; state {state}", flush=True)
+    with contextlib.suppress(OSError):  # output.log on a full disk
+        print(f"[vlmtui] command ended with {how}; state {state}", flush=True)
     return 128 + (-returncode) if returncode < 0 else returncode
 
 
@@ -94,7 +97,11 @@ def _record_end(run_dir: Path, returncode: int, stop_signal: list[int]) -> str |
         "stop_requested": bool(stop_signal),
         "ended": time.time(),
     }
-    write_json_atomic(run_dir / EXIT_JSON, exit_info)
+    try:
+        write_json_atomic(run_dir / EXIT_JSON, exit_info)
+    except OSError as exc:  # a full disk has no block for a new file: status.json has one
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        exit_info["unwritten"] = "no space left on device" if full else str(exc)
     status = read_json(run_dir / STATUS)
     status = status if isinstance(status, dict) else {}
     # A stage of a multi-stage run on a cluster ends `pending` with `stage_done` (the next
@@ -105,9 +112,14 @@ def _record_end(run_dir: Path, returncode: int, stop_signal: list[int]) -> str |
             status.update(state="stopped", error=f"stopped by {name}")
         else:
             tail = tail_bytes(run_dir / OUTPUT_LOG).decode("utf-8", errors="replace")
-            status.update(state="failed", error=failure_reason(exit_info, tail))
+            why = failure_reason(exit_info, tail)
+            unwritten = exit_info.get("unwritten")
+            status.update(state="failed", error=f"{unwritten}; {why}" if unwritten else why)
         status.update(exit_code=returncode, updated=time.time())
-        write_json_atomic(run_dir / STATUS, status)
+        try:
+            write_json_atomic(run_dir / STATUS, status)
+        except OSError:  # nothing left to write with: the probe reports it from liveness
+            return None
     return status.get("state")
 
 
