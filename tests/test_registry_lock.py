@@ -1,7 +1,8 @@
 """The registry held, emptied or from another version (the guide's contract: the run
 directory is the truth, the registry an index rebuilt from it): a process holding its write
-lock for good, a 0-byte file, the file deleted under a running `logs --follow`, and the
-schemas of an older and a newer vlmtui. Real SQLite files and processes, stand-in trainer."""
+lock for good, a 0-byte file, the file deleted under a running `logs --follow`, the
+schemas of an older and a newer vlmtui, and nonsense in one run directory's JSON files.
+Real SQLite files and processes, stand-in trainer."""
 
 from __future__ import annotations
 
@@ -179,3 +180,32 @@ def test_a_registry_of_another_version_keeps_working(standin_train, paths, capsy
     standin_train("ok", steps=1, step_s=0.0)
     assert poll(lambda: get_run(_launch(paths)).id)  # a new row goes in beside it
     assert len(Registry().all()) == 2
+
+
+def test_odd_files_in_one_run_directory_cost_only_that_run(standin_train, paths, capsys):
+    """supervisor.json and launch.json of a dead run edited into nonsense (or damaged): its
+    host's other runs are still answered, nothing is signalled on its say-so, and a rebuild
+    of the registry still finds every run."""
+    standin_train("ok", steps=500, step_s=0.1)
+    good, odd = _launch(paths), _launch(paths)
+    for run_id in (good, odd):
+        poll(lambda r=run_id: get_run(r).state == "training")
+    odd_dir = Path(Registry().get(odd).run_dir)
+    kill_group(json.loads((odd_dir / "supervisor.json").read_text())["pid"])
+    poll(lambda: not processes_of(odd, marker=b""))
+    (odd_dir / "supervisor.json").write_text('{"pid": "abc", "starttime": 7, "boot_id": []}')
+    launch_json = json.loads((odd_dir / "launch.json").read_text())
+    launch_json.update(created="yesterday", nproc="two", gpus=0, command="python")
+    (odd_dir / "launch.json").write_text(json.dumps(launch_json))
+    assert main(["runs", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[good]["state"] == "training"
+    assert rows[odd]["state"] == "failed", rows[odd]
+    assert main(["stop", odd]) == 0
+    assert "was not running" in capsys.readouterr().out
+    for p in Registry().path.parent.glob("runs.sqlite*"):
+        p.unlink()
+    assert main(["runs", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {good, odd} and rows[good]["state"] == "training"
+    assert rows[odd]["state"] == "failed" and rows[odd]["recipe"] == RECIPE

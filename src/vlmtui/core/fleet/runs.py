@@ -112,6 +112,8 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     """The state of one run from its host's probe facts (see `hostprobe.probe_run`)."""
     if facts.get("unchanged"):
         return _view(rec, rec.state)
+    if facts.get("error"):  # the host could not read this run's directory
+        return _view(rec, "unknown", error=f"cannot probe the run: {facts['error']}")
     now = time.time() if now is None else now
     status = facts.get("status") or {}
     last = facts.get("last") or {}
@@ -141,7 +143,9 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
         if young:
             return _view(rec, "pending", **kw)
         return _view(rec, "failed", error=f"run directory {rec.run_dir} is missing", **kw)
-    if proof in (STARTING, UNSTARTED) and young:
+    if proof in (STARTING, UNSTARTED) and young and state in (None, RunState.PENDING.value):
+        # Still launching; not a run whose trainer already wrote its phase (its
+        # supervisor.json, written before the trainer starts, is then damaged, not late).
         return _view(rec, "pending", **kw)
     if proof == STARTING:
         return _view(rec, "failed", error=f"never started ({facts['why']})", **kw)

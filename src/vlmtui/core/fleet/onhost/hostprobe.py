@@ -186,11 +186,12 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
     """Whether the run's processes live, as far as it can be proven: {"proof", "pid", "why"}.
 
     `pid` (the registry's, from the launch) is used only until supervisor.json exists."""
-    sup = read_json(run_dir / SUPERVISOR_JSON)
-    sup = sup if isinstance(sup, dict) and sup.get("pid") else None
+    sup = read_json(run_dir / SUPERVISOR_JSON)  # an odd one (not ours) proves nothing
+    sup = sup if isinstance(sup, dict) and isinstance(sup.get("pid"), int) else None
     start = None
     if sup is not None:
-        pid, start = int(sup["pid"]), sup.get("starttime")
+        pid, start = sup["pid"], sup.get("starttime")
+        start = start if isinstance(start, str) and start.isdigit() else None
         now_boot = boot_id()
         if sup.get("boot_id") and now_boot and sup["boot_id"] != now_boot:
             return {"proof": RESTARTED, "pid": pid, "why": HOST_RESTARTED}
@@ -278,15 +279,15 @@ def probe_run(
 
 
 def probe(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """`probe_run` for each {"id", "run_dir", "pid", "known_state"}; keyed by id."""
-    return {
-        "runs": {
-            r["id"]: probe_run(r["run_dir"], r["id"], r.get("pid"), r.get("known_state"))
-            for r in runs
-        },
-        "time": time.time(),
-        "boot_id": boot_id(),
-    }
+    """`probe_run` for each {"id", "run_dir", "pid", "known_state"}; keyed by id. What one
+    run directory holds cannot keep the host's other runs from being answered."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        try:
+            out[r["id"]] = probe_run(r["run_dir"], r["id"], r.get("pid"), r.get("known_state"))
+        except Exception as exc:  # named in that run's answer
+            out[r["id"]] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"runs": out, "time": time.time(), "boot_id": boot_id()}
 
 
 def _signal_run(pid: int, sig: int) -> None:
