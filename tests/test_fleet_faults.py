@@ -168,6 +168,23 @@ def test_identity_of_a_run_started_before_run_ids(tmp_path):
         proc.wait()
 
 
+def test_two_stops_at_once_end_the_run_once(standin_train, paths):
+    """Two `vlmtui stop` processes (a double click in two terminals); one with a short grace
+    period. Both report the run stopped, neither fails, nothing of the run lives on."""
+    standin_train("ignore-term", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    argv = [sys.executable, "-m", "vlmtui", "stop", run.run_id, "--grace"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    stops = [subprocess.Popen([*argv, grace], **pipes) for grace in ("30", "1")]
+    answers = [(p.communicate(timeout=60), p.returncode) for p in stops]
+    for (out, err), code in answers:
+        assert code == 0 and err == "" and out.startswith(f"{run.run_id}: stopped"), (out, err)
+    assert not processes_of(run.run_id, marker=b"")
+    view = get_run(run.run_id)
+    assert (view.state, view.error) == ("stopped", "killed with SIGKILL after 1 s")
+
+
 # --- 3: the launch reply lost on the link ---------------------------------------------------
 
 
