@@ -1,13 +1,16 @@
 """The registry held, emptied or from another version (the guide's contract: the run
 directory is the truth, the registry an index rebuilt from it): a process holding its write
 lock for good, a 0-byte file, the file deleted under a running `logs --follow`, the
-schemas of an older and a newer vlmtui, and nonsense in one run directory's JSON files.
+schemas of an older and a newer vlmtui, nonsense in one run directory's JSON files, and a
+full disk under the registry.
 Real SQLite files and processes, stand-in trainer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -209,3 +212,43 @@ def test_odd_files_in_one_run_directory_cost_only_that_run(standin_train, paths,
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == {good, odd} and rows[good]["state"] == "training"
     assert rows[odd]["state"] == "failed" and rows[odd]["recipe"] == RECIPE
+
+
+def test_a_full_disk_under_the_registry_costs_writes_only(standin_train, paths, capsys, tmp_path):
+    """The registry's disk fills to the last byte (the runs live on another): WAL mode cannot
+    create its side files even to read, yet `runs` and `stop` answer from the run
+    directories, and `launch` fails in one line naming the registry and its free space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    data = Path(os.environ["VLMTUI_HOME"]) / "data"
+    data.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (tmp_path / "runs").mkdir()
+        (data / "runs").symlink_to(tmp_path / "runs")
+        standin_train("ok", steps=500, step_s=0.1)
+        run_id = _launch(paths)
+        poll(lambda: _status(Registry().get(run_id).run_dir) == "training")
+        fd = os.open(data / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # until ENOSPC
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        assert shutil.disk_usage(data).free == 0
+        assert main(["runs", "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert (row["id"], row["state"]) == (run_id, "training")
+        model, data_dir = paths
+        assert main(["launch", "--recipe", RECIPE, "--model", model, "--data", data_dir]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("vlmtui: cannot use the run registry "), err
+        assert err[0].endswith("; 0.0 MiB free on its disk"), err
+        assert main(["stop", run_id, "--grace", "5"]) == 0
+        assert capsys.readouterr().out.strip() == f"{run_id}: stopped"
+        (data / "filler").unlink()
+        assert get_run(run_id).state == "stopped"
+        assert Registry().get(run_id).state == "stopped"  # written once there is room
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)

@@ -7,7 +7,8 @@ locked" until a deadline: a process that holds the lock for good (suspended with
 open sqlite3 shell) makes a write fail in one line (`RegistryBusy`), never hang. What a row
 says about a run's state is only a cache: `runs.py` reconciles it with the run directory on
 the host, and writes it back with `note`, which gives up after a short wait (reads never
-wait in WAL mode), so `runs` still answers with the truth.
+wait in WAL mode), so `runs` still answers with the truth. On a full disk a write fails in
+one line (`RegistryUnusable`) and reads fall back to the database file alone.
 
 The run directories are the truth and this file only their index: a corrupt file is moved
 aside (`runs.sqlite.corrupt-<time>`, one warning line) and a missing or empty (0-byte) one
@@ -36,9 +37,11 @@ from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.registrydb import (
     SCHEMA,
     RegistryBusy,
+    RegistryUnusable,
     add_missing_columns,
     is_corrupt,
     is_locked,
+    read_immutable,
     record_of,
     retry,
 )
@@ -163,7 +166,7 @@ class Registry:
         except sqlite3.OperationalError as exc:
             if is_locked(exc):
                 raise RegistryBusy(self.path, wait_s) from None
-            raise
+            raise RegistryUnusable(self.path, exc) from None
 
     def _move_aside(self, why: str) -> None:
         """Keep the corrupt file as runs.sqlite.corrupt-<time> and put a rebuilt registry in
@@ -237,7 +240,14 @@ class Registry:
             finally:
                 con.close()
 
-        return self._guarded(attempt)
+        try:
+            return self._guarded(attempt)
+        except RegistryUnusable:
+            try:  # a full disk: the file can still be read, without WAL's side files
+                return read_immutable(self.path, sql, args)
+            except sqlite3.Error:
+                pass
+            raise
 
     def all(self) -> list[RunRecord]:
         """Every run, newest first."""
@@ -294,10 +304,11 @@ class Registry:
     def note(self, run_id: str, *, patient: bool = False, **changes: Any) -> bool:
         """`update` for what the run directory records too (a state, a pid): False, written
         nothing, when another process holds the registry for NOTE_WAIT_S seconds
-        (WRITE_WAIT_S if `patient`); the next reconciliation writes it."""
+        (WRITE_WAIT_S if `patient`), or cannot write it (a full disk); the next reconciliation
+        writes it."""
         try:
             self._update(run_id, WRITE_WAIT_S if patient else NOTE_WAIT_S, changes)
-        except RegistryBusy:
+        except (RegistryBusy, RegistryUnusable):
             return False
         return True
 

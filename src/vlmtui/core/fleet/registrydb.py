@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,3 +96,28 @@ class RegistryBusy(WorkFailed):
             f"the run registry {path} stayed locked by another process for {waited_s:g} s "
             "(a vlmtui command suspended with Ctrl-Z, or an open sqlite3 shell?); try again"
         )
+
+
+class RegistryUnusable(WorkFailed):
+    """SQLite cannot open or write the registry for another reason than a lock (a full or
+    read-only disk: WAL mode needs room for its side files even to read)."""
+
+    def __init__(self, path: Path, exc: sqlite3.Error) -> None:
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free on its disk"
+        except OSError:
+            free = ""
+        super().__init__(f"cannot use the run registry {path}: {exc}{free}")
+
+
+def read_immutable(path: Path, sql: str, args: Sequence[Any]) -> list[RunRecord]:
+    """The rows of `sql` read from the database file alone, without the locks and side files
+    WAL mode creates (none can be created on a full disk); what the write-ahead log holds
+    uncheckpointed is not seen (the last connection to close checkpoints it)."""
+    uri = f"file:{urllib.parse.quote(str(path))}?immutable=1"
+    con = sqlite3.connect(uri, uri=True)
+    try:
+        con.row_factory = sqlite3.Row
+        return [record_of(row) for row in con.execute(sql, args)]
+    finally:
+        con.close()
