@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from faultkit import (
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet import launch as launch_mod
-from vlmtui.core.fleet.hosts import load_hosts
+from vlmtui.core.fleet.hosts import get_host, load_hosts
 from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
 from vlmtui.core.fleet.registry import Registry
 from vlmtui.core.fleet.runrecord import RunRecord
@@ -183,6 +184,44 @@ def test_two_stops_at_once_end_the_run_once(standin_train, paths):
     assert not processes_of(run.run_id, marker=b"")
     view = get_run(run.run_id)
     assert (view.state, view.error) == ("stopped", "killed with SIGKILL after 1 s")
+
+
+@pytest.mark.ssh
+def test_link_dropped_during_a_stop_claims_nothing_and_the_stop_goes_through(
+    standin_train, paths, ssh_host
+):
+    """The SSH connection drops while `stop` waits out the grace period on the host: the stop
+    runs on there (it needs no link), so the command must not say it could not stop."""
+    standin_train("ignore-term", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu", host=ssh_host.name)
+    wait_state(run.run_id, "training")
+    master = get_host(ssh_host.name).master_pid()
+    assert master
+
+    def drop_once_the_stop_runs() -> None:
+        poll(lambda: processes_of(run.run_id, marker=b"") and _stop_probe_running())
+        os.kill(master, signal.SIGKILL)
+
+    dropper = threading.Thread(target=drop_once_the_stop_runs)
+    dropper.start()
+    with pytest.raises(WorkFailed, match=r"no answer from loop to the stop of .*being stopped"):
+        stop_run(run.run_id, grace_s=3)
+    dropper.join()
+    view = wait_state(run.run_id, "stopped")
+    assert view.error == "killed with SIGKILL after 3 s"
+    assert not processes_of(run.run_id, marker=b"")
+
+
+def _stop_probe_running() -> bool:
+    """Whether the host (this machine, through sshd) runs the shipped probe's `stop`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:4] == [b"-I", b"-", b"stop"]:
+            return True
+    return False
 
 
 # --- 3: the launch reply lost on the link ---------------------------------------------------

@@ -270,7 +270,12 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
     try:
         result = host.call_probe("stop", payload, timeout=grace_s + host.config.timeout + 15)
     except HostUnreachable as exc:
-        raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {exc.why}") from None
+        # The link may have dropped after the request got there: the stop then runs on (it
+        # does not need the link), so "cannot stop" would be a claim it cannot make.
+        raise WorkFailed(
+            f"no answer from {host.name} to the stop of {rec.id} ({exc.why}); if the request "
+            "got there, the run is being stopped: `vlmtui runs` shows its state"
+        ) from None
     proof = result.get("proof")
     if proof == FOREGROUND:
         raise WorkFailed(f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}")
