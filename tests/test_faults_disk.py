@@ -199,3 +199,41 @@ def _parses(line: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_launch_onto_a_full_disk_is_refused_and_a_resume_keeps_the_run(
+    small_disk: Callable[[str], Path], standin_train: Callable[..., None], tmp_path: Path
+) -> None:
+    """The runs' disk is full at launch: the start script cannot write status.json and used
+    to start the run anyway (empty files, then "ended without a final state (killed with
+    SIGKILL...)"). Now nothing starts, nothing is left behind, and a resume onto the full
+    disk leaves the run's files and row as they were (it used to empty status.json and
+    launch.json, which name the run: a rebuild of the registry could not find it again)."""
+    from faultkit import poll
+    from vlmtui.cli import main
+    from vlmtui.core.fleet.registry import Registry
+    from vlmtui.core.fleet.runs import get_run
+
+    runs = Path(os.environ["VLMTUI_HOME"]) / "data" / "runs"
+    runs.parent.mkdir(parents=True)
+    runs.symlink_to(small_disk("1m"))
+    for name in ("model", "data"):
+        (tmp_path / name).mkdir()
+    argv = ["launch", "--recipe", "r1-llm-only", "--model", str(tmp_path / "model")]
+    argv += ["--data", str(tmp_path / "data"), "--gpu", "cpu"]
+    standin_train("crash", steps=1, step_s=0.0)
+    assert main(argv) == 0
+    (failed,) = Registry().all()
+    poll(lambda: get_run(failed.id).state == "failed")
+    for name in ("exit.json", "supervisor.json"):  # the resume deletes them: no room then
+        Path(failed.run_dir, name).unlink()
+    before = {p.name: p.read_bytes() for p in Path(failed.run_dir).iterdir()}
+    fill(runs, leave=0)
+
+    assert main(argv) == 2
+    assert [r.id for r in Registry().all()] == [failed.id]
+    assert sorted(p.name for p in runs.iterdir()) == sorted([failed.id, "filler"])
+    assert main(["launch", "--resume", failed.id]) == 2
+    assert {p.name: p.read_bytes() for p in Path(failed.run_dir).iterdir()} == before
+    assert Registry().get(failed.id).state == "failed"
+    assert get_run(failed.id).state == "failed"

@@ -183,7 +183,9 @@ def test_two_stops_at_once_end_the_run_once(standin_train, paths):
         assert code == 0 and err == "" and out.startswith(f"{run.run_id}: stopped"), (out, err)
     assert not processes_of(run.run_id, marker=b"")
     view = get_run(run.run_id)
-    assert (view.state, view.error) == ("stopped", "killed with SIGKILL after 1 s")
+    # Which of the two writes status.json last is a race; either says `stopped`.
+    assert view.state == "stopped", view
+    assert view.error in ("killed with SIGKILL after 1 s", "stopped by SIGTERM"), view
 
 
 @pytest.mark.ssh
