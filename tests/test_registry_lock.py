@@ -200,9 +200,11 @@ def test_odd_files_in_one_run_directory_cost_only_that_run(standin_train, paths,
     launch_json = json.loads((odd_dir / "launch.json").read_text())
     launch_json.update(created="yesterday", nproc="two", gpus=0, command="python")
     (odd_dir / "launch.json").write_text(json.dumps(launch_json))
+    good_status = Path(Registry().get(good).run_dir) / "status.json"
+    good_status.write_bytes(b'{"state": "trai\x00\xff')  # damaged while it trains
     assert main(["runs", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows[good]["state"] == "training"
+    assert rows[good]["state"] == "training"  # it logs steps: not `pending`
     assert rows[odd]["state"] == "failed", rows[odd]
     assert main(["stop", odd]) == 0
     assert "was not running" in capsys.readouterr().out

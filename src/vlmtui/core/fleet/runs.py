@@ -134,7 +134,9 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
     young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
     if proof in (ALIVE, FOREGROUND):  # foreground: a `train --resume` in the run dir
-        return _view(rec, state or "pending", error=None, **kw)
+        # An unreadable status.json (damaged: it is replaced whole) of a run that logs steps.
+        guess = RunState.TRAINING.value if last else RunState.PENDING.value
+        return _view(rec, state or guess, error=None, **kw)
     if proof == RESTARTED:
         return _view(rec, "failed", error=hostprobe.HOST_RESTARTED, **kw)
     if proof == UNPROVEN:
