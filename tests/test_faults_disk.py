@@ -237,3 +237,26 @@ def test_launch_onto_a_full_disk_is_refused_and_a_resume_keeps_the_run(
     assert {p.name: p.read_bytes() for p in Path(failed.run_dir).iterdir()} == before
     assert Registry().get(failed.id).state == "failed"
     assert get_run(failed.id).state == "failed"
+
+
+def test_supervisor_that_cannot_record_its_identity_starts_nothing(
+    small_disk: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The disk fills between the start script's writes and the supervisor's: a run whose
+    processes cannot be proven the run's (no supervisor.json) must not start, and says why."""
+    import sys
+
+    run = small_disk("1m") / "run"
+    run.mkdir()
+    (run / "status.json").write_text('{"state": "pending", "run_id": "r1"}\n')
+    fill(run.parent, leave=0)
+    started = tmp_path / "started"  # on another disk
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmtui.core.supervise", str(run), "--", "touch", str(started)],
+        env={**os.environ, "VLMTUI_RUN_ID": "r1"}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert not started.exists() and not (run / "supervisor.json").exists()
+    status = json.loads((run / "status.json").read_text())
+    assert (status["state"], status["run_id"]) == ("failed", "r1")
+    assert status["error"] == "cannot start: No space left on device writing supervisor.json"

@@ -10,7 +10,9 @@ command as its child and waits. When the child ends it writes `exit.json` (retur
 signal) and, if the command left no final state in status.json, writes one:
 `stopped` when a SIGTERM/SIGINT reached the group, else `failed` with the reason (signal,
 exit code, CUDA out of memory found in the log). If the whole group is SIGKILLed nothing is
-written here; the registry then reports `failed` from liveness.
+written here; the registry then reports `failed` from liveness. On a full disk, where no new
+file can be written, status.json is rewritten in place (`write_json_atomic`): a supervisor
+that cannot write supervisor.json records `failed` and starts nothing.
 """
 
 from __future__ import annotations
@@ -57,18 +59,20 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_stop)
     if os.getpgrp() != os.getpid():
         os.setsid()
-    write_json_atomic(
-        run_dir / SUPERVISOR_JSON,
-        {
-            "pid": os.getpid(),
-            "pgid": os.getpgrp(),
-            "starttime": proc_starttime(os.getpid()),
-            "boot_id": boot_id(),
-            "run_id": os.environ.get(RUN_ID_ENV),
-            "argv": command,
-            "started": time.time(),
-        },
-    )
+    identity = {
+        "pid": os.getpid(),
+        "pgid": os.getpgrp(),
+        "starttime": proc_starttime(os.getpid()),
+        "boot_id": boot_id(),
+        "run_id": os.environ.get(RUN_ID_ENV),
+        "argv": command,
+        "started": time.time(),
+    }
+    try:
+        write_json_atomic(run_dir / SUPERVISOR_JSON, identity)
+    except OSError as exc:  # a full disk: a run that cannot prove its processes never starts
+        _record_no_start(run_dir, f"cannot start: {exc.strerror} writing {SUPERVISOR_JSON}")
+        return 1
     print(f"[vlmtui] {shlex.join(command)}", flush=True)
     if stop_signal:  # stopped before it started
         returncode = -stop_signal[0]
@@ -86,6 +90,14 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):  # output.log on a full disk
         print(f"[vlmtui] command ended with {how}; state {state}", flush=True)
     return 128 + (-returncode) if returncode < 0 else returncode
+
+
+def _record_no_start(run_dir: Path, error: str) -> None:
+    status = read_json(run_dir / STATUS)
+    status = status if isinstance(status, dict) else {}
+    status.update(state="failed", error=error, exit_code=1, updated=time.time())
+    with contextlib.suppress(OSError):  # status.json is rewritten in its own block if need be
+        write_json_atomic(run_dir / STATUS, status)
 
 
 def _record_end(run_dir: Path, returncode: int, stop_signal: list[int]) -> str | None:
