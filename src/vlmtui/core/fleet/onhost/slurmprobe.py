@@ -58,9 +58,10 @@ def _write_json(path: Path, data: Any) -> None:
         tmp.write_bytes(text)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+        room = path.stat().st_blocks * 512 if path.is_file() else 0  # allocated bytes
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or room < len(text):
             raise
-        with open(path, "r+b") as fh:  # the blocks it already has
+        with open(path, "r+b") as fh:  # in the blocks it already has
             fh.write(text)
             fh.truncate()
         return
