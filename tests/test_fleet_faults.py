@@ -383,6 +383,44 @@ def test_resume_waits_for_the_last_start_to_end(standin_train, paths, monkeypatc
     assert json.loads(Path(run.run_dir, "exit.json").read_text())["returncode"] == 0
 
 
+RESUMER = """
+import sys
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet import launch as L
+from vlmtui.core.fleet.shell import HomePath
+script, run_id = sys.argv[1:3]
+L.train_command = lambda python_argv, targs: [
+    *python_argv, script, HomePath(targs.run_dir), "ok", "30", "0.1"]
+try:
+    L.resume_run(run_id)
+    print("STARTED")
+except (BadInput, WorkFailed) as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_resumes_at_once_start_the_run_once(standin_train, _standin_script, paths):
+    """Four `launch --resume` of one stopped run at once (a double click, two terminals):
+    without a guard each passed the state check and started its own trainer in the one run
+    directory. The row is claimed in the registry transaction: one starts it."""
+    standin_train("ok", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    stop_run(run.run_id, grace_s=5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESUMER, str(_standin_script), run.run_id],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]  # fmt: skip
+    answers = [p.communicate(timeout=60) for p in procs]
+    said = sorted(out.split()[0] for out, _ in answers if out)
+    assert said == ["REFUSED"] * 3 + ["STARTED"], answers
+    assert len(processes_of(run.run_id)) == 1  # one supervisor
+    assert wait_state(run.run_id, "finished").step == 30
+
+
 def test_resume_reaches_the_train_command():
     from vlmtui.core.fleet.launchscript import TrainArgs, train_command
 

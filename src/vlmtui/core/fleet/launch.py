@@ -105,18 +105,20 @@ def _validate(req: LaunchRequest, host: Host) -> _Target:
 
 
 def _reserve(
-    req: LaunchRequest, t: _Target, registry: Registry, base: RunRecord, *, replace: bool
+    req: LaunchRequest, t: _Target, registry: Registry, base: RunRecord, *, was: str | None
 ) -> RunRecord:
-    """Insert (or, resuming, replace) the row with its GPUs chosen in the same transaction,
-    after settling the host's reserving rows: a finished run must not block the choice."""
+    """Insert (or, resuming a row that was in state `was`, replace) the row with its GPUs
+    chosen in the same transaction, after settling the host's reserving rows: a finished run
+    must not block the choice."""
+    replace = was is not None
     if t.spec == CPU:
-        return registry.add(base, replace=replace)
+        return registry.add(base, replace=replace, if_state=was)
     from vlmtui.core.fleet.runs import reconcile_hosts
 
     reconcile_hosts([t.host.name], registry)
     assert t.status is not None
     check = reserving(base, chooser(t.spec, t.status, t.host.name, req.force))
-    return registry.add(base, check, replace=replace)
+    return registry.add(base, check, replace=replace, if_state=was)
 
 
 def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
@@ -139,7 +141,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
             max_steps=req.max_steps,
         )  # fmt: skip
         try:
-            record = _reserve(req, t, registry, base, replace=False)
+            record = _reserve(req, t, registry, base, was=None)
             break
         except sqlite3.IntegrityError:
             continue  # two launches in the same second drew the same id
@@ -176,7 +178,7 @@ def resume_run(
     base = replace(
         rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()
     )
-    record = _reserve(req, t, registry, base, replace=True)
+    record = _reserve(req, t, registry, base, was=rec.state)
     return _start(req, t, registry, record, workdir, start, previous=rec)
 
 

@@ -272,14 +272,24 @@ class Registry:
         check: Callable[[list[RunRecord]], RunRecord] | None = None,
         *,
         replace: bool = False,
+        if_state: str | None = None,
     ) -> RunRecord:
         """Insert `record` atomically. `check` sees the host's active runs inside the same
         transaction and returns the record to insert (or raises): that is how two launches
         at once never take the same GPU. `replace` overwrites the row with the same id (a
-        resumed run)."""
+        resumed run), only while its state is still `if_state` when that is given: of two
+        resumes at once, one starts the run."""
 
         def txn(con: sqlite3.Connection) -> RunRecord:
             rec = record
+            if if_state is not None:
+                row = con.execute("SELECT state FROM runs WHERE id = ?", (record.id,)).fetchone()
+                if row is None or row[0] != if_state:
+                    now = row[0] if row else "gone from the registry"
+                    raise BadInput(
+                        f"run {record.id} changed while it was being resumed: it is {now} "
+                        "now (another `launch --resume` of it?)"
+                    )
             if check is not None:
                 marks = ",".join("?" * len(RESERVING_STATES))
                 rows = con.execute(

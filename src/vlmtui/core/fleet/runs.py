@@ -127,12 +127,16 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     decided = facts.get("decided")
     if decided:  # a scheduler host (Slurm) judged the state from its own records
         return _view(rec, decided["state"], error=decided.get("error"), **kw)
+    proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
+    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
+    if rec.state == RunState.LAUNCHING.value and young and proof not in (ALIVE, FOREGROUND):
+        # Its start has not run, or its supervisor is not up: a resumed run's directory still
+        # holds the last start's state and pid, which are not this start's.
+        return _view(rec, "pending", run_dir=kw["run_dir"])
     if state in FINAL_STATES:
         ended = status.get("updated")
         kw["ended"] = float(ended) if isinstance(ended, (int, float)) else None
         return _view(rec, state, error=status.get("error"), **kw)
-    proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
-    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
     if proof in (ALIVE, FOREGROUND):  # foreground: a `train --resume` in the run dir
         # An unreadable status.json (damaged: it is replaced whole) of a run that logs steps.
         guess = RunState.TRAINING.value if last else RunState.PENDING.value
