@@ -115,6 +115,43 @@ def test_group_without_its_leader_is_still_the_run(standin_train, paths):
     assert not processes_of(run.run_id, marker=b"")
 
 
+def test_processes_outside_the_runs_group_are_the_run_and_stop_ends_them(standin_train, paths):
+    """torchrun starts each worker in a session of its own: SIGKILL to the run's group (the
+    supervisor, the agent) leaves the workers training. They carry the run id: the run is
+    alive, and `stop` ends them (it used to call the run failed, then refuse to stop "a
+    foreground run" or find nothing to signal)."""
+    standin_train("session-child", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    outside = poll(lambda: [p for p in processes_of(run.run_id, marker=b"sleep")])
+    kill_group(run.pid)
+    poll(lambda: not alive(run.pid))
+    assert alive(outside[0])
+    assert get_run(run.run_id).state == "training"
+    result = stop_run(run.run_id, grace_s=5)
+    assert result.was_running and result.state == "stopped"
+    assert not processes_of(run.run_id, marker=b"")
+
+
+@pytest.mark.slow
+def test_torchrun_workers_left_by_a_killed_group_are_stopped(qwen2_vl_dir, shapes_data_dir):
+    """The real thing: a two-process CPU run, its supervisor's group SIGKILLed mid-training."""
+    req = LaunchRequest(
+        recipe=RECIPE, model=str(qwen2_vl_dir), data=str(shapes_data_dir), gpu="cpu", nproc=2,
+        max_steps=2000,
+    )  # fmt: skip
+    run = launch(req)
+    poll(lambda: (get_run(run.run_id).step or 0) >= 2, timeout=180)
+    kill_group(run.pid)
+    poll(lambda: not alive(run.pid))
+    workers = processes_of(run.run_id, marker=b"vlmtui")
+    assert len(workers) == 2, workers  # rank 0 and rank 1 train on
+    assert get_run(run.run_id).state == "training"
+    result = stop_run(run.run_id, grace_s=60)
+    assert result.was_running and result.state == "stopped", result
+    assert not processes_of(run.run_id, marker=b"")
+
+
 def test_restarted_host_fails_runs_and_stop_signals_nothing(standin_train, paths, host):
     standin_train("ok", steps=500, step_s=0.1)
     run = go(paths, gpu="cpu", host=host)

@@ -192,7 +192,7 @@ def test_odd_files_in_one_run_directory_cost_only_that_run(standin_train, paths,
     standin_train("ok", steps=500, step_s=0.1)
     good, odd = _launch(paths), _launch(paths)
     for run_id in (good, odd):
-        poll(lambda r=run_id: get_run(r).state == "training")
+        poll(lambda r=run_id: get_run(r).step)  # training, a step logged
     odd_dir = Path(Registry().get(odd).run_dir)
     kill_group(json.loads((odd_dir / "supervisor.json").read_text())["pid"])
     poll(lambda: not processes_of(odd, marker=b""))

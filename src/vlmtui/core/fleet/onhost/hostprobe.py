@@ -166,15 +166,13 @@ def carries_run_id(pid: int, run_id: str) -> bool | None:
     return f"{RUN_ID_ENV}={run_id}".encode() in raw.split(b"\0")
 
 
-def _group_members(pgid: int, run_id: str, since: str | None) -> list[int]:
-    """Live processes of group `pgid` that carry the run id and started no earlier than the
-    leader did (a pid cannot be reused while its group still has members)."""
+def _members(run_id: str, since: str | None) -> list[int]:
+    """Live processes that carry the run id and started no earlier than its supervisor: its
+    group, and those outside it (torchrun starts each worker in a session of its own)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        f = _stat_fields(int(entry.name))
-        if not f or len(f) <= 19 or f[2] != str(pgid) or f[0] in ("Z", "X"):
+        f = _stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if not f or len(f) <= 19 or f[0] in ("Z", "X"):
             continue
         if since is not None and int(f[19]) < int(since):
             continue
@@ -206,12 +204,12 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
         legacy = sup is not None and not sup.get("run_id") and start is not None
         carries = True if legacy else carries_run_id(pid, run_id)
         if carries:
-            return {"proof": ALIVE, "pid": pid, "why": None}
+            return {"proof": ALIVE, "pid": pid, "why": None, "start": start}
         if carries is None:
             why = f"cannot read the environment of process {pid}"
             return {"proof": UNPROVEN, "pid": pid, "why": why}
-    if sup is not None and _group_members(pid, run_id, start):
-        return {"proof": ALIVE, "pid": pid, "why": None}
+    if sup is not None and _members(run_id, start):  # the supervisor died before them
+        return {"proof": ALIVE, "pid": pid, "why": None, "start": start}
     if sup is None and f is not None and f[0] not in ("Z", "X"):
         # The launch's own pid before supervisor.json exists: `nohup`/`env` have not yet
         # exec'd the supervisor (which carries the run id), or the pid is a stranger's.
@@ -291,8 +289,9 @@ def probe(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"runs": out, "time": time.time(), "boot_id": boot_id()}
 
 
-def _signal_run(pid: int, sig: int) -> None:
-    """Signal the run's group; a supervisor that does not lead one yet has no child: it alone."""
+def _signal_run(pid: int, sig: int, run_id: str, since: str | None) -> None:
+    """Signal the run's group (a supervisor that does not lead one yet has no child: it
+    alone), then each proven process of the run outside it (torchrun's workers)."""
     f = _stat_fields(pid)
     leads = f is None or (len(f) > 2 and f[2] == str(pid))
     with contextlib.suppress(ProcessLookupError):
@@ -300,6 +299,11 @@ def _signal_run(pid: int, sig: int) -> None:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)
+    for member in _members(run_id, since):
+        g = _stat_fields(member)
+        if g and g[2] != str(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, sig)
 
 
 def _proven(d: Path, run_id: str, pid: int | None) -> dict[str, Any]:
@@ -328,17 +332,18 @@ def stop(
     if ident["proof"] != ALIVE:
         return {**result, "status": status, "last": last_step(d)}
     lead = int(ident["pid"])
+    since = ident.get("start")
 
     def alive() -> bool:
         return bool(identify(d, id, lead)["proof"] == ALIVE)
 
-    _signal_run(lead, signal.SIGTERM)
+    _signal_run(lead, signal.SIGTERM, id, since)
     deadline = time.monotonic() + grace_s
     while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     killed = alive()
     if killed:
-        _signal_run(lead, signal.SIGKILL)
+        _signal_run(lead, signal.SIGKILL, id, since)
         deadline = time.monotonic() + 10
         while alive() and time.monotonic() < deadline:
             time.sleep(0.05)
