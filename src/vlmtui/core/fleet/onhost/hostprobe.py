@@ -10,7 +10,8 @@ gives its pid, kernel start time and the host's boot id; the supervisor and ever
 starts carry VLMTUI_RUN_ID=<run id> in their environment. A process counts as the run's only
 when all of these agree (see `identify`): a reused pid (another start time, no run id in its
 environment) or a restarted host (another boot id) is never taken for the run, and `stop`
-signals nothing it cannot prove.
+signals nothing it cannot prove. Processes that left the group (torchrun's workers) are
+the run's by their run id and a start after the supervisor's.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 `launch` starts `python -m vlmtui.core.supervise RUN_DIR -- COMMAND...` detached, with stdout
 and stderr already sent to RUN_DIR/output.log. This process makes itself a session and
-process-group leader (so `stop` can signal the whole tree, torchrun workers included),
-ignores SIGHUP (the SSH connection may drop), writes `supervisor.json` (pid, kernel start
+process-group leader (so `stop` can signal the tree; torchrun's workers lead sessions of
+their own and are found by the run id), ignores SIGHUP (the SSH connection may drop), writes `supervisor.json` (pid, kernel start
 time, the host's boot id, and the run id it was given in VLMTUI_RUN_ID, which every process
 of the run inherits: together they prove a process is the run's, see hostprobe), runs the
 command as its child and waits. When the child ends it writes `exit.json` (return code or
