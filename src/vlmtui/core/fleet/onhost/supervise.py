@@ -3,16 +3,17 @@
 `launch` starts `python -m vlmtui.core.supervise RUN_DIR -- COMMAND...` detached, with stdout
 and stderr already sent to RUN_DIR/output.log. This process makes itself a session and
 process-group leader (so `stop` can signal the tree; torchrun's workers lead sessions of
-their own and are found by the run id), ignores SIGHUP (the SSH connection may drop), writes `supervisor.json` (pid, kernel start
-time, the host's boot id, and the run id it was given in VLMTUI_RUN_ID, which every process
-of the run inherits: together they prove a process is the run's, see hostprobe), runs the
-command as its child and waits. When the child ends it writes `exit.json` (return code or
-signal) and, if the command left no final state in status.json, writes one:
-`stopped` when a SIGTERM/SIGINT reached the group, else `failed` with the reason (signal,
-exit code, CUDA out of memory found in the log). If the whole group is SIGKILLed nothing is
-written here; the registry then reports `failed` from liveness. On a full disk, where no new
-file can be written, status.json is rewritten in place (`write_json_atomic`): a supervisor
-that cannot write supervisor.json records `failed` and starts nothing.
+their own and are found by the run id), ignores SIGHUP (the SSH connection may drop), writes
+`supervisor.json` (pid, kernel start time, the host's boot id, and the run id it was given
+in VLMTUI_RUN_ID, which every process of the run inherits: together they prove a process is
+the run's, see hostprobe), runs the command as its child and waits. When the child ends it
+writes `exit.json` (return code or signal) and, if the command left no final state in
+status.json, writes one: `stopped` when a SIGTERM/SIGINT reached the group, else `failed`
+with the reason (signal, exit code, CUDA out of memory found in the log). If the whole group
+is SIGKILLed nothing is written here; the registry then reports `failed` from liveness. On
+a full disk, where no new file can be written, status.json is rewritten in place
+(`write_json_atomic`): a supervisor that cannot write supervisor.json records `failed` and
+starts nothing.
 """
 
 from __future__ import annotations
