@@ -154,6 +154,37 @@ def deleted_registry(b: Bench, out: Outcome) -> None:
         p.unlink()
 
 
+def zeroed_registry(b: Bench, out: Outcome) -> None:
+    """The registry file left 0 bytes long (a file system crash): SQLite reads it as empty."""
+    _finished_runs(b, out)
+    path = Registry().path
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"")
+
+
+LOCKER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def locked_registry(b: Bench, out: Outcome) -> None:
+    """Another process holds the registry's write transaction open while runs go on."""
+    b.use_standin(8, 0.25)
+    ids = [b.launch().run_id for _ in range(b.runs)]
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(Registry().path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
+    out.strangers.append(locker)  # held until the states are measured
+    out.expected.update(dict.fromkeys(ids, "finished"))
+
+
 def killed_launcher(b: Bench, out: Outcome) -> None:
     """`launch` SIGKILLed after the start script ran, before the row got the pid; then stop."""
     for _ in range(b.runs):
@@ -188,6 +219,8 @@ SCENARIOS: dict[str, Callable[[Bench, Outcome], None]] = {
     "relay drops the launch reply": lost_reply,
     "corrupt registry": corrupt_registry,
     "deleted registry": deleted_registry,
+    "zeroed registry (0 bytes)": zeroed_registry,
+    "registry write-locked by another": locked_registry,
     "launcher killed mid-launch": killed_launcher,
     "host rebooted (boot id changed)": reboot,
 }

@@ -34,6 +34,8 @@ else:
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
 if mode == "child":
     subprocess.Popen(["sleep", "300"])  # a grandchild that `stop` must end as well
+if mode == "session-child":  # as torchrun starts its workers: outside the run's group
+    subprocess.Popen(["sleep", "300"], start_new_session=True)
 print("stand-in training in", run_dir, flush=True)
 for arg in sys.argv[5:]:
     print("arg:", arg, flush=True)
@@ -51,6 +53,10 @@ if mode == "oom":
     sys.exit(1)
 if mode == "crash":
     raise RuntimeError("stand-in crashed")
+if mode == "linger":  # records its failure, then takes a while to end (a slow teardown)
+    files.set_status("failed", error="stand-in failed", exit_code=1)
+    time.sleep(3)
+    sys.exit(1)
 files.set_status("finished", exit_code=0, error=None)
 '''
 
@@ -139,8 +145,8 @@ def paths(tmp_path: Path) -> tuple[str, str]:
 @pytest.fixture
 def standin_train(_standin_script: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Call as `standin_train(mode="ok", steps=5, step_s=0.2)` before `launch`: the run then
-    executes the stand-in script instead of `vlmtui train` (modes: ok, child, ignore-term,
-    oom, crash)."""
+    executes the stand-in script instead of `vlmtui train` (modes: ok, child, session-child,
+    ignore-term, oom, crash, linger)."""
     from vlmtui.core.fleet import launch as launch_mod
     from vlmtui.core.fleet.shell import HomePath
 

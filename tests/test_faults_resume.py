@@ -124,3 +124,39 @@ def test_two_stage_resume_restores_stage_2_strictly(
     assert f"[vlmtui] resuming from {ckpt} (step 2)" in resumed.stdout
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert [(e["stage"], e["step"]) for e in events if "loss" in e][-1] == (2, 3)
+
+
+def test_resume_after_the_final_save_failed_trains_no_step_past_the_end(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path
+) -> None:
+    """The run reached max_steps and checkpointed, then its final save failed (a file in the
+    way of the adapter's staging folder: as a full disk or a kill there leaves it). The
+    Trainer resumed from that last checkpoint used to train step 4 of 3 (and checkpoint it);
+    now the checkpoint's weights are saved as they are."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vlmtui.core.training.checkpoints import TRAINABLE_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    blocker = out / ".partial-adapter"
+    blocker.write_text("in the way")
+    argv = train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "3", recipe="r1-llm-only")
+    first = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert first.returncode == 1, first.stderr[-2000:]
+    status = json.loads((out / "status.json").read_text())
+    assert (status["state"], status["during"]) == ("failed", "saving")
+    blocker.unlink()
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "[vlmtui] checkpoint-3 is the last step: nothing left to train" in resumed.stdout
+    steps = [json.loads(x).get("step") for x in (out / "events.jsonl").read_text().splitlines()]
+    assert max(s for s in steps if s is not None) == 3
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3"]
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    ckpt = load_file(str(out / "checkpoints" / "checkpoint-3" / TRAINABLE_FILE))
+    assert len(adapter) == len(ckpt) > 0
+    for name, tensor in adapter.items():
+        assert torch.equal(tensor, ckpt[name.replace(".weight", ".default.weight")]), name

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from faultkit import (
 from vlmtui.cli import main
 from vlmtui.core.errors import BadInput, WorkFailed
 from vlmtui.core.fleet import launch as launch_mod
-from vlmtui.core.fleet.hosts import load_hosts
+from vlmtui.core.fleet.hosts import get_host, load_hosts
 from vlmtui.core.fleet.launch import LaunchRequest, launch, resume_run
 from vlmtui.core.fleet.registry import Registry
 from vlmtui.core.fleet.runrecord import RunRecord
@@ -114,6 +115,43 @@ def test_group_without_its_leader_is_still_the_run(standin_train, paths):
     assert not processes_of(run.run_id, marker=b"")
 
 
+def test_processes_outside_the_runs_group_are_the_run_and_stop_ends_them(standin_train, paths):
+    """torchrun starts each worker in a session of its own: SIGKILL to the run's group (the
+    supervisor, the agent) leaves the workers training. They carry the run id: the run is
+    alive, and `stop` ends them (it used to call the run failed, then refuse to stop "a
+    foreground run" or find nothing to signal)."""
+    standin_train("session-child", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    outside = poll(lambda: [p for p in processes_of(run.run_id, marker=b"sleep")])
+    kill_group(run.pid)
+    poll(lambda: not alive(run.pid))
+    assert alive(outside[0])
+    assert get_run(run.run_id).state == "training"
+    result = stop_run(run.run_id, grace_s=5)
+    assert result.was_running and result.state == "stopped"
+    assert not processes_of(run.run_id, marker=b"")
+
+
+@pytest.mark.slow
+def test_torchrun_workers_left_by_a_killed_group_are_stopped(qwen2_vl_dir, shapes_data_dir):
+    """The real thing: a two-process CPU run, its supervisor's group SIGKILLed mid-training."""
+    req = LaunchRequest(
+        recipe=RECIPE, model=str(qwen2_vl_dir), data=str(shapes_data_dir), gpu="cpu", nproc=2,
+        max_steps=2000,
+    )  # fmt: skip
+    run = launch(req)
+    poll(lambda: (get_run(run.run_id).step or 0) >= 2, timeout=180)
+    kill_group(run.pid)
+    poll(lambda: not alive(run.pid))
+    workers = processes_of(run.run_id, marker=b"vlmtui")
+    assert len(workers) == 2, workers  # rank 0 and rank 1 train on
+    assert get_run(run.run_id).state == "training"
+    result = stop_run(run.run_id, grace_s=60)
+    assert result.was_running and result.state == "stopped", result
+    assert not processes_of(run.run_id, marker=b"")
+
+
 def test_restarted_host_fails_runs_and_stop_signals_nothing(standin_train, paths, host):
     standin_train("ok", steps=500, step_s=0.1)
     run = go(paths, gpu="cpu", host=host)
@@ -166,6 +204,63 @@ def test_identity_of_a_run_started_before_run_ids(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_two_stops_at_once_end_the_run_once(standin_train, paths):
+    """Two `vlmtui stop` processes (a double click in two terminals); one with a short grace
+    period. Both report the run stopped, neither fails, nothing of the run lives on."""
+    standin_train("ignore-term", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    argv = [sys.executable, "-m", "vlmtui", "stop", run.run_id, "--grace"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    stops = [subprocess.Popen([*argv, grace], **pipes) for grace in ("30", "1")]
+    answers = [(p.communicate(timeout=60), p.returncode) for p in stops]
+    for (out, err), code in answers:
+        assert code == 0 and err == "" and out.startswith(f"{run.run_id}: stopped"), (out, err)
+    assert not processes_of(run.run_id, marker=b"")
+    view = get_run(run.run_id)
+    # Which of the two writes status.json last is a race; either says `stopped`.
+    assert view.state == "stopped", view
+    assert view.error in ("killed with SIGKILL after 1 s", "stopped by SIGTERM"), view
+
+
+@pytest.mark.ssh
+def test_link_dropped_during_a_stop_claims_nothing_and_the_stop_goes_through(
+    standin_train, paths, ssh_host
+):
+    """The SSH connection drops while `stop` waits out the grace period on the host: the stop
+    runs on there (it needs no link), so the command must not say it could not stop."""
+    standin_train("ignore-term", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu", host=ssh_host.name)
+    wait_state(run.run_id, "training")
+    master = get_host(ssh_host.name).master_pid()
+    assert master
+
+    def drop_once_the_stop_runs() -> None:
+        poll(lambda: processes_of(run.run_id, marker=b"") and _stop_probe_running())
+        os.kill(master, signal.SIGKILL)
+
+    dropper = threading.Thread(target=drop_once_the_stop_runs)
+    dropper.start()
+    with pytest.raises(WorkFailed, match=r"no answer from loop to the stop of .*being stopped"):
+        stop_run(run.run_id, grace_s=3)
+    dropper.join()
+    view = wait_state(run.run_id, "stopped")
+    assert view.error == "killed with SIGKILL after 3 s"
+    assert not processes_of(run.run_id, marker=b"")
+
+
+def _stop_probe_running() -> bool:
+    """Whether the host (this machine, through sshd) runs the shipped probe's `stop`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:4] == [b"-I", b"-", b"stop"]:
+            return True
+    return False
 
 
 # --- 3: the launch reply lost on the link ---------------------------------------------------
@@ -302,6 +397,65 @@ def test_launch_resume_relaunches_in_the_same_run_dir(standin_train, paths, caps
     assert view.run_dir == run.run_dir and len(Registry().all()) == 1
     log = Path(run.run_dir, "output.log").read_text()
     assert log.count("stand-in training in") == 2  # the first run's output is kept
+
+
+def test_resume_waits_for_the_last_start_to_end(standin_train, paths, monkeypatch):
+    """The run has written `failed` but its processes are still ending: a resume started at
+    once would have its status overwritten by the old supervisor's ending ("exited with
+    code 1" over the new start). It waits for them, or refuses while they last."""
+    standin_train("linger", steps=1, step_s=0.0)
+    run = go(paths, gpu="cpu")
+    poll(lambda: json.loads(Path(run.run_dir, "status.json").read_text())["state"] == "failed")
+    assert processes_of(run.run_id)  # the last start is still ending
+    monkeypatch.setattr(launch_mod, "RESUME_WAIT_S", 0.5)
+    with pytest.raises(WorkFailed, match="the processes of its last start still run"):
+        resume_run(run.run_id)
+    assert get_run(run.run_id).state == "failed" and processes_of(run.run_id)  # untouched
+    standin_train("ok", steps=20, step_s=0.1)
+    monkeypatch.setattr(launch_mod, "RESUME_WAIT_S", 15.0)
+    resume_run(run.run_id)
+    seen = []
+    poll(lambda: seen.append(get_run(run.run_id).state) or seen[-1] in ("finished", "failed"))
+    assert seen[-1] == "finished" and "failed" not in seen, seen
+    assert json.loads(Path(run.run_dir, "exit.json").read_text())["returncode"] == 0
+
+
+RESUMER = """
+import sys
+from vlmtui.core.errors import BadInput, WorkFailed
+from vlmtui.core.fleet import launch as L
+from vlmtui.core.fleet.shell import HomePath
+script, run_id = sys.argv[1:3]
+L.train_command = lambda python_argv, targs: [
+    *python_argv, script, HomePath(targs.run_dir), "ok", "30", "0.1"]
+try:
+    L.resume_run(run_id)
+    print("STARTED")
+except (BadInput, WorkFailed) as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_resumes_at_once_start_the_run_once(standin_train, _standin_script, paths):
+    """Four `launch --resume` of one stopped run at once (a double click, two terminals):
+    without a guard each passed the state check and started its own trainer in the one run
+    directory. The row is claimed in the registry transaction: one starts it."""
+    standin_train("ok", steps=500, step_s=0.1)
+    run = go(paths, gpu="cpu")
+    wait_state(run.run_id, "training")
+    stop_run(run.run_id, grace_s=5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESUMER, str(_standin_script), run.run_id],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]  # fmt: skip
+    answers = [p.communicate(timeout=60) for p in procs]
+    said = sorted(out.split()[0] for out, _ in answers if out)
+    assert said == ["REFUSED"] * 3 + ["STARTED"], answers
+    assert len(processes_of(run.run_id)) == 1  # one supervisor
+    assert wait_state(run.run_id, "finished").step == 30
 
 
 def test_resume_reaches_the_train_command():

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from vlmtui.core import rundir
@@ -46,3 +50,27 @@ def test_states_partition() -> None:
     assert not set(rundir.FINAL_STATES) & set(rundir.ACTIVE_STATES)
     assert set(rundir.TRAINER_STATES) <= set(rundir.FINAL_STATES) | set(rundir.ACTIVE_STATES)
     assert rundir.is_final("stopped") and not rundir.is_final("unknown")
+
+
+TORN_WRITER = """
+import os, signal, sys
+from vlmtui.core.training.progress import RunFiles
+RunFiles(sys.argv[1]).append_event({"step": 1, "loss": 1.0})
+with open(os.path.join(sys.argv[1], "events.jsonl"), "a") as fh:
+    fh.write('{"step": 2, "lo')  # killed mid-line
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_event_after_a_writer_killed_mid_line_is_kept(tmp_path: Path) -> None:
+    """A resumed run appends to the events.jsonl its killed predecessor left torn."""
+    proc = subprocess.run([sys.executable, "-c", TORN_WRITER, str(tmp_path)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    from vlmtui.core.training.progress import RunFiles
+
+    RunFiles(tmp_path).append_event({"step": 3, "loss": 0.5})
+    RunFiles(tmp_path).append_event({"step": 4, "loss": 0.25})
+    events = rundir.read_events(tmp_path)
+    assert [e["step"] for e in events] == [1, 3, 4]
+    assert rundir.last_step_event(events) == {"step": 4, "loss": 0.25}

@@ -9,6 +9,7 @@ standalone copy of what it needs (it is shipped to hosts as one file), and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from enum import StrEnum
@@ -76,9 +77,25 @@ def is_final(state: str | None) -> bool:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace `path` in one rename, so a reader sees the old file or the new, never half."""
+    """Replace `path` in one rename, so a reader sees the old file or the new, never half.
+
+    On a full disk (no block for a new file) an existing file is rewritten in place instead,
+    when the blocks it has hold the new text: a run's final state must land even then, and
+    readers take a torn file for a missing one.
+    """
+    text = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        tmp.write_bytes(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        room = path.stat().st_blocks * 512 if path.is_file() else 0  # allocated bytes
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or room < len(text):
+            raise
+        with open(path, "r+b") as fh:  # in the blocks it already has
+            fh.write(text)
+            fh.truncate()
+        return
     os.replace(tmp, path)
 
 

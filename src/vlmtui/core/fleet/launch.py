@@ -49,6 +49,7 @@ from vlmtui.core.fleet.launchscript import (
     launch_script,
     train_command,
 )
+from vlmtui.core.fleet.onhost.hostprobe import ALIVE
 from vlmtui.core.fleet.registry import Registry, RunRecord
 from vlmtui.core.fleet.shell import check_name, check_path
 from vlmtui.core.fleet.snapshot import CPU, HostGpus
@@ -110,18 +111,20 @@ def _validate(req: LaunchRequest, host: Host) -> _Target:
 
 
 def _reserve(
-    req: LaunchRequest, t: _Target, registry: Registry, base: RunRecord, *, replace: bool
+    req: LaunchRequest, t: _Target, registry: Registry, base: RunRecord, *, was: str | None
 ) -> RunRecord:
-    """Insert (or, resuming, replace) the row with its GPUs chosen in the same transaction,
-    after settling the host's reserving rows: a finished run must not block the choice."""
+    """Insert (or, resuming a row that was in state `was`, replace) the row with its GPUs
+    chosen in the same transaction, after settling the host's reserving rows: a finished run
+    must not block the choice."""
+    replace = was is not None
     if t.spec == CPU:
-        return registry.add(base, replace=replace)
+        return registry.add(base, replace=replace, if_state=was)
     from vlmtui.core.fleet.runs import reconcile_hosts
 
     reconcile_hosts([t.host.name], registry)
     assert t.status is not None
     check = reserving(base, chooser(t.spec, t.status, t.host.name, req.force))
-    return registry.add(base, check, replace=replace)
+    return registry.add(base, check, replace=replace, if_state=was)
 
 
 def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult:
@@ -144,7 +147,7 @@ def launch(req: LaunchRequest, registry: Registry | None = None) -> LaunchResult
             max_steps=req.max_steps,
         )  # fmt: skip
         try:
-            record = _reserve(req, t, registry, base, replace=False)
+            record = _reserve(req, t, registry, base, was=None)
             break
         except sqlite3.IntegrityError:
             continue  # two launches in the same second drew the same id
@@ -177,12 +180,35 @@ def resume_run(
         nproc=rec.nproc if rec.gpus == CPU else None,
     )  # fmt: skip
     t = _validate(req, _checked_host(req))
+    _wait_for_last_start(t.host, rec)
     workdir = t.host.launch_paths(req.model, req.data, rec.id)[0]
     base = replace(
         rec, state="launching", pid=None, error=None, max_steps=req.max_steps, checked=time.time()
     )
-    record = _reserve(req, t, registry, base, replace=True)
+    record = _reserve(req, t, registry, base, was=rec.state)
     return _start(req, t, registry, record, workdir, start, previous=rec)
+
+
+RESUME_WAIT_S = 15.0
+"""How long `launch --resume` waits for the processes of the run's last start to end."""
+
+
+def _wait_for_last_start(host: Host, rec: RunRecord) -> None:
+    """A run writes its final state before its processes end (a checkpoint, the interpreter's
+    exit): a start in the same directory before they are gone would have its status.json
+    overwritten by the old supervisor's ending. Waits RESUME_WAIT_S for them, then refuses."""
+    if host.kind == "slurm":  # its jobs are the scheduler's
+        return
+    ask = {"runs": [{"id": rec.id, "run_dir": rec.run_dir, "pid": rec.pid}]}
+    deadline = time.monotonic() + RESUME_WAIT_S
+    while (facts := host.call_probe("probe", ask)["runs"][rec.id]).get("proof") == ALIVE:
+        if time.monotonic() > deadline:
+            raise WorkFailed(
+                f"run {rec.id} is {rec.state}, but the processes of its last start still run "
+                f"(process group {facts.get('pid')}) after {RESUME_WAIT_S:g} s; "
+                f"`vlmtui stop {rec.id}` ends them"
+            )
+        time.sleep(0.25)
 
 
 def _plan(
@@ -252,9 +278,12 @@ def _start(
     pid_text, _, abs_dir = out.split("@@ok ", 1)[1].strip().partition(" ")
     pid = int(pid_text) or None  # 0: started before, supervisor.json not written yet
     abs_dir = abs_dir.strip() or plan.run_dir
-    registry.update(
-        record.id, pid=pid, run_dir=abs_dir, state="pending", command=json.dumps(plan.command)
-    )
+    # The run has started: a registry held by another process must not fail the launch
+    # (the next reconciliation learns the pid from supervisor.json).
+    registry.note(
+        record.id, patient=True, pid=pid, run_dir=abs_dir, state="pending",
+        command=json.dumps(plan.command),
+    )  # fmt: skip
     return LaunchResult(
         run_id=record.id,
         host=host.name,

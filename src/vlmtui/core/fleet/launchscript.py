@@ -116,6 +116,18 @@ def _claim_dir(plan: LaunchPlan, rd: str) -> list[str]:
     ]
 
 
+def _write(plan: LaunchPlan, rd: str, name: str, text: str) -> list[str]:
+    """Lines that write `text` to RUN_DIR/name through a rename. A write that
+    fails (a full disk) ends the script with `@@error write` before anything starts, and a
+    fresh run directory is removed again: no run that cannot even record its start."""
+    tmp = f"{rd}/.{name.replace('/', '.')}.tmp"
+    undo = f"rm -f -- {tmp}" if plan.resume else f"rm -rf -- {rd}"
+    return [
+        f"printf '%s' {join([text])} > {tmp} || {{ {undo}; echo '@@error write'; exit 3; }}",
+        f"mv -f -- {tmp} {rd}/{name}",
+    ]
+
+
 def launch_script(plan: LaunchPlan) -> str:
     """The sh script that checks the paths, writes the pending status and starts the run."""
     rd = quote_path(plan.run_dir)
@@ -130,8 +142,7 @@ def launch_script(plan: LaunchPlan) -> str:
         f"[ -e {quote_path(data)} ] || {{ echo '@@error data'; exit 3; }}",
         *_already_started(plan, rd),
         *_claim_dir(plan, rd),
-        f"printf '%s\\n' {join([pending])} > {rd}/.{STATUS}.tmp",
-        f"mv -f -- {rd}/.{STATUS}.tmp {rd}/{STATUS}",
+        *_write(plan, rd, STATUS, pending + "\n"),
     ]
     if plan.check_python:
         lines.insert(
@@ -140,11 +151,11 @@ def launch_script(plan: LaunchPlan) -> str:
     if plan.recipe_files:
         lines.append(f"mkdir -p -- {rd}/recipes")
         for name, text in plan.recipe_files:
-            lines.append(f"printf '%s' {join([text])} > {rd}/recipes/{join([name])}")
+            lines += _write(plan, rd, f"recipes/{join([name])}", text)
     envs = [f"{k}={v}" for k, v in (*plan.env, (RUN_ID_ENV, run_id))]
     sup = join(["env", *envs, *plan.python_argv, "-m", "vlmtui.core.supervise"])
     lines += [
-        f"printf '%s\\n' {join([plan.launch_info])} > {rd}/{LAUNCH_JSON}",
+        *_write(plan, rd, LAUNCH_JSON, plan.launch_info + "\n"),
         f"nohup {sup} {rd} -- {join(plan.command)} {'>>' if plan.resume else '>'} {rd}/{OUTPUT_LOG}"
         " 2>&1 < /dev/null &",
         f'echo "@@ok $! $(cd -- {rd} && pwd -P)"',
@@ -160,4 +171,5 @@ SCRIPT_ERRORS = {
     "exists": "run directory {run_dir!r} already exists on {host}",
     "notrun": "{run_dir!r} on {host} does not hold this run (its status.json names another)",
     "rundir": "cannot create the run directory {run_dir!r} on {host}",
+    "write": "cannot write into the run directory {run_dir!r} on {host} (is its disk full?)",
 }

@@ -61,46 +61,44 @@ def _recipe_from_argv(argv: Any) -> str:
     return "?"
 
 
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
-    """`value` as `kind`, or None: a run directory's files may be damaged, and one damaged
-    file must not stop the rebuild of every other run."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        return None
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _first(kind: type | tuple[type, ...], *values: Any) -> Any:
+    """The first of `values` of type `kind` (a file edited by hand, or damaged, may hold
+    anything: it must not cost the rebuild of every other run)."""
+    fits = (v for v in values if isinstance(v, kind) and not isinstance(v, bool) and v != "")
+    return next(fits, None)
 
 
 def record_from_scan(host: str, facts: dict[str, Any]) -> RunRecord:
     """A registry row from one run directory's facts (see `hostprobe.scan`)."""
-    launch, status, info, sup, last = (
-        value if isinstance(value := facts.get(key), dict) else {}
-        for key in ("launch", "status", "run", "supervisor", "last")
+    launch, status, info = (
+        _dict(facts.get("launch")),
+        _dict(facts.get("status")),
+        _dict(facts.get("run")),
     )
-    state = status.get("state") or RunState.UNKNOWN.value
-    gpus = launch.get("gpus") or info.get("gpu") or "cpu"
-    times = (
-        _number(t, float) for t in (launch.get("created"), info.get("started"), sup.get("started"))
-    )
-    created = next((t for t in times if t), float(facts["mtime"]))
-    command = launch.get("command") or sup.get("argv") or []
+    sup, last = _dict(facts.get("supervisor")), _dict(facts.get("last"))
+    number = (int, float)
+    created = _first(number, launch.get("created"), info.get("started"), sup.get("started"))
+    command = _first(list, launch.get("command"), sup.get("argv")) or []
     return RunRecord(
         id=facts["id"],
-        recipe=str(launch.get("recipe") or info.get("recipe") or _recipe_from_argv(command)),
+        recipe=_first(str, launch.get("recipe"), info.get("recipe")) or _recipe_from_argv(command),
         host=host,
-        gpus=str(gpus),
+        gpus=_first(str, launch.get("gpus"), info.get("gpu")) or "cpu",
         run_dir=facts["run_dir"],
-        created=float(created),
-        state=str(state),
-        nproc=_number(launch.get("nproc"), int) or 1,
-        model=str(launch.get("model") or info.get("model") or ""),
-        data=str(launch.get("data") or info.get("data") or ""),
-        max_steps=_number(launch.get("max_steps") or last.get("max_steps"), int),
-        pid=_number(sup.get("pid"), int),
-        step=_number(last.get("step"), int),
-        loss=_number(last.get("loss"), float),
-        error=None if status.get("error") is None else str(status["error"]),
+        created=float(created if created is not None else facts["mtime"]),
+        state=_first(str, status.get("state")) or RunState.UNKNOWN.value,
+        nproc=_first(int, launch.get("nproc")) or 1,
+        model=_first(str, launch.get("model"), info.get("model")) or "",
+        data=_first(str, launch.get("data"), info.get("data")) or "",
+        max_steps=_first(int, launch.get("max_steps"), last.get("max_steps")),
+        pid=_first(int, sup.get("pid")),
+        step=_first(int, last.get("step")),
+        loss=_first(number, last.get("loss")),
+        error=_first(str, status.get("error")),
         command=json.dumps(command),
     )
 

@@ -3,12 +3,18 @@
 A row is written when a run is launched: id, recipe, host, GPUs, pid, run dir, created, and
 the last conclusively known state. The TUI and several CLI processes may write at once: every
 write is a short `BEGIN IMMEDIATE` transaction with a busy timeout, retried on "database is
-locked". What a row says about a run's state is only a cache: `runs.py` reconciles it with
-the run directory on the host.
+locked" until a deadline: a process that holds the lock for good (suspended with Ctrl-Z, an
+open sqlite3 shell) makes a write fail in one line (`RegistryBusy`), never hang. What a row
+says about a run's state is only a cache: `runs.py` reconciles it with the run directory on
+the host, and writes it back with `note`, which gives up after a short wait (reads never
+wait in WAL mode), so `runs` still answers with the truth. On a full disk a write fails in
+one line (`RegistryUnusable`) and reads fall back to the database file alone.
 
 The run directories are the truth and this file only their index: a corrupt file is moved
-aside (`runs.sqlite.corrupt-<time>`, one warning line) and a missing one recreated, and both
-are rebuilt from the run directories of every configured host (`rebuild.py`).
+aside (`runs.sqlite.corrupt-<time>`, one warning line) and a missing or empty (0-byte) one
+recreated, and both are rebuilt from the run directories of every configured host
+(`rebuild.py`). A file deleted while a process uses the registry is rebuilt too: sqlite is
+never let to create an empty file in its place.
 """
 
 from __future__ import annotations
@@ -16,18 +22,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 import shutil
 import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlmtui.core.errors import BadInput
+from vlmtui.core.fleet.registrydb import (
+    SCHEMA,
+    RegistryBusy,
+    RegistryUnusable,
+    add_missing_columns,
+    is_corrupt,
+    is_locked,
+    read_immutable,
+    record_of,
+    retry,
+)
 from vlmtui.core.fleet.runrecord import RunRecord
 from vlmtui.core.paths import data_dir
 from vlmtui.core.rundir import ACTIVE_STATES, RunState
@@ -35,6 +52,11 @@ from vlmtui.core.rundir import ACTIVE_STATES, RunState
 REBUILD_TIMEOUT_S = 6.0
 """How long a rebuild that a command did on its own waits for each host (`runs --rebuild`
 waits each host's own timeout)."""
+
+WRITE_WAIT_S = 20.0
+"""How long a write waits for another process's transaction before it gives up."""
+NOTE_WAIT_S = 2.0
+"""How long writing back a cached state (`note`) waits: the run directory keeps the truth."""
 
 if TYPE_CHECKING:
     from vlmtui.core.fleet.rebuild import RebuildResult
@@ -45,60 +67,6 @@ RESERVING_STATES: tuple[str, ...] = (*ACTIVE_STATES, RunState.UNKNOWN.value)
 """Rows that hold their GPUs: the active ones, and `unknown` (a launch whose reply was lost
 may be running)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    recipe TEXT NOT NULL,
-    host TEXT NOT NULL,
-    gpus TEXT NOT NULL,
-    nproc INTEGER NOT NULL DEFAULT 1,
-    model TEXT NOT NULL DEFAULT '',
-    data TEXT NOT NULL DEFAULT '',
-    max_steps INTEGER,
-    run_dir TEXT NOT NULL,
-    pid INTEGER,
-    created REAL NOT NULL,
-    state TEXT NOT NULL,
-    step INTEGER,
-    loss REAL,
-    error TEXT,
-    checked REAL,
-    command TEXT NOT NULL DEFAULT '[]',
-    job TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_host_state ON runs(host, state);
-"""
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):
-        return False  # locked, busy, I/O: not the file's content
-    msg = str(exc)
-    return "not a database" in msg or "malformed" in msg
-
-
-def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
-    for i in range(attempts):
-        try:
-            return fn()
-        except sqlite3.OperationalError as exc:
-            msg = str(exc)
-            if ("locked" not in msg and "busy" not in msg) or i == attempts - 1:
-                raise
-            time.sleep(min(0.5, 0.01 * 2**i) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
-
-
-def _add_missing_columns(con: sqlite3.Connection) -> None:
-    """A registry written before the `job` column existed gets it (NULL for old rows)."""
-    have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
-    if "job" not in have:
-        try:
-            con.execute("ALTER TABLE runs ADD COLUMN job TEXT")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):  # another process added it just now
-                raise
-
 
 class Registry:
     """The run registry. Cheap to create; every call opens its own connection (thread-safe)."""
@@ -108,21 +76,42 @@ class Registry:
         self._ready = False
         self._lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, deadline: float) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._ready and self.rebuild_when_missing and not self.path.exists():
+        if self.rebuild_when_missing and not self._has_content():
             self._create_rebuilt()
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        # mode=rw: a file deleted from under a running process is not silently recreated
+        # empty (which no later process would rebuild); the check above rebuilds it.
+        mode = "rw" if self.rebuild_when_missing else "rwc"
+        busy_s = max(0.05, deadline - time.monotonic())
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
+        try:
+            con = sqlite3.connect(uri, uri=True, timeout=busy_s, isolation_level=None)
+        except sqlite3.OperationalError:
+            if self._has_content():
+                raise
+            self._create_rebuilt()  # deleted between the check and the open
+            con = sqlite3.connect(uri, uri=True, timeout=busy_s, isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 30000")
+        con.execute(f"PRAGMA busy_timeout = {int(busy_s * 1000)}")
         if not self._ready:
             with self._lock:
-                _retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
-                _retry(lambda: con.executescript(_SCHEMA))
-                _retry(lambda: _add_missing_columns(con))
+                retry(lambda: con.execute("PRAGMA journal_mode = WAL"), deadline)
+                retry(lambda: con.executescript(SCHEMA), deadline)
+                retry(lambda: add_missing_columns(con), deadline)
                 self._ready = True
         con.execute("PRAGMA synchronous = NORMAL")
         return con
+
+    def _has_content(self) -> bool:
+        """False when the file is missing, or empty (0 bytes: zeroed by a crash, or made by a
+        process that found it deleted) with no write-ahead log holding its pages."""
+        try:
+            if self.path.stat().st_size > 0:
+                return True
+            return Path(f"{self.path}-wal").stat().st_size > 0
+        except FileNotFoundError:
+            return False
 
     rebuild_when_missing = True
     """A missing file is rebuilt from the hosts' run directories (`rebuild.py`) on first use."""
@@ -145,27 +134,39 @@ class Registry:
             Path(f"{scratch}{suffix}").unlink(missing_ok=True)
         building = Registry(scratch)
         building.rebuild_when_missing = False
-        building._connect().close()
+        building._connect(time.monotonic() + WRITE_WAIT_S).close()
         return scratch, rebuild(building, timeout=REBUILD_TIMEOUT_S)
 
     def _create_rebuilt(self) -> None:
         with self._exclusive():
-            if self.path.exists():
+            if self._has_content():
                 return
+            what = "empty" if self.path.exists() else "missing"
             scratch, result = self._build_beside()
+            for suffix in ("-wal", "-shm"):  # an empty file's: nothing of the new one's
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             os.replace(scratch, self.path)
+            self._ready = False
         if result.added or result.unreachable:
-            print(f"vlmtui: the run registry was missing; {result.summary()}", file=sys.stderr)
+            print(f"vlmtui: the run registry was {what}; {result.summary()}", file=sys.stderr)
 
-    def _guarded(self, fn: Callable[[], T]) -> T:
-        """`fn`, and once more after a corrupt file was moved aside and rebuilt."""
+    def _guarded(self, fn: Callable[[float], T], wait_s: float | None = None) -> T:
+        """`fn(deadline)`, and once more after a corrupt file was moved aside and rebuilt;
+        RegistryBusy when the file stayed locked for `wait_s` (WRITE_WAIT_S) seconds."""
+        wait_s = WRITE_WAIT_S if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
         try:
-            return _retry(fn)
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            self._move_aside(str(exc))
-        return _retry(fn)
+            try:
+                return retry(lambda: fn(deadline), deadline)
+            except sqlite3.DatabaseError as exc:
+                if not is_corrupt(exc):
+                    raise
+                self._move_aside(str(exc))
+            return retry(lambda: fn(deadline), deadline)
+        except sqlite3.OperationalError as exc:
+            if is_locked(exc):
+                raise RegistryBusy(self.path, wait_s) from None
+            raise RegistryUnusable(self.path, exc) from None
 
     def _move_aside(self, why: str) -> None:
         """Keep the corrupt file as runs.sqlite.corrupt-<time> and put a rebuilt registry in
@@ -209,14 +210,14 @@ class Registry:
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
-            return _is_corrupt(exc)
+            return is_corrupt(exc)
         return False
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, fn: Callable[[sqlite3.Connection], T], wait_s: float | None = None) -> T:
         """Run fn inside one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
 
-        def attempt() -> T:
-            con = self._connect()
+        def attempt(deadline: float) -> T:
+            con = self._connect(deadline)
             try:
                 con.execute("BEGIN IMMEDIATE")
                 try:
@@ -229,17 +230,24 @@ class Registry:
             finally:
                 con.close()
 
-        return self._guarded(attempt)
+        return self._guarded(attempt, wait_s)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[RunRecord]:
-        def attempt() -> list[RunRecord]:
-            con = self._connect()
+        def attempt(deadline: float) -> list[RunRecord]:
+            con = self._connect(deadline)
             try:
-                return [RunRecord(**dict(row)) for row in con.execute(sql, args)]
+                return [record_of(row) for row in con.execute(sql, args)]
             finally:
                 con.close()
 
-        return self._guarded(attempt)
+        try:
+            return self._guarded(attempt)
+        except RegistryUnusable:
+            try:  # a full disk: the file can still be read, without WAL's side files
+                return read_immutable(self.path, sql, args)
+            except sqlite3.Error:
+                pass
+            raise
 
     def all(self) -> list[RunRecord]:
         """Every run, newest first."""
@@ -266,21 +274,31 @@ class Registry:
         check: Callable[[list[RunRecord]], RunRecord] | None = None,
         *,
         replace: bool = False,
+        if_state: str | None = None,
     ) -> RunRecord:
         """Insert `record` atomically. `check` sees the host's active runs inside the same
         transaction and returns the record to insert (or raises): that is how two launches
         at once never take the same GPU. `replace` overwrites the row with the same id (a
-        resumed run)."""
+        resumed run), only while its state is still `if_state` when that is given: of two
+        resumes at once, one starts the run."""
 
         def txn(con: sqlite3.Connection) -> RunRecord:
             rec = record
+            if if_state is not None:
+                row = con.execute("SELECT state FROM runs WHERE id = ?", (record.id,)).fetchone()
+                if row is None or row[0] != if_state:
+                    now = row[0] if row else "gone from the registry"
+                    raise BadInput(
+                        f"run {record.id} changed while it was being resumed: it is {now} "
+                        "now (another `launch --resume` of it?)"
+                    )
             if check is not None:
                 marks = ",".join("?" * len(RESERVING_STATES))
                 rows = con.execute(
                     f"SELECT * FROM runs WHERE host = ? AND id != ? AND state IN ({marks})",
                     (record.host, record.id, *RESERVING_STATES),
                 )
-                rec = check([RunRecord(**dict(r)) for r in rows])
+                rec = check([record_of(r) for r in rows])
             values = {f.name: getattr(rec, f.name) for f in fields(rec)}
             cols = ",".join(values)
             verb = "INSERT OR REPLACE" if replace else "INSERT"
@@ -293,6 +311,20 @@ class Registry:
         return self._write(txn)
 
     def update(self, run_id: str, **changes: Any) -> None:
+        self._update(run_id, None, changes)
+
+    def note(self, run_id: str, *, patient: bool = False, **changes: Any) -> bool:
+        """`update` for what the run directory records too (a state, a pid): False, written
+        nothing, when another process holds the registry for NOTE_WAIT_S seconds
+        (WRITE_WAIT_S if `patient`), or cannot write it (a full disk); the next reconciliation
+        writes it."""
+        try:
+            self._update(run_id, WRITE_WAIT_S if patient else NOTE_WAIT_S, changes)
+        except (RegistryBusy, RegistryUnusable):
+            return False
+        return True
+
+    def _update(self, run_id: str, wait_s: float | None, changes: dict[str, Any]) -> None:
         if not changes:
             return
         allowed = {f.name for f in fields(RunRecord)} - {"id"}
@@ -303,7 +335,8 @@ class Registry:
         self._write(
             lambda con: con.execute(
                 f"UPDATE runs SET {sets} WHERE id = ?", (*changes.values(), run_id)
-            )
+            ),
+            wait_s,
         )
 
     def delete(self, run_id: str) -> None:

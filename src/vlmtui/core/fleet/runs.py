@@ -16,6 +16,8 @@ alive — provably the run's: pid, start time, boot id and run id agree (`hostpr
 Conclusive results are cached in the row — the pid too, once supervisor.json gives it (a
 launcher killed mid-launch never wrote it) — so finished runs are not probed again. Stopped
 and failed rows are, cheaply (status.json only), because `train --resume` brings them back.
+The cache is written only while the registry is free: when another process holds its write
+lock, the views are still the hosts' and the next reconciliation writes them.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     """The state of one run from its host's probe facts (see `hostprobe.probe_run`)."""
     if facts.get("unchanged"):
         return _view(rec, rec.state)
+    if facts.get("error"):  # the host could not read this run's directory
+        return _view(rec, "unknown", error=f"cannot probe the run: {facts['error']}")
     now = time.time() if now is None else now
     status = facts.get("status") or {}
     last = facts.get("last") or {}
@@ -123,14 +127,20 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
     decided = facts.get("decided")
     if decided:  # a scheduler host (Slurm) judged the state from its own records
         return _view(rec, decided["state"], error=decided.get("error"), **kw)
+    proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
+    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
+    if rec.state == RunState.LAUNCHING.value and young and proof not in (ALIVE, FOREGROUND):
+        # Its start has not run, or its supervisor is not up: a resumed run's directory still
+        # holds the last start's state and pid, which are not this start's.
+        return _view(rec, "pending", run_dir=kw["run_dir"])
     if state in FINAL_STATES:
         ended = status.get("updated")
         kw["ended"] = float(ended) if isinstance(ended, (int, float)) else None
         return _view(rec, state, error=status.get("error"), **kw)
-    proof = facts.get("proof") or (ALIVE if facts.get("alive") else None)
-    young = now - max(rec.created, rec.checked or 0.0) < LAUNCH_GRACE_S
     if proof in (ALIVE, FOREGROUND):  # foreground: a `train --resume` in the run dir
-        return _view(rec, state or "pending", error=None, **kw)
+        # An unreadable status.json (damaged: it is replaced whole) of a run that logs steps.
+        guess = RunState.TRAINING.value if last else RunState.PENDING.value
+        return _view(rec, state or guess, error=None, **kw)
     if proof == RESTARTED:
         return _view(rec, "failed", error=hostprobe.HOST_RESTARTED, **kw)
     if proof == UNPROVEN:
@@ -139,7 +149,9 @@ def judge(rec: RunRecord, facts: dict[str, Any], now: float | None = None) -> Ru
         if young:
             return _view(rec, "pending", **kw)
         return _view(rec, "failed", error=f"run directory {rec.run_dir} is missing", **kw)
-    if proof in (STARTING, UNSTARTED) and young:
+    if proof in (STARTING, UNSTARTED) and young and state in (None, RunState.PENDING.value):
+        # Still launching; not a run whose trainer already wrote its phase (its
+        # supervisor.json, written before the trainer starts, is then damaged, not late).
         return _view(rec, "pending", **kw)
     if proof == STARTING:
         return _view(rec, "failed", error=f"never started ({facts['why']})", **kw)
@@ -201,7 +213,7 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
         if v.reachable and (v.state, v.step, v.loss, v.error, v.run_dir, v.pid) != (
             rec.state, rec.step, rec.loss, rec.error, rec.run_dir, rec.pid,
         ):  # fmt: skip
-            registry.update(
+            written = registry.note(
                 rec.id,
                 state=v.state,
                 step=v.step,
@@ -212,6 +224,8 @@ def reconcile(records: Iterable[RunRecord], registry: Registry | None = None) ->
                 pid=v.pid,
                 checked=v.ended if v.ended is not None else now,
             )
+            if not written:
+                break  # another process holds the registry: the next reconciliation writes
     return [views[r.id] for r in records]
 
 
@@ -262,7 +276,12 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
     try:
         result = host.call_probe("stop", payload, timeout=grace_s + host.config.timeout + 15)
     except HostUnreachable as exc:
-        raise WorkFailed(f"cannot stop {rec.id} on {host.name}: {exc.why}") from None
+        # The link may have dropped after the request got there: the stop then runs on (it
+        # does not need the link), so "cannot stop" would be a claim it cannot make.
+        raise WorkFailed(
+            f"no answer from {host.name} to the stop of {rec.id} ({exc.why}); if the request "
+            "got there, the run is being stopped: `vlmtui runs` shows its state"
+        ) from None
     proof = result.get("proof")
     if proof == FOREGROUND:
         raise WorkFailed(f"run {rec.id}: nothing signalled on {host.name}: {result.get('why')}")
@@ -278,9 +297,9 @@ def stop_run(run_id: str, grace_s: float = 30.0, registry: Registry | None = Non
         return StopResult(rec.id, False, False, view.state, view.error)
     status = result.get("status") or {}
     state = status.get("state") or rec.state
-    changes = {"state": state, "error": status.get("error"), "checked": time.time()}
+    changes: dict[str, Any] = {"state": state, "error": status.get("error"), "checked": time.time()}
     if result.get("last"):
         changes.update(step=result["last"].get("step"), loss=result["last"].get("loss"))
     if state in FINAL_STATES:
-        registry.update(rec.id, **changes)
+        registry.note(rec.id, **changes)  # status.json says it too, if the registry is busy
     return StopResult(rec.id, True, bool(result.get("killed")), state)

@@ -166,6 +166,12 @@ def run_trainer(trainer: Any, checkpoint: Path | None) -> None:
     the annotation row, so fixing the file and `--resume` loses no step."""
     from vlmtui.core.data.images import DataError
 
+    if checkpoint is not None and _reached_the_end(checkpoint, trainer):
+        # Stopped or killed after its last checkpoint, before its weights were saved: the
+        # Trainer would train one step past max_steps (it checks only after a step).
+        say_on_rank0(f"[vlmtui] {checkpoint.name} is the last step: nothing left to train")
+        trainer._load_from_checkpoint(str(checkpoint))
+        return
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except DataError as exc:
@@ -176,6 +182,23 @@ def run_trainer(trainer: Any, checkpoint: Path | None) -> None:
         raise DataError(
             f"{exc} (at step {step}; saved {PREFIX}{step}: fix the file, then --resume)"
         ) from None
+
+
+def _reached_the_end(checkpoint: Path, trainer: Any) -> bool:
+    """Whether `checkpoint` is at the run's last step (max_steps, or the epochs' steps the
+    checkpoint planned when max_steps is not set). Not for FSDP, whose checkpoints load only
+    inside `train`."""
+    import json
+
+    if trainer.is_fsdp_enabled:
+        return False
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wanted = trainer.args.max_steps if trainer.args.max_steps > 0 else state.get("max_steps")
+    step = state.get("global_step")
+    return isinstance(step, int) and isinstance(wanted, int) and 0 < wanted <= step
 
 
 def trainer_class() -> type:

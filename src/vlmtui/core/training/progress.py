@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class RunFiles:
     """Writer for one run directory, used by the training process."""
 
     run_dir: Path
+    _at_line_start: bool = field(default=False, init=False, repr=False)
+    """Whether this writer's last append ended whole (then the file's end is not read)."""
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -49,8 +51,27 @@ class RunFiles:
         write_json_atomic(self.run_dir / STATUS, current)
 
     def append_event(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, sort_keys=True) + "\n"
+        if not self._at_line_start:
+            # A writer killed mid-line (or a full disk) may have left a torn last line: end
+            # it first, or this event is glued onto it and both are lost to every reader.
+            line = ("" if _ends_a_line(self.run_dir / EVENTS) else "\n") + line
+        self._at_line_start = False
         with open(self.run_dir / EVENTS, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, sort_keys=True) + "\n")
+            fh.write(line)
+        self._at_line_start = True
+
+
+def _ends_a_line(path: Path) -> bool:
+    """True when `path` is empty, missing, or ends with a newline."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return True
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+    except OSError:
+        return True
 
 
 def package_versions() -> dict[str, str]:

@@ -10,12 +10,14 @@ gives its pid, kernel start time and the host's boot id; the supervisor and ever
 starts carry VLMTUI_RUN_ID=<run id> in their environment. A process counts as the run's only
 when all of these agree (see `identify`): a reused pid (another start time, no run id in its
 environment) or a restarted host (another boot id) is never taken for the run, and `stop`
-signals nothing it cannot prove.
+signals nothing it cannot prove. Processes that left the group (torchrun's workers) are
+the run's by their run id and a start after the supervisor's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -48,8 +50,19 @@ def read_json(path: Path) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    text = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        tmp.write_bytes(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        room = path.stat().st_blocks * 512 if path.is_file() else 0  # allocated bytes
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or room < len(text):
+            raise
+        with open(path, "r+b") as fh:  # in the blocks it already has
+            fh.write(text)
+            fh.truncate()
+        return
     os.replace(tmp, path)
 
 
@@ -89,11 +102,10 @@ def pid_alive(pid: int, starttime: str | None = None) -> bool:
             return False
         return starttime is None or len(f) <= 19 or f[19] == starttime
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # another user's, alive
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -154,15 +166,13 @@ def carries_run_id(pid: int, run_id: str) -> bool | None:
     return f"{RUN_ID_ENV}={run_id}".encode() in raw.split(b"\0")
 
 
-def _group_members(pgid: int, run_id: str, since: str | None) -> list[int]:
-    """Live processes of group `pgid` that carry the run id and started no earlier than the
-    leader did (a pid cannot be reused while its group still has members)."""
+def _members(run_id: str, since: str | None) -> list[int]:
+    """Live processes that carry the run id and started no earlier than its supervisor: its
+    group, and those outside it (torchrun starts each worker in a session of its own)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        f = _stat_fields(int(entry.name))
-        if not f or len(f) <= 19 or f[2] != str(pgid) or f[0] in ("Z", "X"):
+        f = _stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if not f or len(f) <= 19 or f[0] in ("Z", "X"):
             continue
         if since is not None and int(f[19]) < int(since):
             continue
@@ -172,12 +182,9 @@ def _group_members(pgid: int, run_id: str, since: str | None) -> list[int]:
 
 
 def _supervisor_ok(sup: Any) -> bool:
-    """supervisor.json as the supervisor writes it: an int pid, a digit-string start time.
-    A damaged one (edited, or from something else) is as good as none: not a traceback that
-    takes `vlmtui runs` down for every run."""
-    if not isinstance(sup, dict):
-        return False
-    pid, start = sup.get("pid"), sup.get("starttime")
+    """supervisor.json as the supervisor writes it (an int pid, a digit-string start time); a
+    damaged one proves nothing, and must not take `vlmtui runs` down for every run."""
+    pid, start = (sup.get("pid"), sup.get("starttime")) if isinstance(sup, dict) else (0, "")
     pid_ok = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
     return pid_ok and (start is None or (isinstance(start, str) and start.isdigit()))
 
@@ -188,8 +195,7 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
     `pid` (the registry's, from the launch) is used only until supervisor.json exists."""
     sup = read_json(run_dir / SUPERVISOR_JSON)
     sup = sup if _supervisor_ok(sup) else None
-    if not isinstance(pid, int) or isinstance(pid, bool):
-        pid = None  # a registry row rebuilt from a damaged file
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None  # a damaged row
     start = None
     if sup is not None:
         pid, start = sup["pid"], sup.get("starttime")
@@ -206,12 +212,12 @@ def identify(run_dir: Path, run_id: str, pid: int | None) -> dict[str, Any]:
         legacy = sup is not None and not sup.get("run_id") and start is not None
         carries = True if legacy else carries_run_id(pid, run_id)
         if carries:
-            return {"proof": ALIVE, "pid": pid, "why": None}
+            return {"proof": ALIVE, "pid": pid, "why": None, "start": start}
         if carries is None:
             why = f"cannot read the environment of process {pid}"
             return {"proof": UNPROVEN, "pid": pid, "why": why}
-    if sup is not None and _group_members(pid, run_id, start):
-        return {"proof": ALIVE, "pid": pid, "why": None}
+    if sup is not None and _members(run_id, start):  # the supervisor died before them
+        return {"proof": ALIVE, "pid": pid, "why": None, "start": start}
     if sup is None and f is not None and f[0] not in ("Z", "X"):
         # The launch's own pid before supervisor.json exists: `nohup`/`env` have not yet
         # exec'd the supervisor (which carries the run id), or the pid is a stranger's.
@@ -238,10 +244,8 @@ def foreground_pid(status: dict[str, Any] | None) -> int | None:
     pid, updated = status.get("pid"), status.get("updated")
     if not isinstance(pid, int) or not isinstance(updated, (int, float)) or pid <= 0:
         return None
-    if status.get("state") in FINAL:
-        return None
     f = _stat_fields(pid)
-    if f is None or f[0] in ("Z", "X") or len(f) <= 19:
+    if f is None or f[0] in ("Z", "X") or len(f) <= 19 or status.get("state") in FINAL:
         return None
     started = _start_epoch(f[19])
     return pid if started is not None and started <= updated else None
@@ -280,26 +284,29 @@ def probe_run(
 
 
 def probe(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """`probe_run` for each {"id", "run_dir", "pid", "known_state"}; keyed by id."""
-    return {
-        "runs": {
-            r["id"]: probe_run(r["run_dir"], r["id"], r.get("pid"), r.get("known_state"))
-            for r in runs
-        },
-        "time": time.time(),
-        "boot_id": boot_id(),
-    }
+    """`probe_run` for each {"id", "run_dir", "pid", "known_state"}; keyed by id. What one
+    run directory holds cannot keep the host's other runs from being answered."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        try:
+            out[r["id"]] = probe_run(r["run_dir"], r["id"], r.get("pid"), r.get("known_state"))
+        except Exception as exc:  # named in that run's answer
+            out[r["id"]] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"runs": out, "time": time.time(), "boot_id": boot_id()}
 
 
-def _signal_run(pid: int, sig: int) -> None:
-    """Signal the run's group; a supervisor that does not lead one yet has no child: it alone."""
+def _signal_run(pid: int, sig: int, run_id: str, since: str | None) -> None:
+    """Signal the run's group (a supervisor that does not lead one yet has no child: it
+    alone), then each proven process of the run outside it (torchrun's workers)."""
     f = _stat_fields(pid)
     leads = f is None or (len(f) > 2 and f[2] == str(pid))
     with contextlib.suppress(ProcessLookupError):
-        if leads:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
+        (os.killpg if leads else os.kill)(pid, sig)
+    for member in _members(run_id, since):
+        g = _stat_fields(member)
+        if g and g[2] != str(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, sig)
 
 
 def _proven(d: Path, run_id: str, pid: int | None) -> dict[str, Any]:
@@ -328,17 +335,18 @@ def stop(
     if ident["proof"] != ALIVE:
         return {**result, "status": status, "last": last_step(d)}
     lead = int(ident["pid"])
+    since = ident.get("start")
 
     def alive() -> bool:
         return bool(identify(d, id, lead)["proof"] == ALIVE)
 
-    _signal_run(lead, signal.SIGTERM)
+    _signal_run(lead, signal.SIGTERM, id, since)
     deadline = time.monotonic() + grace_s
     while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     killed = alive()
     if killed:
-        _signal_run(lead, signal.SIGKILL)
+        _signal_run(lead, signal.SIGKILL, id, since)
         deadline = time.monotonic() + 10
         while alive() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -347,7 +355,7 @@ def stop(
     if status.get("state") not in FINAL:
         how = f"killed with SIGKILL after {grace_s:g} s" if killed else "stopped by SIGTERM"
         status.update(state="stopped", error=how, updated=time.time())
-        if d.is_dir():
+        with contextlib.suppress(OSError):  # a vanished dir, a full disk: stopped all the same
             write_json_atomic(d / STATUS, status)
     result.update(was_running=True, killed=killed)
     return {**result, "status": status, "last": last_step(d)}
@@ -375,16 +383,13 @@ def _scan_dir(d: Path) -> dict[str, Any] | None:
 
 def scan(runs_dirs: list[str]) -> dict[str, Any]:
     """The facts of every launched run directory under `runs_dirs` (to rebuild a registry)."""
-    found = []
+    found: list[dict[str, Any]] = []
     for base in runs_dirs:
         root = Path(os.path.expanduser(base))
         if not root.is_dir():
             continue
-        for d in sorted(root.iterdir()):
-            if d.is_dir():
-                facts = _scan_dir(d)
-                if facts is not None:
-                    found.append(facts)
+        dirs = (d for d in sorted(root.iterdir()) if d.is_dir())
+        found += [facts for d in dirs if (facts := _scan_dir(d)) is not None]
     return {"runs": found, "time": time.time()}
 
 

@@ -10,6 +10,7 @@ MessageTimeout, and callers want a one-line answer, not a hang.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -51,8 +52,19 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    text = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        tmp.write_bytes(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        room = path.stat().st_blocks * 512 if path.is_file() else 0  # allocated bytes
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or room < len(text):
+            raise
+        with open(path, "r+b") as fh:  # in the blocks it already has
+            fh.write(text)
+            fh.truncate()
+        return
     os.replace(tmp, path)
 
 
