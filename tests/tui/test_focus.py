@@ -5,12 +5,13 @@ Enter work there). Each test presses the keys a user pressed when the fault was 
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Input, Tree
+from textual.widgets import DataTable, Input, TabbedContent, Tree
 from tui_fakes import fake_sources, wait_for
 
 from vlmtui.core.inspection.tree import ModuleNode
-from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.app import FOCUS, VlmtuiApp
 from vlmtui.tui.inspection import TreeView
 from vlmtui.tui.screens.dispatch import AUTO, CPU, DeviceList, DispatchScreen
 from vlmtui.tui.screens.help import HelpScreen
@@ -52,6 +53,28 @@ async def test_esc_leaves_the_workspace_fields_and_digits_switch_panes(size) -> 
         await pilot.press("3")
         assert app.query_one("#data", Input).value == "d"
         assert app.query_one("#panes").active == "tree"
+
+
+@pytest.mark.parametrize("keys", ["34", "43", "2143", "4321"])
+async def test_digits_typed_faster_than_the_app_draws_end_on_the_last_pane(keys) -> None:
+    """All the keys arrive before the first tab switch is handled (a fast typist, or keys
+    typed while the app starts): the switch for an earlier digit must not pull the tabs back
+    to its pane (they ended on `3` after `3` `4`, and could bounce between two panes, the UI
+    frozen)."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    want = {"1": "recipes", "2": "gpus", "3": "tree", "4": "runs"}[keys[-1]]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        for key in keys:  # as the terminal driver posts them: no wait in between
+            app.post_message(events.Key(key, key))
+        tabs = app.query_one("#panes", TabbedContent)
+        await wait_for(pilot, lambda: tabs.active == want, what=f"pane {want}")
+        seen = set()
+        for _ in range(10):  # settled: no stale switch comes after
+            await pilot.pause(0.05)
+            seen.add(tabs.active)
+        assert seen == {want}
+        await focused_on(pilot, FOCUS[want])
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -265,6 +265,10 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # Keys typed fast (`3` `4`) queue one event per pane: focusing a stale event's pane
+        # would switch back to it, and two stale events can bounce the tabs forever.
+        if event.pane.id != self.main.query_one("#panes", TabbedContent).active:
+            return
         self.main.query_one(FOCUS[event.pane.id or "recipes"]).focus()
         if event.pane.id == "tree" and self.main.query_one(TreePane).view is None:
             name = self.main.query_one(RecipesPane).highlighted
