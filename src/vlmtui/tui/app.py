@@ -54,6 +54,12 @@ FOCUS = {
 }
 
 
+def definition(recipes: dict[str, Any], name: str) -> tuple[Any, ...] | None:
+    """A recipe with its stages' recipes (a two-stage recipe changes when a stage does)."""
+    recipe = recipes.get(name)
+    return None if recipe is None else (recipe, *(recipes.get(s) for s in recipe.stages))
+
+
 PANE_KEYS = Binding.Group("panes", compact=True)
 """The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
@@ -238,12 +244,19 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
     # --- panes ------------------------------------------------------------------------------
 
     def on_recipes_loaded(self, event: RecipesLoaded) -> None:
-        if not self.recipes:
+        old = self.recipes
+        if not old:
             self.warm_inspection()
         self.recipes = event.recipes
         pane = self.main.query_one(RecipesPane)
         pane.show_recipes(event.recipes)
-        self.main.query_one(TreePane).set_recipes(list(event.recipes), None)
+        self.main.query_one(TreePane).set_recipes(list(event.recipes))
+        # A recipe edited since (its TOML, `r` reloads it): the tree marks it anew.
+        wanted = [n for n in getattr(self, "_tree_wanted", None) or () if n]
+        if all(n in self.recipes for n in wanted) and any(
+            definition(old, n) != definition(self.recipes, n) for n in wanted
+        ):
+            self._request_tree()
 
     def on_gpus_refreshed(self, event: GpusRefreshed) -> None:
         self.main.query_one(GpusPane).show(event.hosts, event.at)
@@ -316,6 +329,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
     def action_refresh(self) -> None:
         self.refresh_gpus()
         self.refresh_runs()
+        self.load_recipes()  # a recipe TOML edited since (`c` copies one to edit)
 
     async def action_quit(self) -> None:
         self.stop_inspection()

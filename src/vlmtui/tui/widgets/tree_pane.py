@@ -83,7 +83,6 @@ class TreePane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.view: Any = None
-        self._setting = False
         self._regex_error = ""
 
     def compose(self) -> ComposeResult:
@@ -101,15 +100,15 @@ class TreePane(Vertical):
         yield tree
         yield Static("", id="tree-diff")
 
-    def set_recipes(self, names: list[str], current: str | None) -> None:
-        self._setting = True
-        try:
-            self.query_one("#tree-recipe", Select).set_options((n, n) for n in names)
-            self.query_one("#tree-compare", Select).set_options((n, n) for n in names)
-            if current in names:
-                self.query_one("#tree-recipe", Select).value = current
-        finally:
-            self._setting = False
+    def set_recipes(self, names: list[str]) -> None:
+        """The recipes to pick from (again after a reload): each picker keeps its choice
+        while that recipe exists, without posting `Wanted` (the app decides on a re-mark)."""
+        for select in self.query(Select).results(Select):
+            kept = select.value
+            with select.prevent(Select.Changed):
+                select.set_options((n, n) for n in names)
+                if kept in names:
+                    select.value = kept
 
     def choose(self, recipe: str) -> None:
         """Select `recipe` (posts `Wanted`)."""
