@@ -8,7 +8,7 @@ import pytest
 from textual import events
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, TabbedContent, Tree
-from tui_fakes import fake_sources, wait_for
+from tui_fakes import fake_sources, screen_text, wait_for
 
 from vlmtui.core.inspection.tree import ModuleNode
 from vlmtui.tui.app import FOCUS, VlmtuiApp
@@ -136,6 +136,34 @@ async def test_enter_ends_the_log_search_so_n_and_N_move(size) -> None:
         assert log.search == ""
         await pilot.press("2")
         assert app.query_one("#panes").active == "gpus"
+
+
+async def test_f_follows_the_log_again_from_the_runs_table() -> None:
+    """A search scrolls the log back (following stops); Esc returns to the table, where `f`,
+    which the help lists, did nothing: only the focused log had the key."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        log = app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30, what="the log")
+        await pilot.press("slash", *"step  2", "enter", "escape")
+        await focused_on(pilot, "#runs-table")
+        assert not log.follow and log.scroll_y < log.max_scroll_y
+        await pilot.press("f")
+        await wait_for(pilot, lambda: log.follow and log.scroll_y == log.max_scroll_y)
+
+
+async def test_the_footer_keeps_dispatch_and_quit_while_the_log_has_the_focus() -> None:
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        log = app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30, what="the log")
+        log.focus()
+        await focused_on(pilot, "#run-log")
+        await pilot.pause(0.1)
+        footer = screen_text(app).splitlines()[-1]
+        assert "d Dispatch" in footer and "q Quit" in footer, footer
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -71,6 +71,8 @@ class RunsPane(Vertical):
         Binding("space", "toggle_mark", "Mark", id="runs.mark"),
         Binding("c", "toggle_chart", "Chart", id="runs.chart"),
         Binding("m", "toggle_smooth", "Smooth", show=False, id="runs.smooth"),
+        # the log's own key, here too: the runs table has the focus most of the time
+        Binding("f", "toggle_follow", "Follow", show=False, id="runs.follow"),
         Binding("p", "toggle_pictures", "Pics", id="runs.pictures"),
         Binding("left_square_bracket", "step_picture(-1)", "previous picture",
                 id="runs.picture_prev", group=PICTURE_KEYS),
@@ -286,6 +288,9 @@ class RunsPane(Vertical):
         if action == "search":
             return not self.has_class("-pictures")
         return True
+
+    def action_toggle_follow(self) -> None:
+        self.log_view.action_toggle_follow()
 
     def action_toggle_smooth(self) -> None:
         self.smooth = not self.smooth
