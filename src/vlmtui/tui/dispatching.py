@@ -9,7 +9,7 @@ from vlmtui.tui.messages import DispatchPlan, Launched, PreflightReady
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.screens.dispatch import DispatchScreen
 from vlmtui.tui.widgets.gpus_pane import GpusPane
-from vlmtui.tui.widgets.preflight import preflight_table
+from vlmtui.tui.widgets.preflight import preflight_body
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class DispatchFlowMixin(_Base):
         label = f"Launch {len(ok)}" if ok else "Nothing to launch"
         title = f"Launch on {plan.host}" + (f", {plan.max_steps} steps" if plan.max_steps else "")
         title += ", sharded (fsdp)" if plan.strategy == "fsdp" else ""
-        self.push_screen(ConfirmScreen(title, preflight_table(checks), label), answer)
+        self.push_screen(ConfirmScreen(title, preflight_body(checks), label), answer)
 
     def on_launched(self, event: Launched) -> None:
         for r in event.results:
