@@ -91,3 +91,20 @@ async def test_dialogs_at_80x24_show_their_buttons_and_hints() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = screen_text(app)
         assert "esc to close" in text
+
+
+async def test_the_run_line_wraps_the_error_and_eval_metrics_instead_of_cutting_them() -> None:
+    """The line above the log ended in the failed run's error and the eval metrics: at 80
+    columns `CUDA out of memory` read `CUDA`, and the metrics `map` with no number (the side
+    panel that repeats them is hidden below 120 columns)."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(RunsPane)
+        await wait_for(pilot, lambda: pane.table.row_count == 3, what="runs")
+        failed, finished = recorded_runs()[1].id, recorded_runs()[2].id
+        pane.select(failed)
+        await wait_for(pilot, lambda: "CUDA out of memory" in screen_text(app), what="error")
+        pane.select(finished)
+        want = ["map 0.412", "map50 0.679", "recall 0.550", "mean_iou 0.610"]
+        await wait_for(pilot, lambda: all(w in screen_text(app) for w in want), what="metrics")

@@ -188,6 +188,10 @@ class RunsPane(Vertical):
         info = Text()
         info.append(f"{run.id} ", style="bold")
         info.append(run.state, style=STATE_STYLE.get(run.state, ""))
+        if run.error:
+            # Why it failed (or, queued, Slurm's reason to wait, not a fault) comes first: at
+            # the end of the line it was cut at 80 columns (`CUDA` of `CUDA out of memory`).
+            info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         if run.step is not None:
             info.append(f"  step {run.step}/{run.max_steps or '?'}")
         if run.loss is not None:
@@ -205,9 +209,6 @@ class RunsPane(Vertical):
                     f"{k} {m[k]:.3f}" for k in METRICS if isinstance(m.get(k), (int, float))
                 )
             )
-        if run.error:
-            # a queued run's "error" is Slurm's reason to wait, not a fault
-            info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         self.query_one("#run-info", Static).update(info)
         self._show_charts()
         side = Text()
