@@ -328,7 +328,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def action_refresh(self) -> None:
         self.refresh_gpus()
-        self.refresh_runs()
+        self.refresh_runs(reread=True)
         self.load_recipes()  # a recipe TOML edited since (`c` copies one to edit)
 
     async def action_quit(self) -> None:

@@ -108,7 +108,8 @@ class WorkersMixin(_Base):
         self.post_message(GpusRefreshed(hosts, self.sources.now()))
 
     @work(thread=True, group="runs", exit_on_error=False, description="reading the run registry")
-    def refresh_runs(self) -> None:
+    def refresh_runs(self, reread: bool = False) -> None:
+        """`reread`: read every run's files now (`r`: an eval just written shows at once)."""
         if not self._once("runs"):
             return
         try:
@@ -122,7 +123,7 @@ class WorkersMixin(_Base):
                 last = self._read_at.get(run.id, -float("inf"))
                 recent = now - last < self.sources.final_recheck_s
                 final = cached is not None and run.state in FINAL_STATES and cached.eval_metrics
-                if final and recent:
+                if final and recent and not reread:
                     continue
                 if not run.reachable:
                     continue
