@@ -38,6 +38,10 @@ else:
     _Base = object
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 class WorkersMixin(_Base):
     """Mixed into the app: `sources`, the recipe table and the demo paths live on it."""
 
@@ -138,6 +142,7 @@ class WorkersMixin(_Base):
                     elapsed_s=elapsed_of(events),
                     eval_metrics=dict((ev or {}).get("metrics") or {}),
                     pictures=pictures_of(run.run_dir, ev),
+                    eval_created=_number((ev or {}).get("created")),
                 )
             self._details.update(fresh)
         finally:

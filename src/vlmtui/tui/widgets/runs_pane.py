@@ -225,7 +225,13 @@ class RunsPane(Vertical):
         self.query_one("#run-detail", Static).update(side)
         metrics = Text(f"{run.recipe}\n", style="bold")
         metrics.append_text(eval_text(detail) or Text("no eval yet", style="dim"))
-        self.pictures.show_run(run_id, run.host, detail.pictures if detail else (), metrics)
+        self.pictures.show_run(
+            run_id,
+            run.host,
+            detail.pictures if detail else (),
+            metrics,
+            detail.eval_created if detail else None,
+        )
         self.follow(run_id)
 
     # --- charts -----------------------------------------------------------------------------
