@@ -77,6 +77,25 @@ async def test_digits_typed_faster_than_the_app_draws_end_on_the_last_pane(keys)
         await focused_on(pilot, FOCUS[want])
 
 
+async def test_tab_reaches_the_recipe_detail_and_the_keys_scroll_it() -> None:
+    """At 80×24 the two-stage recipe's second stage lay below the detail's edge, and the
+    detail took no keys: only a mouse wheel reached it."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        await pilot.press("down", "down")  # r3-two-stage
+        assert app.query_one(RecipesPane).highlighted == "r3-two-stage"
+        await pilot.press("tab")
+        await focused_on(pilot, "#recipe-detail-scroll")
+        scroll = app.query_one("#recipe-detail-scroll", VerticalScroll)
+        await wait_for(pilot, lambda: scroll.max_scroll_y > 0, what="a detail taller than 80x24")
+        assert "stage r1-llm-only" not in screen_text(app)
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "stage r1-llm-only" in screen_text(app), what="stage 2")
+        await pilot.press("shift+tab")
+        await focused_on(pilot, "#recipes-table")
+
+
 @pytest.mark.parametrize("size", SIZES)
 async def test_esc_leaves_the_tree_filter_and_no_match_says_so(size) -> None:
     app = VlmtuiApp(fake_sources(), model="m", data="d")

@@ -60,6 +60,18 @@ def definition(recipes: dict[str, Any], name: str) -> tuple[Any, ...] | None:
     return None if recipe is None else (recipe, *(recipes.get(s) for s in recipe.stages))
 
 
+class Panes(TabbedContent):
+    """The four panes; only `active` switches them (digits, tab clicks, the palette).
+
+    TabbedContent also switches to a pane when a widget in it takes the focus. Hiding a
+    pane moves the focus off its focused widget, to a visible sibling if it has one (the
+    recipe detail beside the recipes table): that switched straight back to the pane."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        event.stop()
+        event.prevent_default()  # TabbedContent's own handler would set `active`
+
+
 PANE_KEYS = Binding.Group("panes", compact=True)
 """The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
@@ -121,7 +133,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
-        with TabbedContent(initial="recipes", id="panes"):
+        with Panes(initial="recipes", id="panes"):
             with TabPane("1 Recipes", id="recipes"):
                 yield RecipesPane(id="recipes-pane")
             with TabPane("2 GPUs", id="gpus"):
