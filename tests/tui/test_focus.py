@@ -77,6 +77,27 @@ async def test_digits_typed_faster_than_the_app_draws_end_on_the_last_pane(keys)
         await focused_on(pilot, FOCUS[want])
 
 
+async def test_keys_right_after_a_digit_go_to_the_new_pane() -> None:
+    """Keys typed right after a pane digit (before the tab switch is handled) went to the
+    hidden pane's widget: `4` `c` copied the highlighted recipe instead of charting a run."""
+    copied: list[str] = []
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    app.copy_recipe = copied.append  # type: ignore[method-assign]  # the worker writing a TOML
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        runs = app.query_one(RunsPane)
+        await wait_for(pilot, lambda: runs.table.row_count == 3, what="runs")
+        for key in ("4", "c"):  # as the terminal driver posts them: no wait in between
+            app.post_message(events.Key(key, key))
+        await wait_for(pilot, lambda: runs.has_class("-chart"), what="the chart")
+        assert copied == []
+        for key in ("1", "down", "down"):
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        recipes = app.query_one(RecipesPane)
+        await wait_for(pilot, lambda: recipes.highlighted == "r3-two-stage", what="r3")
+        assert runs.highlighted == "20250101-120003-ab13"  # the runs table did not move
+
+
 async def test_tab_reaches_the_recipe_detail_and_the_keys_scroll_it() -> None:
     """At 80×24 the two-stage recipe's second stage lay below the detail's edge, and the
     detail took no keys: only a mouse wheel reached it."""

@@ -330,6 +330,9 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def action_show_pane(self, pane: str) -> None:
         self.main.query_one("#panes", TabbedContent).active = pane
+        # Focus now, not when TabActivated arrives: keys typed right after the digit went to
+        # the hidden pane's widget (`4` `c` copied the recipe instead of showing the chart).
+        self.main.set_focus(self.main.query_one(FOCUS[pane]))
 
     def action_leave_input(self) -> None:
         """Esc in any text field hands the keys back to the pane (a pane that needs to tidy
