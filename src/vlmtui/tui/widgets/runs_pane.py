@@ -7,6 +7,7 @@ is tailed by a `LogWatcher` thread into a bounded `LogView`. Nothing here blocks
 
 from __future__ import annotations
 
+from statistics import mean
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -48,6 +49,16 @@ def eta(run: Any, detail: RunDetail | None) -> float | None:
     if not run.max_steps or run.step >= run.max_steps:
         return None
     return detail.elapsed_s / run.step * (run.max_steps - run.step)
+
+
+def loss_trend(losses: list[float], width: int = 16) -> Text:
+    """The whole run's loss in `width` blocks (each the mean of its share of the steps),
+    from its lowest to its highest value. The last 16 steps drawn from 0 up read `████` for
+    any loss near its start (6.19 → 6.02) and a flat `▂▂▂▂` after a long run."""
+    n = len(losses)
+    if n > width:
+        losses = [mean(losses[i * n // width : (i + 1) * n // width]) for i in range(width)]
+    return sparkline(losses, width, top=max(losses), bottom=min(losses))
 
 
 def eval_text(detail: RunDetail | None) -> Text:
@@ -198,9 +209,7 @@ class RunsPane(Vertical):
             info.append(f"  loss {run.loss:.4f}")
         if detail and detail.losses:
             info.append("  ")
-            info.append_text(
-                sparkline([v for _, v in detail.losses], 16, top=max(v for _, v in detail.losses))
-            )
+            info.append_text(loss_trend([v for _, v in detail.losses]))
         if detail and detail.eval_metrics:
             m = detail.eval_metrics
             info.append(
