@@ -155,7 +155,12 @@ class WorkersMixin(_Base):
             return
         self.post_message(DemoState("preparing"))
         try:
-            model, data = self.sources.demo_assets()
+            if self.inspection_worker is not None:
+                # In the child, which quitting kills: in this thread, quitting the app left a
+                # blank terminal until the demo was written (5 s here).
+                model, data = self.inspection_worker.demo()
+            else:
+                model, data = self.sources.demo_assets()
         except Exception as exc:
             self.post_message(DemoState("failed", error=str(exc)))
             raise
