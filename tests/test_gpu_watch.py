@@ -67,3 +67,27 @@ def test_ssh_watch_is_one_stream_that_reconnects_after_the_link_drops(ssh_host) 
         _until(lambda: seen[-1].reachable, 30, "the watcher to reconnect")
     finally:
         watch.stop()
+
+
+def test_a_host_that_never_answers_shows_sshs_reason() -> None:
+    """The GPU pane read "the GPU stream ended; reconnecting" for a host ssh could not reach
+    (`vlmtui gpus` said why: the watcher threw ssh's message away). A real ssh client to a
+    closed port on this machine: refused at once, no sshd needed."""
+    import socket
+
+    from vlmtui.core.fleet.host import SshHost
+    from vlmtui.core.fleet.hostsconfig import HostConfig
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host = SshHost(HostConfig(name="closed", target="127.0.0.1", port=port))
+    watch = GpuWatch([host], interval_s=0.5).start()
+    try:
+        assert watch.wait_first(15)
+        (snap,) = watch.latest()
+        assert not snap.reachable
+        assert "Connection refused" in (snap.error or ""), snap.error
+        assert snap.error.endswith("; reconnecting")
+    finally:
+        watch.stop()

@@ -180,3 +180,31 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(
     steps = [e["step"] for e in events if "loss" in e]
     assert steps[-2:] == [stopped_at + 1, stopped_at + 2]
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_stop_while_torch_is_imported_ends_stopped_without_a_traceback(
+    qwen2_vl_dir: Path, shapes_data_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The app's `s` on a run that had just started: SIGTERM arrived while the trainer
+    imported torch to find its device, outside the code that turns a stop into `stopped`.
+    output.log ended in a StopRequested traceback and the process exited 1."""
+    import os
+    import signal
+
+    from vlmtui.cli import main
+    from vlmtui.core.model.loading import Device
+    from vlmtui.core.training import train
+
+    def detect_device() -> Device:  # the torch import and device probe, where the stop lands
+        os.kill(os.getpid(), signal.SIGTERM)  # the real signal: its handler raises at once
+        return Device("cpu")
+
+    monkeypatch.setattr(train, "detect_device", detect_device)
+    out = tmp_path / "stopme"
+    argv = train_argv(qwen2_vl_dir, shapes_data_dir, out, "--max-steps", "2")[3:]
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 128 + signal.SIGTERM
+    status = json.loads((out / "status.json").read_text())
+    assert (status["state"], status["error"]) == ("stopped", "stopped by SIGTERM")
+    assert "Traceback" not in (out / "output.log").read_text()
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was put back

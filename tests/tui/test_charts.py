@@ -45,3 +45,16 @@ async def test_marked_runs_overlay_smooth_and_show_their_metrics(size) -> None:
         await wait_for(pilot, lambda: "loss (smoothed)" in screen_text(app), what="smoothed")
         await pilot.press("space")  # unmark the second run
         assert loss.shown == ("120003-ab13",)
+
+
+def test_the_run_lines_loss_trend_spans_the_whole_run_between_its_extremes() -> None:
+    """The line above the log drew the last 16 losses from 0 up: a run from 6.19 to 6.02 read
+    `████████████████`, and 100 steps falling from 2.7 to 0.3 a flat `▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂`."""
+    from vlmtui.tui.widgets.runs_pane import loss_trend
+
+    near_start = [6.19 - 0.006 * s for s in range(29)]
+    assert loss_trend(near_start).plain == "██▇▇▆▆▅▅▄▄▃▃▃▂▂▁"
+    falling = [3.0 / (1 + s / 10) for s in range(1, 101)]
+    trend = loss_trend(falling).plain
+    assert trend[0] == "█" and trend[-1] == "▁" and len(set(trend)) > 4
+    assert loss_trend([6.19, 6.2, 6.14]).plain == "             ▇█▁"  # fewer steps: as they are

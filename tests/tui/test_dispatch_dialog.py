@@ -125,3 +125,36 @@ def test_preflight_suggests_fsdp_when_a_whole_model_does_not_fit() -> None:
     assert memory_cell(gpu_mem_gib=80.0) == "≈150.0 / 80 GiB TOO BIG (try fsdp)"
     assert memory_cell(gpu_mem_gib=160.0) == "≈150.0 / 160 GiB fits"
     assert memory_cell(gpu_mem_gib=80.0, strategy="fsdp") == "≈150.0 GiB unsharded"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)])
+async def test_preflight_numbers_and_refusals_are_never_cut(size) -> None:
+    """At 80 columns the dialog showed `210.5M/7…` for a 72B model's LLM, `0/665.…` for a
+    frozen vision tower, and a refusal squeezed into a column as `quanti…`."""
+    from tui_fakes import screen_text
+
+    from vlmtui.tui.messages import Preflight
+    from vlmtui.tui.screens.confirm import ConfirmScreen
+    from vlmtui.tui.widgets.preflight import preflight_body
+
+    checks = [
+        Preflight("r1-llm-only", "auto", {"vision": (0, 631_200_000),
+                  "projector": (0, 68_200_000), "llm": (210_500_000, 72_700_000_000)},
+                  73_400_000_000, 210_500_000, 49.6, 80.0),
+        Preflight("r2-vision-only", "3", {"vision": (631_200_000, 631_200_000),
+                  "projector": (68_200_000, 68_200_000), "llm": (0, 72_700_000_000)},
+                  73_400_000_000, 699_400_000, 180.6, 80.0),
+        Preflight("r3-two-stage", "cpu", problem="quantization 4bit needs a CUDA GPU"),
+    ]  # fmt: skip
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.query_one(RecipesPane).table.row_count == 4)
+        app.push_screen(ConfirmScreen("Launch on local", preflight_body(checks), "Launch 2"))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.pause(0.1)
+        text = screen_text(app)
+    rows = [ln for ln in text.splitlines() if "█ r1-llm-only " in ln or "█ r2-vision-only " in ln]
+    assert len(rows) == 2 and "…" not in "".join(rows), text
+    assert all(n in rows[0] for n in ("auto", "frozen", "210.5M/72.7B", "≈49.6")), rows[0]
+    assert all(n in rows[1] for n in ("631.2M", "68.2M", "699.4M", "≈180.6")), rows[1]
+    assert "r3-two-stage: quantization 4bit needs a CUDA GPU" in text

@@ -5,12 +5,13 @@ Enter work there). Each test presses the keys a user pressed when the fault was 
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Input, Tree
-from tui_fakes import fake_sources, wait_for
+from textual.widgets import DataTable, Input, TabbedContent, Tree
+from tui_fakes import fake_sources, screen_text, wait_for
 
 from vlmtui.core.inspection.tree import ModuleNode
-from vlmtui.tui.app import VlmtuiApp
+from vlmtui.tui.app import FOCUS, VlmtuiApp
 from vlmtui.tui.inspection import TreeView
 from vlmtui.tui.screens.dispatch import AUTO, CPU, DeviceList, DispatchScreen
 from vlmtui.tui.screens.help import HelpScreen
@@ -52,6 +53,68 @@ async def test_esc_leaves_the_workspace_fields_and_digits_switch_panes(size) -> 
         await pilot.press("3")
         assert app.query_one("#data", Input).value == "d"
         assert app.query_one("#panes").active == "tree"
+
+
+@pytest.mark.parametrize("keys", ["34", "43", "2143", "4321"])
+async def test_digits_typed_faster_than_the_app_draws_end_on_the_last_pane(keys) -> None:
+    """All the keys arrive before the first tab switch is handled (a fast typist, or keys
+    typed while the app starts): the switch for an earlier digit must not pull the tabs back
+    to its pane (they ended on `3` after `3` `4`, and could bounce between two panes, the UI
+    frozen)."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    want = {"1": "recipes", "2": "gpus", "3": "tree", "4": "runs"}[keys[-1]]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        for key in keys:  # as the terminal driver posts them: no wait in between
+            app.post_message(events.Key(key, key))
+        tabs = app.query_one("#panes", TabbedContent)
+        await wait_for(pilot, lambda: tabs.active == want, what=f"pane {want}")
+        seen = set()
+        for _ in range(10):  # settled: no stale switch comes after
+            await pilot.pause(0.05)
+            seen.add(tabs.active)
+        assert seen == {want}
+        await focused_on(pilot, FOCUS[want])
+
+
+async def test_keys_right_after_a_digit_go_to_the_new_pane() -> None:
+    """Keys typed right after a pane digit (before the tab switch is handled) went to the
+    hidden pane's widget: `4` `c` copied the highlighted recipe instead of charting a run."""
+    copied: list[str] = []
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    app.copy_recipe = copied.append  # type: ignore[method-assign]  # the worker writing a TOML
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        runs = app.query_one(RunsPane)
+        await wait_for(pilot, lambda: runs.table.row_count == 3, what="runs")
+        for key in ("4", "c"):  # as the terminal driver posts them: no wait in between
+            app.post_message(events.Key(key, key))
+        await wait_for(pilot, lambda: runs.has_class("-chart"), what="the chart")
+        assert copied == []
+        for key in ("1", "down", "down"):
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        recipes = app.query_one(RecipesPane)
+        await wait_for(pilot, lambda: recipes.highlighted == "r3-two-stage", what="r3")
+        assert runs.highlighted == "20250101-120003-ab13"  # the runs table did not move
+
+
+async def test_tab_reaches_the_recipe_detail_and_the_keys_scroll_it() -> None:
+    """At 80×24 the two-stage recipe's second stage lay below the detail's edge, and the
+    detail took no keys: only a mouse wheel reached it."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await recipes_loaded(pilot)
+        await pilot.press("down", "down")  # r3-two-stage
+        assert app.query_one(RecipesPane).highlighted == "r3-two-stage"
+        await pilot.press("tab")
+        await focused_on(pilot, "#recipe-detail-scroll")
+        scroll = app.query_one("#recipe-detail-scroll", VerticalScroll)
+        await wait_for(pilot, lambda: scroll.max_scroll_y > 0, what="a detail taller than 80x24")
+        assert "stage r1-llm-only" not in screen_text(app)
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "stage r1-llm-only" in screen_text(app), what="stage 2")
+        await pilot.press("shift+tab")
+        await focused_on(pilot, "#recipes-table")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -113,6 +176,34 @@ async def test_enter_ends_the_log_search_so_n_and_N_move(size) -> None:
         assert log.search == ""
         await pilot.press("2")
         assert app.query_one("#panes").active == "gpus"
+
+
+async def test_f_follows_the_log_again_from_the_runs_table() -> None:
+    """A search scrolls the log back (following stops); Esc returns to the table, where `f`,
+    which the help lists, did nothing: only the focused log had the key."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        log = app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30, what="the log")
+        await pilot.press("slash", *"step  2", "enter", "escape")
+        await focused_on(pilot, "#runs-table")
+        assert not log.follow and log.scroll_y < log.max_scroll_y
+        await pilot.press("f")
+        await wait_for(pilot, lambda: log.follow and log.scroll_y == log.max_scroll_y)
+
+
+async def test_the_footer_keeps_dispatch_and_quit_while_the_log_has_the_focus() -> None:
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        log = app.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count == 30, what="the log")
+        log.focus()
+        await focused_on(pilot, "#run-log")
+        await pilot.pause(0.1)
+        footer = screen_text(app).splitlines()[-1]
+        assert "d Dispatch" in footer and "q Quit" in footer, footer
 
 
 @pytest.mark.parametrize("size", SIZES)

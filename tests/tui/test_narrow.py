@@ -91,3 +91,54 @@ async def test_dialogs_at_80x24_show_their_buttons_and_hints() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = screen_text(app)
         assert "esc to close" in text
+
+
+async def test_the_run_line_wraps_the_error_and_eval_metrics_instead_of_cutting_them() -> None:
+    """The line above the log ended in the failed run's error and the eval metrics: at 80
+    columns `CUDA out of memory` read `CUDA`, and the metrics `map` with no number (the side
+    panel that repeats them is hidden below 120 columns)."""
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(RunsPane)
+        await wait_for(pilot, lambda: pane.table.row_count == 3, what="runs")
+        failed, finished = recorded_runs()[1].id, recorded_runs()[2].id
+        pane.select(failed)
+        await wait_for(pilot, lambda: "CUDA out of memory" in screen_text(app), what="error")
+        pane.select(finished)
+        want = ["map 0.412", "map50 0.679", "recall 0.550", "mean_iou 0.610"]
+        await wait_for(pilot, lambda: all(w in screen_text(app) for w in want), what="metrics")
+
+
+async def test_tree_filter_rows_keep_a_72b_models_numbers_at_80_columns() -> None:
+    """A filter row is a full module path: with the class and the counts after it, Qwen2-VL-
+    72B's `model.language_model.layers.10.self_attn.q_proj  Linear 4bit  67.1M frozen +
+    262.1K lora` was cut inside the numbers at 80 columns."""
+    from vlmtui.core.inspection.tree import ModuleNode
+    from vlmtui.tui.inspection import TreeView
+    from vlmtui.tui.widgets.tree_pane import TreePane
+
+    base, lora = 67_108_864, 262_144
+
+    def q_proj(i: int) -> ModuleNode:
+        name = f"model.language_model.layers.{i}.self_attn.q_proj"
+        return ModuleNode(name, "q_proj", "Linear4bit", "llm", base, base, 0, lora, lora,
+                          "lora", "lora", quant="4bit")  # fmt: skip
+
+    def layer(i: int) -> ModuleNode:
+        return ModuleNode(f"model.language_model.layers.{i}", str(i), "Qwen2VLDecoderLayer",
+                          "llm", 0, base, 0, lora, lora, "lora", "frozen",
+                          children=(q_proj(i),))  # fmt: skip
+
+    layers = tuple(layer(i) for i in range(80))
+    root = ModuleNode("", "", "Qwen2VLForConditionalGeneration", "other", 0, 80 * base,
+                      children=layers)  # fmt: skip
+    view = TreeView("Qwen/Qwen2-VL-72B-Instruct", "r1-llm-only", root, root, {}, 80 * base, 0, "")
+    app = VlmtuiApp(fake_sources(), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        app.query_one(TreePane).show(view)
+        await pilot.press("slash", *"q_proj", "enter")
+        row = "model.language_model.layers.10.self_attn.q_proj  4bit  67.1M + 262.1K lora"
+        await wait_for(pilot, lambda: "layers.10." in screen_text(app), what="the matches")
+        await wait_for(pilot, lambda: row in screen_text(app), what=f"{row!r} whole")

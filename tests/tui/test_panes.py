@@ -99,6 +99,29 @@ async def test_runs_pane_table_detail_log_and_stop() -> None:
         await wait_for(pilot, lambda: rec.stopped == ["20250101-120003-ab13"], what="stop")
 
 
+async def test_r_shows_a_new_eval_of_a_finished_run_at_once() -> None:
+    """An evaluated finished run's files are re-read only every 30 s (they may be remote);
+    after `vlmtui eval` ran again, `r` ("refresh now") still showed the old metrics."""
+    evals = [{"metrics": {"map": 0.4123}}]
+
+    def run_files(host: str, run_dir: str):  # the run dir's events.jsonl and eval.json
+        events = [{"step": 1, "max_steps": 100, "loss": 1.0, "elapsed_s": 1.0}]
+        return events, evals[-1] if run_dir.endswith("1") else None
+
+    app = VlmtuiApp(fake_sources(run_files=run_files), model="m", data="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(RunsPane)
+        finished = "20250101-120001-ab11"
+        await wait_for(pilot, lambda: finished in pane.details, what="the finished run")
+        assert pane.details[finished].eval_metrics["map"] == 0.4123
+        evals.append({"metrics": {"map": 0.5555}})  # `vlmtui eval` again, more images
+        await pilot.press("r")
+        await wait_for(
+            pilot, lambda: pane.details[finished].eval_metrics["map"] == 0.5555, 10, "new eval"
+        )
+
+
 async def test_log_view_is_bounded_and_follows() -> None:
     app = VlmtuiApp(fake_sources(list_runs=lambda: []))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -164,6 +164,49 @@ async def test_evaluating_a_finished_run_again_shows_the_new_eval(tmp_path, shap
         await wait_for(pilot, lambda: "0.9876" in screen_text(app), what="its metrics")
 
 
+async def test_a_new_eval_redraws_a_picture_on_screen_under_the_same_name(
+    tmp_path, shapes_data_dir
+) -> None:
+    """The fault: pictures were kept by path, and a new eval of the same run (after it
+    trained further) redraws `eval_images/0000_….png` with new boxes under the same name:
+    the old drawing stayed on screen under the new caption until the app restarted."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    listed = _evaluated_run(run_dir, shapes_data_dir)
+    first = run_dir / EVAL_IMAGES / listed["files"][0]["file"]
+    (run_dir / EVAL_JSON).write_text(
+        json.dumps({"metrics": METRICS, "pictures": listed, "created": 1.0})
+    )
+    app = VlmtuiApp(_sources([_run(run_dir)]), model="m", data="d")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("4", "p")
+        view = app.query_one(PictureView)
+        await wait_for(pilot, lambda: view.shown == str(first), what="picture 1")
+        old = view.image.image.tobytes()  # type: ignore[union-attr]
+        records = load_split(shapes_data_dir, "val")
+        answers = [Generated("", ParseResult((), 0, 1), (112, 112), True)] * len(records)
+        again = save_eval_pictures(records, answers, run_dir / EVAL_IMAGES, EVAL_IMAGES, 8)
+        assert again["files"][0]["file"] == first.name  # the same name, no predicted box now
+        (run_dir / EVAL_JSON).write_text(
+            json.dumps({"metrics": METRICS, "pictures": again, "created": 2.0})
+        )
+        await pilot.press("r")
+        await wait_for(
+            pilot,
+            lambda: view.image.image.tobytes() != old,  # type: ignore[union-attr]
+            what="the new drawing",
+        )
+        assert view.image.image.tobytes() == _png_pixels(first)  # type: ignore[union-attr]
+
+
+def _png_pixels(path: Path) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        return img.tobytes()
+
+
 @pytest.mark.ssh
 async def test_a_remote_runs_pictures_come_over_ssh(ssh_host, tmp_path, shapes_data_dir) -> None:
     """Host `loop` is a real sshd on 127.0.0.1: eval.json and the PNG bytes travel over it."""

@@ -14,7 +14,7 @@ from vlmtui.tui.messages import Preflight
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.widgets.gpus_pane import GpusPane
 from vlmtui.tui.widgets.log_view import LogView
-from vlmtui.tui.widgets.preflight import preflight_table
+from vlmtui.tui.widgets.preflight import preflight_body
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 from vlmtui.tui.widgets.runs_pane import RunsPane
 from vlmtui.tui.widgets.tree_pane import TreePane
@@ -115,7 +115,7 @@ PREFLIGHT = [
 def test_preflight_dialog(snap_compare, size) -> None:
     async def before(pilot) -> None:
         await wait_for(pilot, lambda: pilot.app.query_one(RecipesPane).table.row_count == 4)
-        dialog = ConfirmScreen("Launch on gpu01, 50 steps", preflight_table(PREFLIGHT), "Launch 2")
+        dialog = ConfirmScreen("Launch on gpu01, 50 steps", preflight_body(PREFLIGHT), "Launch 2")
         pilot.app.push_screen(dialog)
         await pilot.pause(0.2)
 

@@ -47,8 +47,9 @@ def _eval_and_show_pictures(session: str, home) -> None:
     res = subprocess.run([*vlmtui, *argv, "--gpu", "cpu"], capture_output=True, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     _tmux("send-keys", "-t", session, "p")
-    screen = _wait_screen(session, "1/2 0000_", 30)  # once the app reads the new eval.json
-    assert "▀" in screen  # half blocks: tmux gets no graphics protocol
+    _wait_screen(session, "1/2 0000_", 30)  # once the app reads the new eval.json
+    # The picture is read in a worker thread: it may land a frame after its caption.
+    screen = _wait_screen(session, "▀", 10)  # half blocks: tmux gets no graphics protocol
     _tmux("send-keys", "-t", session, "]")
     screen = _wait_screen(session, "2/2 0001_", 30)
     for stray in ("[?", "Gi=", "AAAA", "[16t"):  # answers to terminal queries, as text
@@ -79,3 +80,24 @@ def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert os.path.isfile(tmp_path / "data" / "runs.sqlite")
+
+
+def test_quit_while_the_demo_is_prepared_is_quick(tmp_path) -> None:
+    """`d` on a fresh machine prepares the demo model; `q` meanwhile left a blank terminal
+    for seconds (5 s here): the app waited for the thread writing the demo. The demo is now
+    made in the inspection child, which quitting kills."""
+    session = f"vlmtui-test-{uuid.uuid4().hex[:8]}"
+    env = f"VLMTUI_HOME={tmp_path} TERM=xterm-256color"
+    cmd = f"env {env} {sys.executable} -m vlmtui; echo QUIT-DONE; sleep 30"
+    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
+    try:
+        _wait_screen(session, "r1-llm-only", 30)
+        _tmux("send-keys", "-t", session, "d")
+        _wait_screen(session, "preparing demo model", 30)
+        time.sleep(1.0)  # well into the demo's torch import
+        start = time.monotonic()
+        _tmux("send-keys", "-t", session, "q")
+        _wait_screen(session, "QUIT-DONE", 30)
+        assert time.monotonic() - start < 2.0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -54,6 +54,24 @@ FOCUS = {
 }
 
 
+def definition(recipes: dict[str, Any], name: str) -> tuple[Any, ...] | None:
+    """A recipe with its stages' recipes (a two-stage recipe changes when a stage does)."""
+    recipe = recipes.get(name)
+    return None if recipe is None else (recipe, *(recipes.get(s) for s in recipe.stages))
+
+
+class Panes(TabbedContent):
+    """The four panes; only `active` switches them (digits, tab clicks, the palette).
+
+    TabbedContent also switches to a pane when a widget in it takes the focus. Hiding a
+    pane moves the focus off its focused widget, to a visible sibling if it has one (the
+    recipe detail beside the recipes table): that switched straight back to the pane."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        event.stop()
+        event.prevent_default()  # TabbedContent's own handler would set `active`
+
+
 PANE_KEYS = Binding.Group("panes", compact=True)
 """The footer shows the pane keys as one `1234 panes` item (the tabs name them)."""
 
@@ -115,7 +133,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
-        with TabbedContent(initial="recipes", id="panes"):
+        with Panes(initial="recipes", id="panes"):
             with TabPane("1 Recipes", id="recipes"):
                 yield RecipesPane(id="recipes-pane")
             with TabPane("2 GPUs", id="gpus"):
@@ -238,12 +256,19 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
     # --- panes ------------------------------------------------------------------------------
 
     def on_recipes_loaded(self, event: RecipesLoaded) -> None:
-        if not self.recipes:
+        old = self.recipes
+        if not old:
             self.warm_inspection()
         self.recipes = event.recipes
         pane = self.main.query_one(RecipesPane)
         pane.show_recipes(event.recipes)
-        self.main.query_one(TreePane).set_recipes(list(event.recipes), None)
+        self.main.query_one(TreePane).set_recipes(list(event.recipes))
+        # A recipe edited since (its TOML, `r` reloads it): the tree marks it anew.
+        wanted = [n for n in getattr(self, "_tree_wanted", None) or () if n]
+        if all(n in self.recipes for n in wanted) and any(
+            definition(old, n) != definition(self.recipes, n) for n in wanted
+        ):
+            self._request_tree()
 
     def on_gpus_refreshed(self, event: GpusRefreshed) -> None:
         self.main.query_one(GpusPane).show(event.hosts, event.at)
@@ -265,6 +290,10 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # Keys typed fast (`3` `4`) queue one event per pane: focusing a stale event's pane
+        # would switch back to it, and two stale events can bounce the tabs forever.
+        if event.pane.id != self.main.query_one("#panes", TabbedContent).active:
+            return
         self.main.query_one(FOCUS[event.pane.id or "recipes"]).focus()
         if event.pane.id == "tree" and self.main.query_one(TreePane).view is None:
             name = self.main.query_one(RecipesPane).highlighted
@@ -301,6 +330,9 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def action_show_pane(self, pane: str) -> None:
         self.main.query_one("#panes", TabbedContent).active = pane
+        # Focus now, not when TabActivated arrives: keys typed right after the digit went to
+        # the hidden pane's widget (`4` `c` copied the recipe instead of showing the chart).
+        self.main.set_focus(self.main.query_one(FOCUS[pane]))
 
     def action_leave_input(self) -> None:
         """Esc in any text field hands the keys back to the pane (a pane that needs to tidy
@@ -311,7 +343,8 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
 
     def action_refresh(self) -> None:
         self.refresh_gpus()
-        self.refresh_runs()
+        self.refresh_runs(reread=True)
+        self.load_recipes()  # a recipe TOML edited since (`c` copies one to edit)
 
     async def action_quit(self) -> None:
         self.stop_inspection()

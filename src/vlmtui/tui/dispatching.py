@@ -9,7 +9,7 @@ from vlmtui.tui.messages import DispatchPlan, Launched, PreflightReady
 from vlmtui.tui.screens.confirm import ConfirmScreen
 from vlmtui.tui.screens.dispatch import DispatchScreen
 from vlmtui.tui.widgets.gpus_pane import GpusPane
-from vlmtui.tui.widgets.preflight import preflight_table
+from vlmtui.tui.widgets.preflight import preflight_body
 from vlmtui.tui.widgets.recipes_pane import RecipesPane
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class DispatchFlowMixin(_Base):
         def action_show_pane(self, pane: str) -> None: ...
         def run_preflight(self, plan: DispatchPlan, gpu_mem: dict[str, float | None]) -> Any: ...
         def launch_plan(self, plan: DispatchPlan) -> Any: ...
-        def refresh_runs(self) -> Any: ...
+        def refresh_runs(self, reread: bool = False) -> Any: ...
 
     def action_dispatch(self) -> None:
         recipes = self.main.query_one(RecipesPane).selected()
@@ -87,7 +87,7 @@ class DispatchFlowMixin(_Base):
         label = f"Launch {len(ok)}" if ok else "Nothing to launch"
         title = f"Launch on {plan.host}" + (f", {plan.max_steps} steps" if plan.max_steps else "")
         title += ", sharded (fsdp)" if plan.strategy == "fsdp" else ""
-        self.push_screen(ConfirmScreen(title, preflight_table(checks), label), answer)
+        self.push_screen(ConfirmScreen(title, preflight_body(checks), label), answer)
 
     def on_launched(self, event: Launched) -> None:
         for r in event.results:

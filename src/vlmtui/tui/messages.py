@@ -27,6 +27,8 @@ class RunDetail:
     """`metrics` of the run's eval.json (map, map50, recall, mean_iou…); empty if none."""
     pictures: tuple[Picture, ...] = ()
     """The pictures eval.json lists (`vlmtui eval` draws the first few into the run dir)."""
+    eval_created: float | None = None
+    """eval.json's `created`: a new eval redraws the pictures under the same file names."""
 
 
 @dataclass(frozen=True)

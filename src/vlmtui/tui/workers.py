@@ -38,6 +38,10 @@ else:
     _Base = object
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 class WorkersMixin(_Base):
     """Mixed into the app: `sources`, the recipe table and the demo paths live on it."""
 
@@ -108,7 +112,8 @@ class WorkersMixin(_Base):
         self.post_message(GpusRefreshed(hosts, self.sources.now()))
 
     @work(thread=True, group="runs", exit_on_error=False, description="reading the run registry")
-    def refresh_runs(self) -> None:
+    def refresh_runs(self, reread: bool = False) -> None:
+        """`reread`: read every run's files now (`r`: an eval just written shows at once)."""
         if not self._once("runs"):
             return
         try:
@@ -122,7 +127,7 @@ class WorkersMixin(_Base):
                 last = self._read_at.get(run.id, -float("inf"))
                 recent = now - last < self.sources.final_recheck_s
                 final = cached is not None and run.state in FINAL_STATES and cached.eval_metrics
-                if final and recent:
+                if final and recent and not reread:
                     continue
                 if not run.reachable:
                     continue
@@ -137,6 +142,7 @@ class WorkersMixin(_Base):
                     elapsed_s=elapsed_of(events),
                     eval_metrics=dict((ev or {}).get("metrics") or {}),
                     pictures=pictures_of(run.run_dir, ev),
+                    eval_created=_number((ev or {}).get("created")),
                 )
             self._details.update(fresh)
         finally:
@@ -149,7 +155,12 @@ class WorkersMixin(_Base):
             return
         self.post_message(DemoState("preparing"))
         try:
-            model, data = self.sources.demo_assets()
+            if self.inspection_worker is not None:
+                # In the child, which quitting kills: in this thread, quitting the app left a
+                # blank terminal until the demo was written (5 s here).
+                model, data = self.inspection_worker.demo()
+            else:
+                model, data = self.sources.demo_assets()
         except Exception as exc:
             self.post_message(DemoState("failed", error=str(exc)))
             raise

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -306,24 +307,32 @@ class SshHost(Host):
         script = env_prefix(self.config.env) + gpus.remote_watch_script(
             self.python_argv(), interval_s
         )
-        proc = subprocess.Popen(
-            self._argv(script),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        # A snapshot overdue by this much means a stalled link, even if ssh has not noticed.
-        patience = max(3 * interval_s, self.config.connect_timeout + 1)
-        try:
-            yield from gpus.read_snapshots(
-                proc.stdout, self.name, self.config.free_rule, patience, stop
+        # ssh's complaint goes to a file (a pipe nobody reads could fill and stall the stream):
+        # when the stream ends, it says why (the GPU pane read "the GPU stream ended" for a
+        # host that never answered).
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                self._argv(script),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
             )
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            assert proc.stdout is not None
+            # A snapshot overdue by this much means a stalled link, even if ssh has not noticed.
+            patience = max(3 * interval_s, self.config.connect_timeout + 1)
+            try:
+                yield from gpus.read_snapshots(
+                    proc.stdout, self.name, self.config.free_rule, patience, stop
+                )
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            err.seek(max(0, err.seek(0, os.SEEK_END) - 4096))
+            why = self._transport_error(proc.returncode, err.read().decode(errors="replace"))
+        if why:
+            raise HostUnreachable(self.name, why)
 
     def launch_paths(self, model: str, data: str, run_id: str) -> tuple[str, str, str, str]:
         c = self.config

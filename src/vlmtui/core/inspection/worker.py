@@ -51,8 +51,8 @@ def _receive(stream: Any) -> Any:
 
 def serve() -> None:
     """The child's loop over stdin/stdout: ("warm",) imports the libraries; ("mark", model,
-    recipe) marks. The protocol keeps the real stdout; anything the libraries print goes to
-    stderr (which the app discards)."""
+    recipe) marks; ("demo",) creates the embedded demo if missing. The protocol keeps the
+    real stdout; anything the libraries print goes to stderr (which the app discards)."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
@@ -69,6 +69,12 @@ def serve() -> None:
                 import transformers  # noqa: F401
 
                 _send(out, (True, None))
+            elif request[0] == "demo":
+                from vlmtui.core.model.demo import ensure_demo_assets
+                from vlmtui.core.paths import demo_dir
+
+                model, data = ensure_demo_assets(demo_dir())
+                _send(out, (True, (str(model), str(data))))
             else:
                 _send(out, (True, compute_marking(inspectors, request[1], request[2])))
         except Exception as exc:  # the caller re-raises it (BadInput stays BadInput)
@@ -110,6 +116,12 @@ class InspectionWorker:
 
     def mark(self, model: str, recipe: Any) -> Any:
         return self._call("mark", model, recipe)
+
+    def demo(self) -> tuple[str, str]:
+        """The embedded demo's (model dir, data dir), created here if missing: in the child,
+        so quitting kills it (a thread creating it made the app wait for it on quit)."""
+        model, data = self._call("demo")
+        return str(model), str(data)
 
     @property
     def pid(self) -> int | None:

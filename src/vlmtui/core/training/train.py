@@ -120,32 +120,39 @@ class _StageLoop:
         return Path(read_json(stage_dir / WEIGHTS_JSON)["path"])
 
 
+def _during(loop: _StageLoop | None) -> str:
+    return loop.log.during if loop is not None else "loading"
+
+
 def run_training(req: TrainRequest) -> int:
     """Train every stage of the recipe into req.output. Returns the process exit code."""
     stages = stage_recipes(req.recipe, req.recipe_files)
     files = RunFiles(req.output) if is_main_process() else None
     stop = StopState()
     previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    loop = _StageLoop(req, stages, detect_device(), files, stop)
-    if files:
-        write_run_info(files, req, loop.device, loop.stages, loop.dirs)
+    loop: _StageLoop | None = None
     try:
+        # Inside the try: a stop while torch is imported (detect_device) ended in a
+        # StopRequested traceback in output.log and exit code 1.
+        loop = _StageLoop(req, stages, detect_device(), files, stop)
+        if files:
+            write_run_info(files, req, loop.device, loop.stages, loop.dirs)
         return loop.run()
     except StopRequested as exc:
         code = 128 + (stop.signum or signal.SIGTERM)
         if files:
             error = f"stopped by {exc}"
-            files.set_status("stopped", exit_code=code, error=error, during=loop.log.during)
+            files.set_status("stopped", exit_code=code, error=error, during=_during(loop))
         return code
     except (BadInput, WorkFailed) as exc:
         if files:
             code = 2 if isinstance(exc, BadInput) else 1
-            files.set_status("failed", exit_code=code, error=str(exc), during=loop.log.during)
+            files.set_status("failed", exit_code=code, error=str(exc), during=_during(loop))
         raise
     except Exception as exc:
         if files:
             error = disk_full_reason(exc, req.output) or f"{type(exc).__name__}: {exc}"
-            files.set_status("failed", exit_code=1, error=error, during=loop.log.during)
+            files.set_status("failed", exit_code=1, error=error, during=_during(loop))
         raise
     finally:
         for sig, handler in previous.items():

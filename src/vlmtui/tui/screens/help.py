@@ -42,7 +42,7 @@ Fine-tune Qwen2-VL-family models for object detection. Runs keep going when you 
 | `s` | stop the highlighted run (asks first) |
 | `0`–`9` `c` `a` | in the dispatch dialog: toggle that GPU, the CPU, next free |
 | `esc` | leave a text field; close a dialog |
-| `r` | refresh now |
+| `r` | refresh now: GPUs, runs (a new eval too), recipes (an edited TOML) |
 | `ctrl+t` | light / dark theme |
 | `ctrl+p` | command palette |
 | `?` `f1` | this help |

@@ -30,7 +30,8 @@ class LogView(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"log-view--match"}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f", "toggle_follow", "Follow", id="log.follow"),
+        # not in the footer: at 80 columns it pushed Dispatch and Quit off (`?` lists it)
+        Binding("f", "toggle_follow", "Follow", show=False, id="log.follow"),
         Binding("n", "next_match", "Next match", show=False, id="log.next"),
         Binding("N", "prev_match", "Prev match", show=False, id="log.prev"),
         Binding("g", "scroll_home", "Top", show=False),

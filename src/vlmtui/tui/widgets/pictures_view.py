@@ -133,8 +133,12 @@ class PictureView(Horizontal):
         """Loads pictures only while shown."""
         self.shown: str | None = None
         """Path of the picture on screen."""
+        self.drawn: float | None = None
+        """When the run's last eval drew its pictures (eval.json's `created`): an eval run
+        again redraws them under the same names, so a picture is kept with its stamp."""
+        self._shown_drawn: float | None = None
         self.image: Widget | None = None
-        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[float | None, Any]] = OrderedDict()
         self._errors: dict[tuple[str, str], str] = {}
         """Pictures that could not be read, not asked for again at every refresh."""
 
@@ -148,13 +152,18 @@ class PictureView(Horizontal):
         yield Static("", id="picture-metrics")
 
     def show_run(
-        self, run_id: str, host: str, pictures: tuple[Picture, ...], metrics: Text
+        self,
+        run_id: str,
+        host: str,
+        pictures: tuple[Picture, ...],
+        metrics: Text,
+        drawn: float | None = None,
     ) -> None:
-        if (run_id, pictures) != (self.run_id, self.pictures):
+        if (run_id, pictures, drawn) != (self.run_id, self.pictures, self.drawn):
             same_run = run_id == self.run_id
             self.index = max(0, min(self.index, len(pictures) - 1)) if same_run else 0
             self._errors.clear()
-        self.run_id, self.host, self.pictures = run_id, host, pictures
+        self.run_id, self.host, self.pictures, self.drawn = run_id, host, pictures, drawn
         self.query_one("#picture-metrics", Static).update(metrics)
         self._show()
 
@@ -178,16 +187,16 @@ class PictureView(Horizontal):
         if not self.active:
             return
         key = (self.host, self.pictures[self.index].path)
-        if key in self._cache:
+        if key in self._cache and self._cache[key][0] == self.drawn:
             self._cache.move_to_end(key)
-            self._set_image(key[1], self._cache[key])
+            self._set_image(key[1], self._cache[key][1])
         elif key in self._errors:
             self._failed(key, self._errors[key])
         else:
-            self._fetch(key)
+            self._fetch(key, self.drawn)
 
     @work(thread=True, exclusive=True, group="picture", exit_on_error=False)
-    def _fetch(self, key: tuple[str, str]) -> None:
+    def _fetch(self, key: tuple[str, str], drawn: float | None) -> None:
         from PIL import Image
 
         _warm_imports()
@@ -197,13 +206,14 @@ class PictureView(Horizontal):
         except Exception as exc:  # a missing file, an unreachable host, a broken PNG
             self.app.call_from_thread(self._failed, key, str(exc))
             return
-        self.app.call_from_thread(self._loaded, key, img)
+        self.app.call_from_thread(self._loaded, key, drawn, img)
 
-    def _loaded(self, key: tuple[str, str], img: Any) -> None:
-        self._cache[key] = img
+    def _loaded(self, key: tuple[str, str], drawn: float | None, img: Any) -> None:
+        self._cache[key] = (drawn, img)
         while len(self._cache) > CACHED:
             self._cache.popitem(last=False)
-        if self.pictures and key == (self.host, self.pictures[self.index].path):
+        here = self.pictures and key == (self.host, self.pictures[self.index].path)
+        if here and drawn == self.drawn:
             self._set_image(key[1], img)
 
     def _failed(self, key: tuple[str, str], error: str) -> None:
@@ -216,7 +226,7 @@ class PictureView(Horizontal):
             self._set_image(None, None)
 
     def _set_image(self, path: str | None, img: Any) -> None:
-        if path is not None and path == self.shown:
+        if path is not None and (path, self.drawn) == (self.shown, self._shown_drawn):
             return  # the refresh every few seconds must not redraw (kitty, sixel: flicker)
         self.query_one("#picture-frame").display = img is not None
         if self.image is None and img is not None:
@@ -225,4 +235,4 @@ class PictureView(Horizontal):
         elif self.image is not None:
             self.image.image = img  # type: ignore[attr-defined]
             self.image.display = img is not None
-        self.shown = path
+        self.shown, self._shown_drawn = path, self.drawn

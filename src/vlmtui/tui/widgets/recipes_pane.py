@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Label, Static
@@ -133,7 +133,10 @@ class RecipesPane(Vertical):
             table.add_column("lr", key="lr")
             table.add_column("source", key="source")
             yield table
-            yield RecipeDetail(id="recipe-detail")
+            # Scrolls with the keys once focused (tab): a two-stage recipe's second stage
+            # lay below the pane's edge at 80×24, out of reach of anything but a mouse wheel.
+            with VerticalScroll(id="recipe-detail-scroll"):
+                yield RecipeDetail(id="recipe-detail")
 
     @property
     def table(self) -> DataTable:

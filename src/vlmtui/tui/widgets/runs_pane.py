@@ -7,6 +7,7 @@ is tailed by a `LogWatcher` thread into a bounded `LogView`. Nothing here blocks
 
 from __future__ import annotations
 
+from statistics import mean
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -50,6 +51,16 @@ def eta(run: Any, detail: RunDetail | None) -> float | None:
     return detail.elapsed_s / run.step * (run.max_steps - run.step)
 
 
+def loss_trend(losses: list[float], width: int = 16) -> Text:
+    """The whole run's loss in `width` blocks (each the mean of its share of the steps),
+    from its lowest to its highest value. The last 16 steps drawn from 0 up read `████` for
+    any loss near its start (6.19 → 6.02) and a flat `▂▂▂▂` after a long run."""
+    n = len(losses)
+    if n > width:
+        losses = [mean(losses[i * n // width : (i + 1) * n // width]) for i in range(width)]
+    return sparkline(losses, width, top=max(losses), bottom=min(losses))
+
+
 def eval_text(detail: RunDetail | None) -> Text:
     """The run's eval metrics, one a line (empty before its first eval)."""
     text = Text()
@@ -71,6 +82,8 @@ class RunsPane(Vertical):
         Binding("space", "toggle_mark", "Mark", id="runs.mark"),
         Binding("c", "toggle_chart", "Chart", id="runs.chart"),
         Binding("m", "toggle_smooth", "Smooth", show=False, id="runs.smooth"),
+        # the log's own key, here too: the runs table has the focus most of the time
+        Binding("f", "toggle_follow", "Follow", show=False, id="runs.follow"),
         Binding("p", "toggle_pictures", "Pics", id="runs.pictures"),
         Binding("left_square_bracket", "step_picture(-1)", "previous picture",
                 id="runs.picture_prev", group=PICTURE_KEYS),
@@ -186,15 +199,17 @@ class RunsPane(Vertical):
         info = Text()
         info.append(f"{run.id} ", style="bold")
         info.append(run.state, style=STATE_STYLE.get(run.state, ""))
+        if run.error:
+            # Why it failed (or, queued, Slurm's reason to wait, not a fault) comes first: at
+            # the end of the line it was cut at 80 columns (`CUDA` of `CUDA out of memory`).
+            info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         if run.step is not None:
             info.append(f"  step {run.step}/{run.max_steps or '?'}")
         if run.loss is not None:
             info.append(f"  loss {run.loss:.4f}")
         if detail and detail.losses:
             info.append("  ")
-            info.append_text(
-                sparkline([v for _, v in detail.losses], 16, top=max(v for _, v in detail.losses))
-            )
+            info.append_text(loss_trend([v for _, v in detail.losses]))
         if detail and detail.eval_metrics:
             m = detail.eval_metrics
             info.append(
@@ -203,9 +218,6 @@ class RunsPane(Vertical):
                     f"{k} {m[k]:.3f}" for k in METRICS if isinstance(m.get(k), (int, float))
                 )
             )
-        if run.error:
-            # a queued run's "error" is Slurm's reason to wait, not a fault
-            info.append(f"  {run.error}", style="cyan" if run.state == "queued" else "red")
         self.query_one("#run-info", Static).update(info)
         self._show_charts()
         side = Text()
@@ -222,7 +234,13 @@ class RunsPane(Vertical):
         self.query_one("#run-detail", Static).update(side)
         metrics = Text(f"{run.recipe}\n", style="bold")
         metrics.append_text(eval_text(detail) or Text("no eval yet", style="dim"))
-        self.pictures.show_run(run_id, run.host, detail.pictures if detail else (), metrics)
+        self.pictures.show_run(
+            run_id,
+            run.host,
+            detail.pictures if detail else (),
+            metrics,
+            detail.eval_created if detail else None,
+        )
         self.follow(run_id)
 
     # --- charts -----------------------------------------------------------------------------
@@ -286,6 +304,9 @@ class RunsPane(Vertical):
         if action == "search":
             return not self.has_class("-pictures")
         return True
+
+    def action_toggle_follow(self) -> None:
+        self.log_view.action_toggle_follow()
 
     def action_toggle_smooth(self) -> None:
         self.smooth = not self.smooth

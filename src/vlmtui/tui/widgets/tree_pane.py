@@ -30,10 +30,11 @@ def is_regex(pattern: str) -> bool:
     return regex_problem(pattern) is None
 
 
-def counts_text(node: Any) -> Text:
+def counts_text(node: Any, compact: bool = False) -> Text:
     """What a module trains, the frozen base and the adapter apart: `233.4M frozen`,
     `1.5M full`, `4.2K frozen + 2.0K lora`, `2.2B base · trains 665.3M (2.0K lora)`.
-    `2.0K/4.2K lora` read as "half of q_proj trains", which is never what LoRA does."""
+    `2.0K/4.2K lora` read as "half of q_proj trains", which is never what LoRA does.
+    `compact` (the filter's rows, which carry a full module path): `4.2K + 2.0K lora`."""
     base, lora = node.total_params, node.lora_params
     base_trains = node.trainable_params - lora
     t = Text()
@@ -42,7 +43,7 @@ def counts_text(node: Any) -> Text:
     elif node.state == "full":
         t.append(f"{human(base)} full", style=STATE_STYLE["full"])
     elif node.state == "lora":
-        t.append(f"{human(base)} frozen", style="dim")
+        t.append(human(base) if compact else f"{human(base)} frozen", style="dim")
         t.append(" + ")
         t.append(f"{human(lora)} lora", style=STATE_STYLE["lora"])
     else:
@@ -67,6 +68,20 @@ def node_label(node: Any, name: str | None = None, with_class: bool = True) -> T
     return t
 
 
+def match_label(node: Any) -> Text:
+    """A filter match: its full path, then what it trains, then its class. At 80 columns a
+    72B model's `model.language_model.layers.10.self_attn.q_proj  Linear 4bit  67.1M frozen +
+    262.1K lora` was cut inside the numbers; now only the class, last, may be cut."""
+    t = Text()
+    t.append(node.name, style=STATE_STYLE.get(node.state, ""))
+    if node.quant:
+        t.append(f"  {node.quant}", style="magenta")
+    t.append("  ")
+    t.append_text(counts_text(node, compact=True))
+    t.append(f"  {node.cls}", style="italic dim")
+    return t
+
+
 class TreePane(Vertical):
     """Recipe pickers, the per-area summary and the module tree."""
 
@@ -83,7 +98,6 @@ class TreePane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.view: Any = None
-        self._setting = False
         self._regex_error = ""
 
     def compose(self) -> ComposeResult:
@@ -101,15 +115,15 @@ class TreePane(Vertical):
         yield tree
         yield Static("", id="tree-diff")
 
-    def set_recipes(self, names: list[str], current: str | None) -> None:
-        self._setting = True
-        try:
-            self.query_one("#tree-recipe", Select).set_options((n, n) for n in names)
-            self.query_one("#tree-compare", Select).set_options((n, n) for n in names)
-            if current in names:
-                self.query_one("#tree-recipe", Select).value = current
-        finally:
-            self._setting = False
+    def set_recipes(self, names: list[str]) -> None:
+        """The recipes to pick from (again after a reload): each picker keeps its choice
+        while that recipe exists, without posting `Wanted` (the app decides on a re-mark)."""
+        for select in self.query(Select).results(Select):
+            kept = select.value
+            with select.prevent(Select.Changed):
+                select.set_options((n, n) for n in names)
+                if kept in names:
+                    select.value = kept
 
     def choose(self, recipe: str) -> None:
         """Select `recipe` (posts `Wanted`)."""
@@ -191,7 +205,7 @@ class TreePane(Vertical):
             if not matches:
                 tree.root.add_leaf(Text(f"no module name matches {pattern!r}", style="yellow"))
             for n in matches[:MAX_MATCHES]:
-                tree.root.add_leaf(node_label(n, n.name), data=n)
+                tree.root.add_leaf(match_label(n), data=n)
             if len(matches) > MAX_MATCHES:
                 tree.root.add_leaf(Text(f"… {len(matches) - MAX_MATCHES} more", style="dim"))
             tree.root.expand()
