@@ -12,6 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +59,21 @@ def _eval_and_show_pictures(session: str, home) -> None:
         assert stray not in screen, screen
 
 
-def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
+@contextmanager
+def _app(home: Path, size: tuple[int, int], after: str) -> Iterator[str]:
+    """`vlmtui` in a tmux session of `size` on VLMTUI_HOME=home, then the shell line `after`
+    (so the pane outlives the app); yields the session name, killed at the end."""
     session = f"vlmtui-test-{uuid.uuid4().hex[:8]}"
-    env = f"VLMTUI_HOME={tmp_path} TERM=xterm-256color"
-    cmd = f"env {env} {sys.executable} -m vlmtui; sleep 5"
-    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "36", cmd)
+    cmd = f"env VLMTUI_HOME={home} TERM=xterm-256color {sys.executable} -m vlmtui; {after}"
+    _tmux("new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), cmd)
     try:
+        yield session
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
+    with _app(tmp_path, (120, 36), "sleep 5") as session:
         _wait_screen(session, "r1-llm-only", 30)
         _tmux("send-keys", "-t", session, "d")
         _wait_screen(session, "Dispatch r1-llm-only", 120)  # the demo is generated first
@@ -77,27 +89,22 @@ def test_dispatch_demo_run_in_tmux(tmp_path) -> None:
         _eval_and_show_pictures(session, tmp_path)
         _tmux("send-keys", "-t", session, "q")
         assert (tmp_path / "data" / "demo" / "model-qwen2-vl").is_dir()
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert os.path.isfile(tmp_path / "data" / "runs.sqlite")
 
 
-def test_quit_while_the_demo_is_prepared_is_quick(tmp_path) -> None:
+def test_quit_while_the_demo_is_prepared_does_not_wait_for_it(tmp_path) -> None:
     """`d` on a fresh machine prepares the demo model; `q` meanwhile left a blank terminal
     for seconds (5 s here): the app waited for the thread writing the demo. The demo is now
-    made in the inspection child, which quitting kills."""
-    session = f"vlmtui-test-{uuid.uuid4().hex[:8]}"
-    env = f"VLMTUI_HOME={tmp_path} TERM=xterm-256color"
-    cmd = f"env {env} {sys.executable} -m vlmtui; echo QUIT-DONE; sleep 30"
-    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
-    try:
+    made in the inspection child, which quitting kills. Checked without a clock: the demo
+    model appears by one rename when complete, so an app that waited leaves it there."""
+    model = tmp_path / "data" / "demo" / "model-qwen2-vl"
+    with _app(tmp_path, (100, 30), "echo QUIT-DONE; sleep 30") as session:
         _wait_screen(session, "r1-llm-only", 30)
         _tmux("send-keys", "-t", session, "d")
         _wait_screen(session, "preparing demo model", 30)
-        time.sleep(1.0)  # well into the demo's torch import
-        start = time.monotonic()
+        time.sleep(0.5)  # into the demo's torch import, seconds long
+        if model.exists():
+            pytest.skip("the demo was made before q could be pressed: nothing to observe")
         _tmux("send-keys", "-t", session, "q")
         _wait_screen(session, "QUIT-DONE", 30)
-        assert time.monotonic() - start < 2.0
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        assert not model.exists(), "the app waited for the demo before quitting"
