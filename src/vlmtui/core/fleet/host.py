@@ -124,6 +124,12 @@ class Host(ABC):
         not share this machine's config dir)."""
         return True
 
+    @property
+    def cpu_count(self) -> int | None:
+        """CPUs a CPU run may spread its processes over; None when not known without asking
+        the host."""
+        return None
+
     @abstractmethod
     def _argv(self, script: str) -> list[str]: ...
 
@@ -228,6 +234,10 @@ class LocalHost(Host):
     @property
     def needs_recipe_files(self) -> bool:
         return False
+
+    @property
+    def cpu_count(self) -> int | None:
+        return os.cpu_count() or 1
 
     def watch_gpus(self, interval_s: float, stop: threading.Event) -> Iterator[gpus.HostGpus]:
         while not stop.is_set():

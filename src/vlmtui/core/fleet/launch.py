@@ -26,7 +26,6 @@ launches at once — from two processes — never land on the same GPU.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -101,10 +100,10 @@ def _validate(req: LaunchRequest, host: Host) -> _Target:
                 raise BadInput(f"host {host.name} has no GPU {missing[0]} (GPUs: {have})")
     if spec != CPU and req.nproc not in (None, len(spec) if isinstance(spec, tuple) else 1):
         raise BadInput("--nproc applies to CPU runs; GPU runs use one process per GPU")
-    cpus = os.cpu_count() or 1
+    cpus = host.cpu_count
     # torchrun starts every one (--nproc 99999 was a fork storm); two are always allowed, the
     # way to try a sharded run on any machine.
-    if spec == CPU and host.config.is_local and (req.nproc or 1) > max(2, cpus):
+    if spec == CPU and cpus is not None and (req.nproc or 1) > max(2, cpus):
         raise BadInput(f"--nproc: {req.nproc} processes, but this machine has {cpus} CPUs")
     check_launch_strategy(req, spec)
     return _Target(host, spec, status, recipe_files_for(host, req.recipe))
