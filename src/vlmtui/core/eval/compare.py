@@ -13,6 +13,7 @@ from typing import Any
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.eval.evaluate import resolve_run
+from vlmtui.core.model.loading import read_run_object
 from vlmtui.core.rundir import (
     EVAL_JSON,
     RUN_JSON,
@@ -55,8 +56,8 @@ def _trainable_params(run_dir: Path, info: dict[str, Any]) -> int | None:
 def compare_row(run: str | Path) -> dict[str, Any]:
     """One comparison row from a run directory (or an eval-only baseline directory)."""
     run_dir = resolve_run(run)
-    info = _json_object(run_dir / RUN_JSON)
-    ev = _json_object(run_dir / EVAL_JSON)
+    info = read_run_object(run_dir / RUN_JSON) or {}
+    ev = read_run_object(run_dir / EVAL_JSON) or {}
     events = read_events(run_dir)
     if not info and not ev:
         raise BadInput(f"{run_dir}: neither run.json nor eval.json (not a run or eval directory)")
@@ -77,17 +78,6 @@ def compare_row(run: str | Path) -> dict[str, Any]:
         **{k: metrics.get(k) for k in ("map", "map50", "recall", "mean_iou")},
         "parse_failure_rate": metrics.get("parse_failure_rate"),
     }
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    """A run file's object; {} when absent. vlmtui writes these whole (atomic renames), so
-    one that is not a JSON object was damaged or written by something else: say which."""
-    if not path.exists():
-        return {}
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: not a JSON object (damaged, or not written by vlmtui)")
-    return data
 
 
 def compare_rows(runs: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -289,15 +289,25 @@ def unfinished_reason(run_dir: Path) -> str:
     return f"no final weights yet: the run is {state}{at}; evaluate it when it has finished"
 
 
+def read_run_object(path: Path) -> dict[str, Any] | None:
+    """A run file's JSON object; None when the file is absent. vlmtui writes these whole
+    (atomic renames), so one that is not a JSON object was damaged or written by something
+    else: BadInput saying so."""
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a JSON object (damaged, or not written by vlmtui)")
+    return data
+
+
 def weights_record(run_dir: Path) -> dict[str, Any]:
     """A finished run's weights.json, checked: an edited or damaged one was a KeyError or
     AttributeError traceback in `eval`."""
     path = Path(run_dir) / WEIGHTS_JSON
-    record = read_json(path)
-    if record is None and not path.exists():
+    record = read_run_object(path)
+    if record is None:
         raise BadInput(f"{run_dir}: {unfinished_reason(Path(run_dir))}")
-    if not isinstance(record, dict):
-        raise BadInput(f"{path}: not a JSON object (damaged, or not written by vlmtui)")
     if record.get("kind") not in ("full", "adapter"):
         raise BadInput(f"{path}: kind: expected 'full' or 'adapter', got {record.get('kind')!r}")
     for key in ("path", "base_model") if record["kind"] == "adapter" else ("path",):
