@@ -128,6 +128,8 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
         self._last_errors: dict[str, str] = {}
         """Worker name -> the error last shown for it (cleared when it succeeds)."""
         self.demo_paths: tuple[str, str] | None = None
+        self._tree_wanted: tuple[str, str | None] | None = None
+        """(recipe, compare) the module tree was last asked for; None before the first."""
         self.theme = THEMES[settings.theme]
         self._init_workers()
 
@@ -264,7 +266,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
         pane.show_recipes(event.recipes)
         self.main.query_one(TreePane).set_recipes(list(event.recipes))
         # A recipe edited since (its TOML, `r` reloads it): the tree marks it anew.
-        wanted = [n for n in getattr(self, "_tree_wanted", None) or () if n]
+        wanted = [n for n in self._tree_wanted or () if n]
         if all(n in self.recipes for n in wanted) and any(
             definition(old, n) != definition(self.recipes, n) for n in wanted
         ):
@@ -305,7 +307,7 @@ class VlmtuiApp(DispatchFlowMixin, WorkersMixin, App[None]):
         self._request_tree()
 
     def _request_tree(self) -> None:
-        wanted = getattr(self, "_tree_wanted", None)
+        wanted = self._tree_wanted
         if wanted is None or not self.with_workspace(self._request_tree):
             return
         model, _ = self.resolved() or ("", "")
