@@ -3,8 +3,11 @@
 - `slurm_cluster`: a real one-node Slurm (munged, slurmctld, slurmd; four fake GPUs), one per
   test session and xdist worker (see slurm_cluster.py); skips with the reason when Slurm
   cannot run here.
-- `cluster_host`: hosts.toml (in the test's VLMTUI_HOME) with a `kind = "slurm"` host
-  `cluster` whose login node is this machine; every job is cancelled after the test.
+- `slurm_cluster2`: a real two-node Slurm on this machine (two slurmd, n1 and n2, two fake
+  GPUs each), its own daemons, files and ports beside the one-node cluster.
+- `cluster_host` / `cluster2_host`: hosts.toml (in the test's VLMTUI_HOME) with a `kind =
+  "slurm"` host `cluster` on that cluster whose login node is this machine; every job is
+  cancelled after the test.
 - `slurm_standin`: the jobs run the stand-in trainer of conftest_ssh (a few steps, SIGTERM
   handled like the real one) instead of `vlmtui train`, for tests about Slurm's states
   rather than training. It stands in for `slurm.train_command`, the command inside the job.
@@ -24,15 +27,24 @@ import pytest
 from slurm_cluster import Cluster, ClusterUnavailable, start_cluster
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def _cluster(tmp_path_factory: pytest.TempPathFactory, nodes: int) -> Iterator[Cluster]:
     try:
-        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+        cluster = start_cluster(tmp_path_factory.mktemp(f"slurm{nodes}n"), nodes=nodes)
     except ClusterUnavailable as exc:
-        pytest.skip(f"no Slurm test cluster: {exc}")
+        pytest.skip(f"no {nodes}-node Slurm test cluster: {exc}")
     yield cluster
     cluster.cancel_all()
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from _cluster(tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from _cluster(tmp_path_factory, 2)
 
 
 @dataclass
@@ -42,18 +54,31 @@ class ClusterHost:
     runs_dir: Path
 
 
+def _host(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ClusterHost]:
+    from vlmtui.core.fleet.hosts import save_host
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    runs = tmp_path / "cluster-runs"
+    save_host("cluster", kind="slurm", runs_dir=str(runs), python=sys.executable)
+    cluster.wait_idle()
+    yield ClusterHost("cluster", cluster, runs)
+    cluster.cancel_all()
+
+
 @pytest.fixture
 def cluster_host(
     slurm_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ClusterHost]:
-    from vlmtui.core.fleet.hosts import save_host
+    yield from _host(slurm_cluster, tmp_path, monkeypatch)
 
-    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    runs = tmp_path / "cluster-runs"
-    save_host("cluster", kind="slurm", runs_dir=str(runs), python=sys.executable)
-    slurm_cluster.wait_idle()
-    yield ClusterHost("cluster", slurm_cluster, runs)
-    slurm_cluster.cancel_all()
+
+@pytest.fixture
+def cluster2_host(
+    slurm_cluster2: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ClusterHost]:
+    yield from _host(slurm_cluster2, tmp_path, monkeypatch)
 
 
 @pytest.fixture

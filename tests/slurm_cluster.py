@@ -1,10 +1,17 @@
-"""A real one-node Slurm cluster on this machine for tests and benchmarks.
+"""A real Slurm cluster on this machine for tests and benchmarks: one node, or two.
 
 munged, slurmctld and slurmd run as root with everything in one temp dir: slurm.conf,
 gres.conf, state, spool, pid and log files, the munge socket, the job-completion file. The
-node has four fake GPUs (`gpu:4` GRES backed by four empty files: slurmd needs `File=`
-entries, a bare `Count=` leaves the node INVAL), ports are unused ones, and `JobCompType=
-jobcomp/filetxt` records finished jobs (there is no accounting database, hence no sacct).
+one-node cluster's node is this machine's hostname with four fake GPUs (`gpu:4` GRES backed
+by four empty files: slurmd needs `File=` entries, a bare `Count=` leaves the node INVAL);
+ports are unused ones, and `JobCompType=jobcomp/filetxt` records finished jobs (there is no
+accounting database, hence no sacct).
+
+The two-node cluster (`start_cluster(d, nodes=2)`) runs two slurmd on this machine, `-N n1`
+and `-N n2`, each with its own port, spool, pid and log file, two fake GPUs and all of this
+machine's CPUs, both at `NodeAddr=127.0.0.1`. The names n1/n2 do not resolve, as a compute
+node's short name need not on a real cluster: a job must ask Slurm for a node's address.
+Every file, port and the munge socket is its own, so it runs beside a one-node cluster.
 
 Commands reach this cluster through `SLURM_CONF`; `Cluster.env()` gives the variables and
 `Cluster.path_dir` holds wrappers for sinfo/sbatch/... that set it, so a `kind = "slurm"`
@@ -27,6 +34,9 @@ from pathlib import Path
 from sshd import free_port
 
 GPUS = 4
+"""Fake GPUs of the one-node cluster's node."""
+GPUS_PER_NODE = 2
+"""Fake GPUs of each node of a multi-node cluster."""
 SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun", "sacct")
 
 
@@ -37,13 +47,23 @@ class ClusterUnavailable(RuntimeError):
 @dataclass
 class Cluster:
     dir: Path
-    node: str
+    nodes: tuple[str, ...]
     partition: str
     conf: Path
     jobcomp: Path
     path_dir: Path
     """Wrappers of the Slurm client commands with SLURM_CONF set: put first on PATH."""
     pids: dict[str, int]
+
+    @property
+    def node(self) -> str:
+        """The first node (the only one of a one-node cluster)."""
+        return self.nodes[0]
+
+    @property
+    def slurmds(self) -> list[str]:
+        """Daemon names of the slurmd processes (pid file `<name>.pid` in `dir`)."""
+        return ["slurmd"] if len(self.nodes) == 1 else [f"slurmd-{n}" for n in self.nodes]
 
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
@@ -57,22 +77,23 @@ class Cluster:
             timeout=timeout,
         )
 
-    def node_state(self) -> str:
-        res = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T")
+    def node_state(self, node: str | None = None) -> str:
+        res = self.run("sinfo", "-h", "-N", "-n", node or self.node, "-o", "%T")
         return res.stdout.strip() if res.returncode == 0 else f"error: {res.stderr.strip()}"
 
     def wait_idle(self, timeout: float = 30) -> None:
-        """Until the node is idle (resumed when drained or down), or ClusterUnavailable."""
+        """Until every node is idle (resumed when drained or down), or ClusterUnavailable."""
         deadline = time.monotonic() + timeout
-        state = ""
+        states: dict[str, str] = {}
         while time.monotonic() < deadline:
-            state = self.node_state()
-            if state == "idle":
+            states = {node: self.node_state(node) for node in self.nodes}
+            if all(state == "idle" for state in states.values()):
                 return
-            if any(s in state for s in ("drain", "down")):
-                self.run("scontrol", "update", f"nodename={self.node}", "state=resume")
+            for node, state in states.items():
+                if any(s in state for s in ("drain", "down")):
+                    self.run("scontrol", "update", f"nodename={node}", "state=resume")
             time.sleep(0.2)
-        raise ClusterUnavailable(f"node {self.node} is not idle after {timeout:g} s: {state}")
+        raise ClusterUnavailable(f"nodes not idle after {timeout:g} s: {states}")
 
     def cancel_all(self) -> None:
         """Cancel every job and wait until the queue is empty (between tests)."""
@@ -95,7 +116,7 @@ class Cluster:
         )
 
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*self.slurmds, "slurmctld", "munged"):
             self.stop_daemon(name)
 
 
@@ -141,6 +162,20 @@ def _start_daemon(argv: list[str], pidfile: Path, env: dict[str, str]) -> int:
     raise ClusterUnavailable(f"{argv[0]} wrote no pid file {pidfile}")
 
 
+def _wait_munge(socket_path: Path, timeout: float = 10) -> None:
+    """Until munged answers on its socket (`munge -n`): a pid alone may be a dying daemon's."""
+    deadline = time.monotonic() + timeout
+    res = None
+    while time.monotonic() < deadline:
+        res = subprocess.run(
+            ["munge", "-n", f"--socket={socket_path}"], capture_output=True, text=True, timeout=10
+        )
+        if res.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise ClusterUnavailable(f"munged does not answer on {socket_path}: {res and res.stderr}")
+
+
 def _why_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the Slurm test cluster needs root (slurmd runs as root)"
@@ -150,16 +185,42 @@ def _why_unavailable() -> str | None:
     return None
 
 
-def _write_config(d: Path, node: str, partition: str) -> tuple[Path, Path]:
+def _node_lines(d: Path, nodes: tuple[str, ...], host: str) -> tuple[str, str, str]:
+    """(the slurmd file settings, the NodeName lines, gres.conf's node lines)."""
     cpus = os.cpu_count() or 1
-    for i in range(GPUS):
-        (d / f"nvidia{i}").touch()
+    if len(nodes) == 1:
+        for i in range(GPUS):
+            (d / f"nvidia{i}").touch()
+        (d / "spool").mkdir(exist_ok=True)
+        files = f"SlurmdSpoolDir={d}/spool\nSlurmdPidFile={d}/slurmd.pid\n"
+        files += f"SlurmdLogFile={d}/slurmd.log\n"
+        node_conf = f"NodeName={nodes[0]} CPUs={cpus} Gres=gpu:{GPUS} State=UNKNOWN\n"
+        return files, node_conf, f"NodeName={nodes[0]} Name=gpu File={d}/nvidia[0-{GPUS - 1}]\n"
+    # One machine, several slurmd: each is told its node name (-N), `%n` in the paths keeps
+    # their files apart, and each listens on a port of its own at the loopback address.
+    files = f"SlurmdSpoolDir={d}/spool-%n\nSlurmdPidFile={d}/slurmd-%n.pid\n"
+    files += f"SlurmdLogFile={d}/slurmd-%n.log\n"
+    node_conf = gres = ""
+    for node in nodes:
+        (d / f"spool-{node}").mkdir(exist_ok=True)
+        for i in range(GPUS_PER_NODE):
+            (d / f"gpu-{node}-{i}").touch()
+        node_conf += (
+            f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={free_port()} "
+            f"CPUs={cpus} Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN\n"
+        )
+        gres += f"NodeName={node} Name=gpu File={d}/gpu-{node}-[0-{GPUS_PER_NODE - 1}]\n"
+    return files, node_conf, gres
+
+
+def _write_config(d: Path, nodes: tuple[str, ...], partition: str) -> tuple[Path, Path]:
+    host = socket.gethostname().split(".")[0]
     conf, jobcomp = d / "slurm.conf", d / "jobcomp.txt"
     (d / "state").mkdir(exist_ok=True)
-    (d / "spool").mkdir(exist_ok=True)
+    files, node_conf, gres = _node_lines(d, nodes, host)
     conf.write_text(
-        "ClusterName=vlmtuitest\n"
-        f"SlurmctldHost={node}\n"
+        f"ClusterName=vlmtuitest{len(nodes)}\n"
+        f"SlurmctldHost={host}\n"
         "SlurmUser=root\n"
         "SlurmdUser=root\n"
         "AuthType=auth/munge\n"
@@ -167,11 +228,9 @@ def _write_config(d: Path, node: str, partition: str) -> tuple[Path, Path]:
         f"SlurmctldPort={free_port()}\n"
         f"SlurmdPort={free_port()}\n"
         f"StateSaveLocation={d}/state\n"
-        f"SlurmdSpoolDir={d}/spool\n"
+        f"{files}"
         f"SlurmctldPidFile={d}/slurmctld.pid\n"
-        f"SlurmdPidFile={d}/slurmd.pid\n"
         f"SlurmctldLogFile={d}/slurmctld.log\n"
-        f"SlurmdLogFile={d}/slurmd.log\n"
         "ProctrackType=proctrack/linuxproc\n"
         "TaskPlugin=task/none\n"
         "SelectType=select/cons_tres\n"
@@ -188,13 +247,11 @@ def _write_config(d: Path, node: str, partition: str) -> tuple[Path, Path]:
         "InactiveLimit=0\n"
         "SlurmctldTimeout=10\n"
         "SlurmdTimeout=30\n"
-        f"NodeName={node} CPUs={cpus} Gres=gpu:{GPUS} State=UNKNOWN\n"
-        f"PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP "
-        "OverSubscribe=NO\n"
+        f"{node_conf}"
+        f"PartitionName={partition} Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE "
+        "State=UP OverSubscribe=NO\n"
     )
-    (d / "gres.conf").write_text(
-        f"AutoDetect=off\nNodeName={node} Name=gpu File={d}/nvidia[0-{GPUS - 1}]\n"
-    )
+    (d / "gres.conf").write_text(f"AutoDetect=off\n{gres}")
     return conf, jobcomp
 
 
@@ -210,17 +267,21 @@ def _wrappers(d: Path, conf: Path) -> Path:
     return bindir
 
 
-def start_cluster(d: Path, partition: str = "debug") -> Cluster:
-    """Start munged, slurmctld and slurmd with everything under `d`; waits for an idle node."""
+def start_cluster(d: Path, partition: str = "debug", nodes: int = 1) -> Cluster:
+    """Start munged, slurmctld and a slurmd per node with everything under `d`; waits until
+    every node is idle. One node is this machine's hostname; several are n1, n2, ..."""
     why = _why_unavailable()
     if why:
         raise ClusterUnavailable(why)
     d.mkdir(parents=True, exist_ok=True)
-    node = socket.gethostname().split(".")[0]
-    conf, jobcomp = _write_config(d, node, partition)
+    if nodes == 1:
+        names: tuple[str, ...] = (socket.gethostname().split(".")[0],)
+    else:
+        names = tuple(f"n{i}" for i in range(1, nodes + 1))
+    conf, jobcomp = _write_config(d, names, partition)
     env = {"SLURM_CONF": str(conf)}
     pids: dict[str, int] = {}
-    cluster = Cluster(d, node, partition, conf, jobcomp, _wrappers(d, conf), pids)
+    cluster = Cluster(d, names, partition, conf, jobcomp, _wrappers(d, conf), pids)
     try:
         # Its own socket and key copy: the system munged (if any) is left alone.
         key = d / "munge.key"
@@ -237,14 +298,17 @@ def start_cluster(d: Path, partition: str = "debug") -> Cluster:
             d / "munged.pid",
             {},
         )  # fmt: skip
+        _wait_munge(d / "munge.socket")
         cluster.start_slurmctld()
-        pids["slurmd"] = _start_daemon(["slurmd", "-f", str(conf)], d / "slurmd.pid", env)
+        for node, name in zip(names, cluster.slurmds, strict=True):
+            argv = ["slurmd", "-f", str(conf), *(["-N", node] if nodes > 1 else [])]
+            pids[name] = _start_daemon(argv, d / f"{name}.pid", env)
         cluster.wait_idle()
     except (ClusterUnavailable, OSError, subprocess.TimeoutExpired) as exc:
         cluster.stop()
         logs = " | ".join(
             f"{n}: {(d / n).read_text()[-300:]}"
-            for n in ("slurmctld.log", "slurmd.log")
+            for n in ("slurmctld.log", *(f"{name}.log" for name in cluster.slurmds))
             if (d / n).exists()
         )
         raise ClusterUnavailable(f"{exc} ({logs})") from None
