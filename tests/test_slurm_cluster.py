@@ -1,5 +1,6 @@
-"""Runs on a real one-node Slurm cluster (tests/slurm_cluster.py): submit, queue, stop, kill,
-time limit, two dependent stages, a stopped controller, a refused partition.
+"""Runs on a real Slurm cluster (tests/slurm_cluster.py): on one node submit, queue, stop,
+kill, time limit, two dependent stages, a stopped controller, a refused partition; on two
+nodes a run whose ranks are spread over both.
 
 The trainer is the real `vlmtui train` on the tiny demo model where the test is about
 training (finishing, checkpoints on stop and time limit, two stages); elsewhere the stand-in
@@ -8,6 +9,7 @@ trainer of conftest_ssh runs inside the job, since the test is about Slurm's sta
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -58,6 +60,35 @@ def test_r1_run_finishes_and_runs_shows_job_id_and_loss(
     assert f"job {view.job}" in line and "finished" in line and f"{view.loss:.4f}" in line
     code, out, _ = cli(capsys, "logs", run_id)
     assert code == 0 and "vlmtui train --recipe r1-llm-only" in out
+
+
+@pytest.mark.slow
+def test_r2_across_two_nodes_finishes_with_one_rank_on_each(
+    cluster2_host: ClusterHost, qwen2_vl_dir: Path, shapes_data_dir: Path, capsys
+) -> None:
+    """`--nodes 2 --gpus 1` on the two-node cluster: srun starts a torchrun agent on n1 and
+    one on n2, which meet at the c10d store on n1's address. The node names do not resolve
+    (the fault this reproduces: the endpoint was the name), and both agents share 127.0.0.1,
+    so torchrun cannot tell by address which hosts the store: node 0 must."""
+    run_id = launch(capsys, qwen2_vl_dir, shapes_data_dir, "--recipe", "r2-vision-only",
+                    "--nodes", "2", "--gpus", "1", "--max-steps", "2")  # fmt: skip
+    view = wait_for("finished", lambda: state_in(run_id, "finished", "failed", "stopped"), 300)
+    log = (Path(view.run_dir) / "output.log").read_text()
+    assert view.state == "finished", (view.error, log[-3000:])
+    assert view.step == 2 and view.job and view.gpu == "1gpux2", view
+    info = json.loads((Path(view.run_dir) / "run.json").read_text())
+    assert info["world_size"] == 2, info
+    # One rank per node: the job held both nodes and its step ran a task on each (a world
+    # of 2 from `--nproc_per_node 1` needs both agents); the job ends after the trainer.
+    jobcomp = cluster2_host.cluster.jobcomp
+    record = wait_for("the job's end", lambda: next((
+        ln for ln in (jobcomp.read_text() if jobcomp.exists() else "").splitlines()
+        if f"JobId={view.job} " in ln
+    ), None), 60)  # fmt: skip
+    assert "NodeList=n[1-2]" in record and "JobState=COMPLETED" in record, record
+    _, out, _ = cli(capsys, "runs")
+    line = next(ln for ln in out.splitlines() if run_id in ln)
+    assert "finished" in line and "cluster:1gpux2" in line, line
 
 
 def test_a_second_submit_waits_queued_with_the_reason_then_runs(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,10 +101,65 @@ def test_several_nodes_run_srun_torchrun_with_c10d_on_the_first_node() -> None:
         assert cmd[cmd.index(flag) + 1] == value
     assert cmd[cmd.index("--rdzv_endpoint") + 1] == '"$HEAD:$PORT"'
     script = batch_script(s, SlurmSettings())
-    assert 'HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    assert 'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
     assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:8" in script
     assert '--rdzv_endpoint "$HEAD:$PORT" --rdzv_id "$SLURM_JOB_ID"' in script
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def _stub_slurm(tmp_path: Path, addr: str) -> dict[str, str]:
+    """An environment whose `scontrol` answers as Slurm 22.05 does for nodes n7 and n8 (at
+    `addr` + 7 and + 8): it stands in for the job's Slurm, which the two-node cluster test
+    runs for real; and a `python` that prints its arguments, one a line."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "scontrol").write_text(
+        '#!/bin/sh\ncase "$1 $2" in\n'
+        "  'show hostnames') printf 'n7\\nn8\\n' ;;\n"
+        f"  'show node') echo \"   NodeAddr={addr}${{3#n}} NodeHostName=$3 Port=0\" ;;\n"
+        "esac\n"
+    )
+    (bindir / "python").write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    return {"PATH": f"{bindir}:/usr/bin:/bin", "SLURM_JOB_NODELIST": "n[7-8]", "SLURM_JOB_ID": "42"}
+
+
+@pytest.mark.parametrize(("addr", "endpoint"), [("10.0.0.", "10.0.0.7:20042"),
+                                                ("fd00::", "[fd00::7]:20042")])  # fmt: skip
+def test_the_rendezvous_endpoint_is_the_head_nodes_address_not_its_name(
+    tmp_path: Path, addr: str, endpoint: str
+) -> None:
+    """A node's name need not resolve on the others ("n7: Name or service not known"): the
+    job script asks Slurm for the first node's NodeAddr."""
+    script = batch_script(spec(nodes=2), SlurmSettings())
+    start = script.index("HEAD_NODE=")
+    lines = script[start : script.index("\n", script.index("PORT=", start))]
+    env = _stub_slurm(tmp_path, addr)
+    res = subprocess.run(["bash", "-c", lines + '\nprintf %s "$HEAD:$PORT"'], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.stdout == endpoint, res.stderr
+
+
+@pytest.mark.parametrize(("node_id", "node", "is_host"), [("0", "n7", "1"), ("1", "n8", "0")])
+def test_node_0_hosts_the_rendezvous_store_and_each_node_gives_its_address(
+    tmp_path: Path, node_id: str, node: str, is_host: str
+) -> None:
+    """Agents that share an address (or a NAT) cannot tell by address which hosts the c10d
+    store: each srun task says it by its node id, and gives its own NodeAddr as local_addr
+    (rank 0's becomes the workers' MASTER_ADDR)."""
+    cmd = train_command(spec(nodes=2, python="python"))
+    i = cmd.index("bash")
+    env = _stub_slurm(tmp_path, "10.0.0.") | {"SLURM_NODEID": node_id, "SLURMD_NODENAME": node}
+    argv = [a.replace('"$HEAD:$PORT"', "10.0.0.7:1").replace('"$SLURM_JOB_ID"', "42")
+            for a in cmd[i:] if a != "${RESUME:+--resume}"]  # fmt: skip
+    res = subprocess.run(argv, env=env, capture_output=True, text=True)
+    got = res.stdout.splitlines()
+    assert got[:2] == ["-m", "torch.distributed.run"], res.stderr
+    assert got[got.index("--rdzv_conf") + 1] == f"is_host={is_host}"
+    assert got[got.index("--local_addr") + 1] == f"10.0.0.{node[1]}"
+    assert got[got.index("--rdzv_endpoint") + 1] == "10.0.0.7:1"
+    assert got[got.index("--rdzv_id") + 1 :][:3] == ["42", "-m", "vlmtui"]
 
 
 def test_batch_script_directives_and_resume_on_requeue() -> None:

@@ -11,7 +11,12 @@ Inside a job:
 - several GPUs on one node run torchrun `--standalone`, which picks its own free
   rendezvous port;
 - several nodes run `srun` torchrun, one task per node, with the c10d rendezvous on the
-  job's first node at a port derived from the job id.
+  job's first node at a port derived from the job id. The endpoint is that node's address
+  as Slurm knows it (`NodeAddr`), not its name, which need not resolve on the other nodes;
+  node 0 hosts the rendezvous store (`--rdzv_conf is_host=1`, the others 0), since torchrun's
+  own guess (is the endpoint one of my addresses?) fails when nodes share an address, and
+  each agent gives its own node's address as `--local_addr` (rank 0's becomes the workers'
+  MASTER_ADDR, torchrun's default being the node's host name).
 
 The job asks Slurm for SIGTERM `term_before_s` before its time limit (`--signal=B:TERM@N`,
 to the batch shell, which forwards it to the run's process group), so the trainer saves a
@@ -181,6 +186,17 @@ def sbatch_directives(spec: JobSpec, s: SlurmSettings, time: str | None) -> list
     return opts
 
 
+_NODE_ADDR = 'scontrol show node {node} | grep -o "NodeAddr=[^ ]*" | cut -d= -f2'
+"""Shell: the address Slurm reaches node {node} at (its NodeAddr)."""
+
+_PER_NODE = (
+    "ADDR=$(" + _NODE_ADDR.format(node='"$SLURMD_NODENAME"') + '); exec "$0" -m '
+    'torch.distributed.run --local_addr "${ADDR:-$(hostname)}" '
+    '--rdzv_conf "is_host=$((SLURM_NODEID == 0))" "$@"'
+)
+"""`bash -c` in each srun task: what differs per node is only known there (node id, address)."""
+
+
 def train_command(spec: JobSpec) -> list[str]:
     """What the supervisor runs inside the job (see the module doc for the three shapes)."""
     py = [HomePath(spec.python)]
@@ -195,7 +211,7 @@ def train_command(spec: JobSpec) -> list[str]:
             "--rdzv_endpoint", _Raw('"$HEAD:$PORT"'), "--rdzv_id", _Raw('"$SLURM_JOB_ID"'),
         ]  # fmt: skip
         srun = ["srun", "--ntasks-per-node=1", f"--nodes={spec.nodes}", "--kill-on-bad-exit=1"]
-        return [*srun, *py, "-m", "torch.distributed.run", *rdzv, *train]
+        return [*srun, "bash", "-c", _PER_NODE, *py, *rdzv, *train]
     if spec.gpus > 1:
         return [*py, "-m", "torch.distributed.run", "--standalone", *nproc, *train]
     return [*py, *train]
@@ -241,8 +257,12 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
         lines.append("RESUME=1")
     if spec.nodes > 1:
         lines += [
-            'HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            "HEAD=$(" + _NODE_ADDR.format(node='"$HEAD_NODE"') + ")",
+            "HEAD=${HEAD:-$HEAD_NODE}",
+            'case $HEAD in *:*) HEAD="[$HEAD]" ;; esac  # an IPv6 address',
             "PORT=$((20000 + SLURM_JOB_ID % 20000))",
+            'echo "[vlmtui] rendezvous on $HEAD_NODE at $HEAD:$PORT"',
         ]
     sup = [HomePath(spec.python), "-m", "vlmtui.core.supervise", HomePath(spec.run_dir), "--"]
     lines += [
