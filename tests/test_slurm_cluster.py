@@ -76,6 +76,7 @@ def test_r2_across_two_nodes_finishes_with_one_rank_on_each(
     log = (Path(view.run_dir) / "output.log").read_text()
     assert view.state == "finished", (view.error, log[-3000:])
     assert view.step == 2 and view.job and view.gpu == "1gpux2", view
+    assert log.count("step 2/2") == 1, log  # srun's pipe, not also the trainer's own copy
     info = json.loads((Path(view.run_dir) / "run.json").read_text())
     assert info["world_size"] == 2, info
     # One rank per node: the job held both nodes and its step ran a task on each (a world

@@ -409,3 +409,39 @@ def test_train_stage_out_of_range_is_one_line(capsys, tmp_path) -> None:
     code = main([*argv, "--output", str(tmp_path / "o"), "--stage", "3"])
     err = capsys.readouterr().err
     assert code == 2 and err == "vlmtui: --stage: recipe r3-two-stage has 2 stage(s), got 3\n"
+
+
+PIPED_TRAINER = """
+import sys
+from pathlib import Path
+from vlmtui.core.training.progress import output_log
+with output_log(Path(sys.argv[1])):
+    print("step 1/2")
+"""
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_trainer_piped_into_output_log_by_srun_does_not_copy_its_lines_there(
+    tmp_path: Path, named: bool
+) -> None:
+    """Under srun the trainer's stdout is a pipe to the supervisor's output.log: the
+    multi-node job script names that file in VLMTUI_OUTPUT_LOG, or every line shows twice."""
+    import os
+    import sys
+
+    from vlmtui.core.rundir import OUTPUT_LOG_ENV
+
+    log = tmp_path / "output.log"
+    script = batch_script(spec(nodes=2, run_dir=str(tmp_path)), SlurmSettings())
+    assert f'export {OUTPUT_LOG_ENV}="$RUN_DIR/output.log"' in script
+    env = {k: v for k, v in os.environ.items() if k != OUTPUT_LOG_ENV}
+    if named:
+        env[OUTPUT_LOG_ENV] = str(log)
+    with open(log, "a") as out:  # the supervisor's output.log, reached through a pipe
+        pipe = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=out)
+        subprocess.run([sys.executable, "-c", PIPED_TRAINER, str(tmp_path)], stdout=pipe.stdin,
+                       env=env, check=True)  # fmt: skip
+        assert pipe.stdin is not None
+        pipe.stdin.close()
+        pipe.wait()
+    assert log.read_text().count("step 1/2") == (1 if named else 2)

@@ -29,7 +29,9 @@ and Slurm's own `slurm-<jobid>.out` in the run directory keeps what the batch sh
 (`--output` is given on the sbatch command line by the login node, which knows the run
 directory's absolute path; a #SBATCH line could not quote a path with spaces).
 Not a `tee`: `vlmtui train` copies its stdout into output.log itself when stdout is not that
-file, so a tee would write every line twice.
+file, so a tee would write every line twice. Under srun the trainer's stdout is a pipe to the
+supervisor's output.log, so a multi-node job names that file in `VLMTUI_OUTPUT_LOG` and the
+trainer does not copy it again (one writer per file, even on shared storage).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 
 from vlmtui.core.errors import BadInput
 from vlmtui.core.fleet.shell import HomePath, quote_path
+from vlmtui.core.rundir import OUTPUT_LOG_ENV
 
 TERM_BEFORE_S = 120
 STOP_REQUESTED = "stop_requested"
@@ -263,6 +266,7 @@ def batch_script(spec: JobSpec, s: SlurmSettings, time: str | None = None) -> st
             'case $HEAD in *:*) HEAD="[$HEAD]" ;; esac  # an IPv6 address',
             "PORT=$((20000 + SLURM_JOB_ID % 20000))",
             'echo "[vlmtui] rendezvous on $HEAD_NODE at $HEAD:$PORT"',
+            f'export {OUTPUT_LOG_ENV}="$RUN_DIR/output.log"  # srun\'s pipes take stdout there',
         ]
     sup = [HomePath(spec.python), "-m", "vlmtui.core.supervise", HomePath(spec.run_dir), "--"]
     lines += [

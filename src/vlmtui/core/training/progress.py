@@ -20,6 +20,7 @@ from typing import Any
 from vlmtui.core.rundir import (
     EVENTS,
     OUTPUT_LOG,
+    OUTPUT_LOG_ENV,
     RUN_JSON,
     STATUS,
     TRAINER_STATES,
@@ -106,7 +107,11 @@ class _Tee:
 
 
 def _stdout_is(path: Path) -> bool:
+    """Whether stdout is `path` itself, or a pipe the launcher says leads there."""
     try:
+        said = os.environ.get(OUTPUT_LOG_ENV)
+        if said and os.path.samefile(said, path):
+            return True
         return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(path))
     except (OSError, ValueError, AttributeError):  # no log yet, or stdout is not a real file
         return False
@@ -116,8 +121,9 @@ def _stdout_is(path: Path) -> bool:
 def output_log(run_dir: Path) -> Iterator[None]:
     """Copy this process's Python-level stdout/stderr into RUN_DIR/output.log.
 
-    A launched run's supervisor already sends both file descriptors there; a foreground
-    `vlmtui train` would otherwise leave no output.log for `vlmtui logs` and the app.
+    A launched run's supervisor already sends both file descriptors there (through srun's
+    pipes in a multi-node job, which sets OUTPUT_LOG_ENV); a foreground `vlmtui train` would
+    otherwise leave no output.log for `vlmtui logs` and the app.
     """
     path = Path(run_dir) / OUTPUT_LOG
     if _stdout_is(path):
