@@ -13,10 +13,11 @@ Inside a job:
 - several nodes run `srun` torchrun, one task per node, with the c10d rendezvous on the
   job's first node at a port derived from the job id. The endpoint is that node's address
   as Slurm knows it (`NodeAddr`), not its name, which need not resolve on the other nodes;
-  node 0 hosts the rendezvous store (`--rdzv_conf is_host=1`, the others 0), since torchrun's
-  own guess (is the endpoint one of my addresses?) fails when nodes share an address, and
-  each agent gives its own node's address as `--local_addr` (rank 0's becomes the workers'
-  MASTER_ADDR, torchrun's default being the node's host name).
+  node 0 hosts the rendezvous store (`--rdzv_conf is_host=1`, the others 0) rather than
+  torchrun's guess (is the endpoint one of my addresses?), which makes every agent on a
+  shared address try to host and misses an address that is not among the head's own (a NAT
+  or an alias); each agent gives its own node's address as `--local_addr` (rank 0's becomes
+  the workers' MASTER_ADDR, torchrun's default being the node's host name).
 
 The job asks Slurm for SIGTERM `term_before_s` before its time limit (`--signal=B:TERM@N`,
 to the batch shell, which forwards it to the run's process group), so the trainer saves a
